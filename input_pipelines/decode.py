@@ -1,0 +1,73 @@
+"""Decode selected frames of an encoded video with PyAV, seeking to the span that is needed."""
+from __future__ import annotations
+
+import io
+import threading
+from fractions import Fraction
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+# Creating a pixel-format converter per frame costs more than decoding a small frame; one converter
+# per thread is reused (it caches its SwsContext for a given size/format), ~5x faster to RGB.
+_local = threading.local()
+
+
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded frame, with this thread's reused converter."""
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        reformatter = _local.reformatter = VideoReformatter()
+    return reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+
+class DecodeError(RuntimeError):
+    """A video could not be opened or the requested frames could not be decoded."""
+
+
+def decode_frames(data: bytes, indices: np.ndarray) -> np.ndarray:
+    """Decode the frames at `indices` (0-based display order) of an encoded video.
+
+    Seeks to the keyframe before the first wanted frame, then decodes forward until the last wanted
+    frame. A frame's index is computed from its timestamp: round((pts - start) * time_base * fps).
+
+    Args:
+      data: the encoded container (mp4, webm, ...), as bytes.
+      indices: (K,) int frame indices, any order, repeats allowed.
+    Returns:
+      (K, H, W, 3) uint8 RGB, frames in the order of `indices`.
+    Raises:
+      DecodeError: the container has no video stream, or a wanted frame was never produced.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    wanted = set(int(i) for i in indices)
+    first, last = int(indices.min()), int(indices.max())
+    got: dict[int, np.ndarray] = {}
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise DecodeError("the container has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            fps = Fraction(stream.average_rate or stream.guessed_rate)
+            time_base = Fraction(stream.time_base)
+            start = stream.start_time or 0
+            if first > 0:
+                target = start + int(Fraction(first) / fps / time_base)
+                container.seek(target, stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                idx = round((frame.pts - start) * time_base * fps)
+                if idx in wanted and idx not in got:
+                    got[idx] = to_rgb(frame)
+                if idx >= last:
+                    break
+    except av.FFmpegError as e:
+        raise DecodeError(f"FFmpeg failed: {e}") from e
+    missing = sorted(wanted - got.keys())
+    if missing:
+        raise DecodeError(f"frames {missing[:8]}{'...' if len(missing) > 8 else ''} were not "
+                          f"decoded (the video has fewer frames than its metadata says?)")
+    return np.stack([got[int(i)] for i in indices])  # (K, H, W, 3)

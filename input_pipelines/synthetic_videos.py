@@ -1,0 +1,166 @@
+"""The embedded demo dataset: synthetic scenes whose class is the motion, encoded as real H.264 mp4.
+
+A single frame cannot tell the class: a shape moves left/right/up/down, rotates clockwise or
+counter-clockwise, grows or shrinks. Shape, colour, size, speed, start position and background
+shading vary; every video has a class label and an English caption ("a small red triangle moves to
+the left"). Everything is a deterministic function of (seed, index).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import av
+import numpy as np
+
+CLASSES = (
+    "moving left", "moving right", "moving up", "moving down",
+    "rotating clockwise", "rotating counterclockwise", "growing", "shrinking",
+)
+_CAPTION_VERB = {
+    "moving left": "moves to the left", "moving right": "moves to the right",
+    "moving up": "moves up", "moving down": "moves down",
+    "rotating clockwise": "rotates clockwise",
+    "rotating counterclockwise": "rotates counterclockwise",
+    "growing": "grows bigger", "shrinking": "shrinks",
+}
+COLOURS = {
+    "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40),
+    "cyan": (40, 220, 230), "magenta": (220, 50, 220), "white": (245, 245, 245),
+    "orange": (250, 140, 20),
+}
+# name -> number of polygon sides (0 = circle). A circle's rotation is invisible, so rotation
+# classes never draw circles.
+SHAPES = {"circle": 0, "triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneSpec:
+    """Rendering parameters of one video."""
+
+    label: int
+    shape: str
+    colour: str
+    radius: float  # pixels, at the first frame
+    speed: float  # pixels / frame, degrees / frame or relative size change / frame
+    start: tuple[float, float]  # (y, x) centre at the first frame
+    angle0: float  # degrees
+    background: tuple[int, int, int]
+
+    @property
+    def size_word(self) -> str:
+        return "small" if self.radius < 11 else "large"
+
+    @property
+    def caption(self) -> str:
+        return f"a {self.size_word} {self.colour} {self.shape} {_CAPTION_VERB[CLASSES[self.label]]}"
+
+
+def sample_scene(rng: np.random.Generator, size: int, num_frames: int) -> SceneSpec:
+    """Draw the parameters of one scene of `num_frames` frames of `size` x `size` pixels."""
+    label = int(rng.integers(len(CLASSES)))
+    cls = CLASSES[label]
+    shapes = [s for s in SHAPES if not (cls.startswith("rotating") and s == "circle")]
+    shape = shapes[int(rng.integers(len(shapes)))]
+    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    radius = float(rng.uniform(0.09, 0.2) * size)
+    centre = (float(rng.uniform(0.35, 0.65) * size), float(rng.uniform(0.35, 0.65) * size))
+    if cls.startswith("moving"):
+        speed = float(rng.uniform(0.5, 1.0) * (size - 2 * radius) / num_frames)
+        travel = speed * (num_frames - 1) / 2  # start half a path before the centre
+        dy, dx = {"moving left": (0, -1), "moving right": (0, 1), "moving up": (-1, 0),
+                  "moving down": (1, 0)}[cls]
+        centre = (centre[0] - dy * travel, centre[1] - dx * travel)
+    elif cls.startswith("rotating"):
+        speed = float(rng.uniform(4.0, 9.0))
+    else:
+        speed = float(rng.uniform(0.025, 0.045))
+        if cls == "growing":
+            radius = float(rng.uniform(0.06, 0.1) * size)
+        else:
+            radius = float(rng.uniform(0.22, 0.28) * size)
+    background = tuple(int(v) for v in rng.integers(40, 110, size=3))
+    return SceneSpec(label, shape, colour, radius, speed, centre, float(rng.uniform(0, 360)),
+                     background)
+
+
+def _shape_mask(yy: np.ndarray, xx: np.ndarray, sides: int, centre: tuple[float, float],
+                radius: float, angle_deg: float) -> np.ndarray:
+    """Boolean (H, W) mask of a circle (sides=0) or a regular convex polygon."""
+    dy, dx = yy - centre[0], xx - centre[1]
+    if sides == 0:
+        return dy * dy + dx * dx <= radius * radius
+    inside = np.ones(yy.shape, dtype=bool)
+    apothem = radius * np.cos(np.pi / sides)
+    for k in range(sides):  # intersection of half-planes, one per edge normal
+        theta = np.deg2rad(angle_deg) + (2 * k + 1) * np.pi / sides
+        inside &= dx * np.cos(theta) + dy * np.sin(theta) <= apothem
+    return inside
+
+
+def render(spec: SceneSpec, size: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Render a scene to (num_frames, size, size, 3) uint8 RGB."""
+    cls = CLASSES[spec.label]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    # A smooth background (a linear gradient plus a low-frequency wave): predictable from its
+    # visible neighbours, so masked reconstruction has structure to learn beyond the moving shape.
+    theta = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(theta) * xx + np.sin(theta) * yy) / size - 0.5  # (H, W) in about [-0.7, 0.7]
+    freq, phase = rng.uniform(1.0, 3.0, size=2), rng.uniform(0, 2 * np.pi, size=2)
+    wave = np.sin(2 * np.pi * freq[0] * xx / size + phase[0]) * np.sin(
+        2 * np.pi * freq[1] * yy / size + phase[1])
+    shading = rng.uniform(30, 60) * ramp + rng.uniform(8, 20) * wave  # (H, W)
+    base = np.clip(np.asarray(spec.background, np.float32) + shading[..., None], 0, 255)
+    colour = np.asarray(COLOURS[spec.colour], np.float32)
+    sides = SHAPES[spec.shape]
+    frames = np.empty((num_frames, size, size, 3), np.uint8)
+    for t in range(num_frames):
+        centre, radius, angle = spec.start, spec.radius, spec.angle0
+        if cls.startswith("moving"):
+            dy, dx = {"moving left": (0, -1), "moving right": (0, 1), "moving up": (-1, 0),
+                      "moving down": (1, 0)}[cls]
+            centre = (centre[0] + dy * spec.speed * t, centre[1] + dx * spec.speed * t)
+        elif cls == "rotating clockwise":  # image y points down: increasing angle is clockwise
+            angle = angle + spec.speed * t
+        elif cls == "rotating counterclockwise":
+            angle = angle - spec.speed * t
+        elif cls == "growing":
+            radius = radius * (1 + spec.speed) ** t
+        else:
+            radius = radius * (1 - spec.speed) ** t
+        mask = _shape_mask(yy, xx, sides, centre, radius, angle)[..., None]
+        noise = rng.normal(0, 2, size=(size, size, 1))  # per-frame sensor noise
+        frame = np.where(mask, colour, base) + noise
+        frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
+    return frames
+
+
+def encode_mp4(frames: np.ndarray, fps: int = 25, codec: str = "libx264", crf: int = 20) -> bytes:
+    """Encode (T, H, W, 3) uint8 RGB frames to an mp4 container in memory (H and W even)."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": str(crf), "preset": "fast"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def make_example(seed: int, index: int, size: int = 80, num_frames: int = 32,
+                 fps: int = 25) -> dict:
+    """One encoded video with its label, caption and metadata; deterministic in (seed, index)."""
+    rng = np.random.default_rng([seed, index])
+    spec = sample_scene(rng, size, num_frames)
+    frames = render(spec, size, num_frames, rng)
+    return {
+        "video": encode_mp4(frames, fps=fps),
+        "label": spec.label,
+        "caption": spec.caption,
+        "video_id": f"synthetic_{seed}_{index:06d}",
+        "num_frames": num_frames,
+        "fps": float(fps),
+    }

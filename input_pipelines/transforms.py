@@ -1,0 +1,59 @@
+"""Spatial augmentation of uint8 clips (T, H, W, 3); the same parameters for every frame of a clip."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+# Scales of VideoMAE's multi-scale crop (GroupMultiScaleCrop(input_size, [1, .875, .75, .66])).
+MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
+
+
+def _fixed_offsets(image_w: int, image_h: int, crop_w: int, crop_h: int) -> list[tuple[int, int]]:
+    """The 13 (x, y) crop offsets of the reference's fix_crop + more_fix_crop grid."""
+    ws, hs = (image_w - crop_w) // 4, (image_h - crop_h) // 4
+    grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2),  # corners and centre
+            (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
+    return [(i * ws, j * hs) for i, j in grid]
+
+
+def multi_scale_crop_box(image_w: int, image_h: int, output_size: int,
+                         rng: np.random.Generator, scales=MULTI_SCALE_CROP_SCALES,
+                         max_distort: int = 1) -> tuple[int, int, int, int]:
+    """Draw a crop (x, y, w, h) as VideoMAE's GroupMultiScaleCrop does.
+
+    Crop side lengths are int(min(W, H) * scale), snapped to `output_size` when within 3 pixels;
+    width and height scales differ by at most `max_distort` steps; the offset is one of 13 fixed
+    positions (corners, centre, edge midpoints, quarter points).
+    """
+    base = min(image_w, image_h)
+    sizes = [int(base * s) for s in scales]
+    sizes = [output_size if abs(s - output_size) < 3 else s for s in sizes]
+    pairs = [(w, h) for i, h in enumerate(sizes) for j, w in enumerate(sizes)
+             if abs(i - j) <= max_distort]
+    crop_w, crop_h = pairs[int(rng.integers(len(pairs)))]
+    offsets = _fixed_offsets(image_w, image_h, crop_w, crop_h)
+    x, y = offsets[int(rng.integers(len(offsets)))]
+    return x, y, crop_w, crop_h
+
+
+def crop_and_resize(frames: np.ndarray, box: tuple[int, int, int, int],
+                    output_size: int) -> np.ndarray:
+    """Crop (x, y, w, h) from every frame and resize bilinearly to output_size^2.
+
+    frames (T, H, W, 3) uint8 -> (T, output_size, output_size, 3) uint8.
+    """
+    x, y, w, h = box
+    out = np.empty((frames.shape[0], output_size, output_size, 3), np.uint8)
+    for t, frame in enumerate(frames):
+        crop = frame[y:y + h, x:x + w]
+        if crop.shape[:2] == (output_size, output_size):
+            out[t] = crop
+        else:
+            out[t] = np.asarray(Image.fromarray(crop).resize((output_size, output_size),
+                                                            Image.BILINEAR))
+    return out
+
+
+def random_flip(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Horizontal flip of the whole clip with probability 0.5."""
+    return frames[:, :, ::-1] if rng.random() < 0.5 else frames

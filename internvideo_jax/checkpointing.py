@@ -1,0 +1,59 @@
+"""Orbax checkpoints holding the train state, the grain iterator state and run metadata together.
+
+Layout: WORKDIR/checkpoints/<step>/{state, data, meta}. Saves are asynchronous (training goes on
+while the arrays are written); orbax commits a step atomically, so a run killed mid-save leaves the
+previous step as the latest complete one. Restoring builds the target from abstract arrays with the
+*current* mesh's shardings, so a checkpoint restores onto another device count or strategy.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    def __init__(self, workdir: str, *, keep: int, async_save: bool = True):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                                 enable_async_checkpointing=async_save,
+                                                 create=True),
+            item_names=("state", "data", "meta"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, data_iter: Any, meta: dict) -> None:
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(data_iter),
+            meta=ocp.args.JsonSave(meta)), force=True)
+
+    def restore(self, step: int, abstract_state: Any, data_iter: Any) -> tuple[Any, dict]:
+        """Restore `step` onto the shardings of `abstract_state` (jax.ShapeDtypeStruct leaves).
+
+        The data iterator is restored in place. Returns (state, meta).
+        """
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iter),
+            meta=ocp.args.JsonRestore()))
+        return restored["state"], restored["meta"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStruct leaves carrying the given shardings: a restore target with no memory."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        tree, shardings)

@@ -1,0 +1,36 @@
+r"""Entry point: python -m internvideo_jax.main --config experiments/X.py:PRESET --workdir DIR.
+
+Overrides: --config.batch_size=32 (unknown keys fail). A workdir holding a checkpoint resumes.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file:preset.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def enable_compilation_cache() -> None:
+    """Persistent XLA cache: a second run of the same config skips most compilation."""
+    import jax
+    path = os.environ.get("INTERNVIDEO_JAX_CACHE",
+                          os.path.join(os.path.expanduser("~"), ".cache", "internvideo_jax", "xla"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def main(argv) -> None:
+    del argv
+    enable_compilation_cache()
+    from internvideo_jax import train
+    train.train(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

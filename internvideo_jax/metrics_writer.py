@@ -1,0 +1,62 @@
+"""Training logs from process 0: console lines, a progress bar with ETA, metrics.jsonl, TensorBoard."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import tqdm
+from tensorboardX import SummaryWriter
+
+
+class MetricsWriter:
+    """Writes scalars to WORKDIR/metrics.jsonl and WORKDIR/tensorboard; silent on other processes."""
+
+    def __init__(self, workdir: str, total_steps: int, start_step: int, progress: bool = True):
+        self.active = jax.process_index() == 0
+        if not self.active:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                             disable=not progress, file=sys.stderr)
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.active:
+            return
+        record = {"step": step, **{k: float(v) for k, v in scalars.items()}}
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        for k, v in scalars.items():
+            self.tb.add_scalar(k, float(v), step)
+        line = " ".join(f"{k} {_fmt(v)}" for k, v in scalars.items())
+        self.bar.write(f"step {step}/{self.bar.total}: {line}")
+        self.bar.set_postfix(loss=_fmt(scalars.get("loss", float("nan"))), refresh=False)
+
+    def advance(self, n: int = 1) -> None:
+        if self.active:
+            self.bar.update(n)
+
+    def info(self, text: str) -> None:
+        if self.active:
+            self.bar.write(text)
+
+    def close(self) -> None:
+        if not self.active:
+            return
+        self.bar.close()
+        self.tb.close()
+        self.jsonl.close()
+
+
+def _fmt(v: float) -> str:
+    v = float(v)
+    return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All records of WORKDIR/metrics.jsonl, in order."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,268 @@
+"""Shared transformer layers: attention, MLP, drop path, tubelet patch embed, sinusoid tables.
+
+Every parameter carries logical axis names (see internvideo_jax/sharding.py for the one table that
+maps them onto the ('data', 'fsdp', 'tensor') mesh) and large activations carry logical constraints.
+Logical names used here:
+  params:      'embed' (model width), 'heads', 'kv' (head dim), 'mlp' (MLP hidden), 'qkv' (the 3 of
+               a fused q/k/v projection), 'patch' (flattened pixels of one patch)
+  activations: 'act_batch', 'act_length' (tokens), 'act_embed', 'act_heads', 'act_mlp'
+Layouts are channel-last: video (B, T, H, W, C), tokens (B, N, D).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+# The reference (timm / VideoMAE `_init_weights`) initialises every Linear with xavier_uniform and
+# zero bias, LayerNorm with ones/zeros.
+xavier_uniform = nn.initializers.xavier_uniform
+zeros = nn.initializers.zeros_init()
+ones = nn.initializers.ones_init()
+
+
+def constrain(x: jax.Array, *names: str | None) -> jax.Array:
+    """Logical sharding constraint on an activation (a no-op outside a mesh/rules context)."""
+    return nn.with_logical_constraint(x, names)
+
+
+def sinusoid_table(num_positions: int, dim: int) -> np.ndarray:
+    """The fixed 1-D sinusoid position table of VideoMAE, shape (num_positions, dim), float32.
+
+    angle(pos, j) = pos / 10000^(2 * (j // 2) / dim); sin on even j, cos on odd j.
+    """
+    pos = np.arange(num_positions, dtype=np.float64)[:, None]  # (N, 1)
+    j = np.arange(dim)[None, :]  # (1, D)
+    angle = pos / np.power(10000.0, 2 * (j // 2) / dim)  # (N, D)
+    table = np.where(j % 2 == 0, np.sin(angle), np.cos(angle))
+    return table.astype(np.float32)
+
+
+def patchify(video: jax.Array, patch: tuple[int, int, int]) -> jax.Array:
+    """Cut a video into tubelet patches.
+
+    Args:
+      video: (B, T, H, W, C).
+      patch: (pt, ph, pw), dividing T, H and W.
+    Returns:
+      (B, (T/pt)*(H/ph)*(W/pw), pt*ph*pw, C): tokens in (t, h, w) order with t slowest; pixels of a
+      patch in (pt, ph, pw) order. This is the token order of the reference Conv3d patch embed and the
+      pixel order of its reconstruction target (`b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2) c`).
+    """
+    b, t, h, w, c = video.shape
+    pt, ph, pw = patch
+    x = video.reshape(b, t // pt, pt, h // ph, ph, w // pw, pw, c)
+    x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)  # (B, T', H', W', pt, ph, pw, C)
+    return x.reshape(b, (t // pt) * (h // ph) * (w // pw), pt * ph * pw, c)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample: zero the whole residual branch with probability `rate`."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        rng = self.make_rng("dropout")
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = jax.random.bernoulli(rng, keep, shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class TubeletEmbed(nn.Module):
+    """Conv3d(C -> D, kernel = stride = patch) with bias, as patchify + one matmul.
+
+    kernel is stored as (pt, ph, pw, C, D): the PyTorch Conv3d weight [D, C, pt, ph, pw] transposed.
+    Input (B, T, H, W, C) -> output (B, N, D) with N = (T/pt)(H/ph)(W/pw) in (t, h, w) order.
+    """
+
+    dim: int
+    patch: tuple[int, int, int]
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, video: jax.Array) -> jax.Array:
+        c = video.shape[-1]
+        pt, ph, pw = self.patch
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(in_axis=(0, 1, 2, 3), out_axis=4),
+                (None, None, None, None, "embed")),
+            (pt, ph, pw, c, self.dim), jnp.float32)
+        bias = self.param("bias", nn.with_logical_partitioning(zeros, ("embed",)), (self.dim,),
+                          jnp.float32)
+        x = patchify(video.astype(self.dtype), self.patch)  # (B, N, pt*ph*pw, C)
+        x = x.reshape(*x.shape[:2], pt, ph, pw, c)  # (B, N, pt, ph, pw, C)
+        x = jnp.einsum("bnpqrc,pqrcd->bnd", x, kernel.astype(self.dtype))  # (B, N, D)
+        return x + bias.astype(self.dtype)
+
+
+def flat_xavier_uniform(num_in_dims: int) -> Initializer:
+    """xavier_uniform over the kernel flattened to 2-D (inputs, outputs), then reshaped.
+
+    A PyTorch Linear [out, in] split into (in, heads, head_dim) keeps the reference's fans this way.
+    """
+
+    def init(rng, shape, dtype=jnp.float32):
+        fan_in = int(np.prod(shape[:num_in_dims]))
+        flat = xavier_uniform()(rng, (fan_in, int(np.prod(shape[num_in_dims:]))), dtype)
+        return flat.reshape(shape)
+
+    return init
+
+
+class Projection(nn.Module):
+    """A linear map contracting the last `len(in_names)` axes into `out_shape`.
+
+    kernel (*in_shape, *out_shape) with logical names in_names + out_names; bias (*out_shape).
+    """
+
+    out_shape: tuple[int, ...]
+    in_names: tuple[str | None, ...]
+    out_names: tuple[str | None, ...]
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n_in = len(self.in_names)
+        in_shape = x.shape[-n_in:]
+        kernel = self.param(
+            "kernel", nn.with_logical_partitioning(flat_xavier_uniform(n_in),
+                                                   self.in_names + self.out_names),
+            in_shape + tuple(self.out_shape), jnp.float32)
+        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
+                                ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))),
+                                 ((), ())))
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(zeros, self.out_names),
+                              tuple(self.out_shape), jnp.float32)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """VideoMAE/BEiT attention: qkv without bias plus separate q_bias and v_bias (k has none).
+
+    qkv kernel (D, 3, heads, head_dim) == the PyTorch qkv.weight [3D, D] transposed and split;
+    q_bias, v_bias (heads, head_dim); proj (heads, head_dim, D) with bias. q is scaled by
+    head_dim^-0.5 (inside dot_product_attention).
+    """
+
+    num_heads: int
+    qkv_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        head_dim = d // self.num_heads
+        qkv = Projection((3, self.num_heads, head_dim), ("embed",), ("qkv", "heads", "kv"),
+                         use_bias=False, dtype=self.dtype, name="qkv")(x)  # (B, N, 3, h, hd)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, N, heads, head_dim)
+        if self.qkv_bias:
+            bias_init = nn.with_logical_partitioning(zeros, ("heads", "kv"))
+            q_bias = self.param("q_bias", bias_init, (self.num_heads, head_dim), jnp.float32)
+            v_bias = self.param("v_bias", bias_init, (self.num_heads, head_dim), jnp.float32)
+            q = q + q_bias.astype(self.dtype)
+            v = v + v_bias.astype(self.dtype)
+        q = constrain(q, "act_batch", "act_length", "act_heads", None)
+        k = constrain(k, "act_batch", "act_length", "act_heads", None)
+        v = constrain(v, "act_batch", "act_length", "act_heads", None)
+        out = jax.nn.dot_product_attention(q, k, v)  # (B, N, heads, head_dim)
+        out = constrain(out, "act_batch", "act_length", "act_heads", None)
+        return Projection((d,), ("heads", "kv"), ("embed",), dtype=self.dtype,
+                          name="proj")(out)  # (B, N, D)
+
+
+class Mlp(nn.Module):
+    """fc1 -> exact (erf) GELU -> fc2."""
+
+    hidden_dim: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        h = nn.Dense(
+            self.hidden_dim, dtype=self.dtype, name="fc1",
+            kernel_init=nn.with_logical_partitioning(xavier_uniform(), ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(zeros, ("mlp",)))(x)  # (B, N, hidden)
+        h = constrain(h, "act_batch", "act_length", "act_mlp")
+        h = nn.gelu(h, approximate=False)
+        return nn.Dense(
+            d, dtype=self.dtype, name="fc2",
+            kernel_init=nn.with_logical_partitioning(xavier_uniform(), ("mlp", "embed")),
+            bias_init=nn.with_logical_partitioning(zeros, ("embed",)))(h)  # (B, N, D)
+
+
+def layer_norm(eps: float, name: str, dtype: Dtype = jnp.float32) -> nn.LayerNorm:
+    """LayerNorm with logically-partitioned scale/bias; statistics always computed in float32."""
+    return nn.LayerNorm(
+        epsilon=eps, dtype=dtype, name=name,
+        scale_init=nn.with_logical_partitioning(ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(zeros, ("embed",)))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + drop_path(attn(norm1 x)); x + drop_path(mlp(norm2 x)).
+
+    Layer scale (gamma_1, gamma_2) exists only when init_values > 0 (released VideoMAE: 0).
+    """
+
+    num_heads: int
+    mlp_dim: int
+    drop_path: float = 0.0
+    init_values: float = 0.0
+    norm_eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        drop = DropPath(self.drop_path)
+        y = MultiHeadSelfAttention(self.num_heads, dtype=self.dtype, name="attn")(
+            layer_norm(self.norm_eps, "norm1", self.dtype)(x))
+        x = x + drop(self._layer_scale(y, "gamma_1"), deterministic)
+        x = constrain(x, "act_batch", "act_length", "act_embed")
+        y = Mlp(self.mlp_dim, dtype=self.dtype, name="mlp")(
+            layer_norm(self.norm_eps, "norm2", self.dtype)(x))
+        x = x + drop(self._layer_scale(y, "gamma_2"), deterministic)
+        return constrain(x, "act_batch", "act_length", "act_embed")
+
+    def _layer_scale(self, y: jax.Array, name: str) -> jax.Array:
+        if self.init_values <= 0:
+            return y
+        gamma = self.param(
+            name, nn.with_logical_partitioning(nn.initializers.constant(self.init_values),
+                                               ("embed",)), (y.shape[-1],), jnp.float32)
+        return y * gamma.astype(y.dtype)
+
+
+class Transformer(nn.Module):
+    """A stack of `depth` Blocks with drop path linearly spaced 0..drop_path_rate over depth."""
+
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    drop_path_rate: float = 0.0
+    init_values: float = 0.0
+    norm_eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        rates = np.linspace(0.0, self.drop_path_rate, self.depth) if self.depth else []
+        for i in range(self.depth):
+            x = Block(self.num_heads, self.mlp_dim, float(rates[i]), self.init_values,
+                      self.norm_eps, self.dtype, name=f"blocks_{i}")(x, deterministic)
+        return x

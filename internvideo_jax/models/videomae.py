@@ -1,0 +1,204 @@
+"""VideoMAE: the masked video encoder, its pretraining decoder and its classifier.
+
+Follows the released code (MCG-NJU/VideoMAE, OpenGVLab/VideoMAEv2), see docs/models.md:
+  - tubelet patch embed (pt, p, p) with bias, tokens in (t, h, w) order, no CLS token;
+  - fixed 1-D sinusoid position table over the flattened token index (not a parameter);
+  - pre-LN blocks (eps 1e-6), q_bias/v_bias attention, exact GELU, linear drop path;
+  - pretraining: visible tokens only through the encoder, encoder_to_decoder (no bias), a mask token,
+    the decoder's own sinusoid table, decoder input = [visible + pe_vis, mask_token + pe_masked] (not
+    unshuffled), the head applied to the last N_masked tokens.
+
+Shapes: video (B, T, H, W, C) channel-last, normalized; mask (B, N) bool, True = masked, with the same
+number of masked tokens in every row (tube masking guarantees it).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from internvideo_jax.models import layers
+
+Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoMAESize:
+    """One VideoMAE architecture. Every size is defined once, here (SIZES)."""
+
+    dim: int
+    depth: int
+    heads: int
+    decoder_dim: int
+    decoder_heads: int
+    decoder_depth: int
+    mlp_ratio: float = 4.0
+    patch: int = 16
+    tubelet: int = 2
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.dim * self.mlp_ratio)
+
+    @property
+    def decoder_mlp_dim(self) -> int:
+        return int(self.decoder_dim * 4)
+
+
+SIZES: dict[str, VideoMAESize] = {
+    # For tests and the demo (64x64 input, patch 8).
+    "tiny": VideoMAESize(dim=128, depth=4, heads=4, decoder_dim=64, decoder_heads=2,
+                         decoder_depth=2, patch=8),
+    "S": VideoMAESize(dim=384, depth=12, heads=6, decoder_dim=192, decoder_heads=3, decoder_depth=4),
+    "B": VideoMAESize(dim=768, depth=12, heads=12, decoder_dim=384, decoder_heads=6, decoder_depth=4),
+    "L": VideoMAESize(dim=1024, depth=24, heads=16, decoder_dim=512, decoder_heads=8,
+                      decoder_depth=12),
+    "H": VideoMAESize(dim=1280, depth=32, heads=16, decoder_dim=640, decoder_heads=8,
+                      decoder_depth=12),
+    # InternVideo's ViT-H masked video encoder uses a narrower, shallower decoder.
+    "H_internvideo": VideoMAESize(dim=1280, depth=32, heads=16, decoder_dim=512, decoder_heads=8,
+                                  decoder_depth=8),
+    # VideoMAEv2 ViT-g: patch 14, mlp ratio 48/11 (hidden 6144); released without a decoder recipe
+    # here, so the decoder follows VideoMAEv2's pretraining default (512 wide, 4 deep).
+    "g": VideoMAESize(dim=1408, depth=40, heads=16, decoder_dim=512, decoder_heads=8,
+                      decoder_depth=4, mlp_ratio=48 / 11, patch=14),
+}
+
+
+def token_grid(video_shape: tuple[int, ...], size: VideoMAESize) -> tuple[int, int, int]:
+    """(T', H', W') token grid of a (B, T, H, W, C) video; fails loudly on indivisible shapes."""
+    _, t, h, w, _ = video_shape
+    if t % size.tubelet:
+        raise ValueError(f"{t} frames are not divisible by the tubelet size {size.tubelet}: "
+                         f"set num_frames to a multiple of {size.tubelet}.")
+    if h % size.patch or w % size.patch:
+        raise ValueError(f"Frame size {h}x{w} is not divisible by the patch size {size.patch}: "
+                         f"set the crop size to a multiple of {size.patch}.")
+    return t // size.tubelet, h // size.patch, w // size.patch
+
+
+def split_by_mask(mask: jax.Array, num_masked: int) -> tuple[jax.Array, jax.Array]:
+    """Indices of visible and masked tokens, each in ascending token order.
+
+    Args:
+      mask: (B, N) bool, True = masked, exactly `num_masked` True per row.
+    Returns:
+      visible_idx (B, N - num_masked) and masked_idx (B, num_masked), int32. This is the order the
+      reference uses: x[~mask] and x[mask] keep token order.
+    """
+    order = jnp.argsort(mask.astype(jnp.int32), axis=1, stable=True)  # visible first, then masked
+    n_vis = mask.shape[1] - num_masked
+    return order[:, :n_vis], order[:, n_vis:]
+
+
+def gather_tokens(x: jax.Array, idx: jax.Array) -> jax.Array:
+    """x (B, N, ...) gathered along N with idx (B, K) -> (B, K, ...)."""
+    idx = idx.reshape(idx.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, idx, axis=1)
+
+
+class VideoMAEEncoder(nn.Module):
+    """Patch embed + sinusoid positions + transformer (+ final norm when `final_norm`).
+
+    __call__(video (B, T, H, W, C), visible_idx (B, K) or None) -> tokens (B, K or N, dim).
+    """
+
+    size: VideoMAESize
+    drop_path_rate: float = 0.0
+    init_values: float = 0.0
+    final_norm: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, video: jax.Array, visible_idx: jax.Array | None = None,
+                 deterministic: bool = True) -> jax.Array:
+        s = self.size
+        grid = token_grid(video.shape, s)
+        x = layers.TubeletEmbed(s.dim, (s.tubelet, s.patch, s.patch), self.dtype,
+                                name="patch_embed")(video)  # (B, N, D)
+        pos = jnp.asarray(layers.sinusoid_table(grid[0] * grid[1] * grid[2], s.dim))  # (N, D)
+        x = x + pos.astype(x.dtype)[None]
+        if visible_idx is not None:
+            x = gather_tokens(x, visible_idx)  # (B, K, D)
+        x = layers.constrain(x, "act_batch", "act_length", "act_embed")
+        x = layers.Transformer(s.depth, s.heads, s.mlp_dim, self.drop_path_rate, self.init_values,
+                               dtype=self.dtype, name="transformer")(x, deterministic)
+        if self.final_norm:
+            x = layers.layer_norm(1e-6, "norm", self.dtype)(x)
+        return x  # (B, K, D)
+
+
+class VideoMAEPretrain(nn.Module):
+    """Encoder on visible tokens, decoder predicting the pixels of masked tokens.
+
+    __call__(video (B, T, H, W, C), mask (B, N) bool) -> (B, N_masked, tubelet*patch*patch*C)
+    predictions in ascending masked-token order, pixels flattened as (pt, ph, pw, C).
+    `mask_ratio` fixes the number of masked tokens: int(mask_ratio * H'W') per temporal slice.
+    """
+
+    size: VideoMAESize
+    mask_ratio: float = 0.9
+    drop_path_rate: float = 0.0
+    init_values: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    def num_masked(self, video_shape: tuple[int, ...]) -> int:
+        t, h, w = token_grid(video_shape, self.size)
+        return int(self.mask_ratio * h * w) * t
+
+    @nn.compact
+    def __call__(self, video: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
+        s = self.size
+        grid = token_grid(video.shape, s)
+        n = grid[0] * grid[1] * grid[2]
+        if mask.shape != (video.shape[0], n):
+            raise ValueError(f"mask has shape {mask.shape}, expected (batch, tokens) = "
+                             f"{(video.shape[0], n)} for a video of shape {video.shape}.")
+        num_masked = self.num_masked(video.shape)
+        visible_idx, masked_idx = split_by_mask(mask, num_masked)
+        x = VideoMAEEncoder(s, self.drop_path_rate, self.init_values, final_norm=True,
+                            dtype=self.dtype, name="encoder")(video, visible_idx, deterministic)
+        x = nn.Dense(
+            s.decoder_dim, use_bias=False, dtype=self.dtype, name="encoder_to_decoder",
+            kernel_init=nn.with_logical_partitioning(layers.xavier_uniform(),
+                                                     ("embed", None)))(x)  # (B, K, Dd)
+        mask_token = self.param(
+            "mask_token", nn.with_logical_partitioning(nn.initializers.truncated_normal(0.02),
+                                                       (None, None, "embed")),
+            (1, 1, s.decoder_dim), jnp.float32)
+        pos = jnp.asarray(layers.sinusoid_table(n, s.decoder_dim)).astype(x.dtype)  # (N, Dd)
+        x_vis = x + pos[visible_idx]  # (B, K, Dd)
+        x_masked = mask_token.astype(x.dtype) + pos[masked_idx]  # (B, M, Dd)
+        x = jnp.concatenate([x_vis, x_masked], axis=1)  # (B, N, Dd)
+        x = layers.constrain(x, "act_batch", "act_length", "act_embed")
+        x = VideoMAEDecoder(s, 3 * s.tubelet * s.patch * s.patch, self.drop_path_rate,
+                            self.init_values, self.dtype, name="decoder")(x, num_masked,
+                                                                          deterministic)
+        return x  # (B, M, pt*p*p*3)
+
+
+class VideoMAEDecoder(nn.Module):
+    """Decoder blocks, then norm and head on the last `num_masked` tokens only."""
+
+    size: VideoMAESize
+    num_outputs: int
+    drop_path_rate: float = 0.0
+    init_values: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, num_masked: int, deterministic: bool = True) -> jax.Array:
+        s = self.size
+        x = layers.Transformer(s.decoder_depth, s.decoder_heads, s.decoder_mlp_dim,
+                               self.drop_path_rate, self.init_values, dtype=self.dtype,
+                               name="transformer")(x, deterministic)  # (B, N, Dd)
+        x = x[:, -num_masked:]  # (B, M, Dd)
+        x = layers.layer_norm(1e-6, "norm", self.dtype)(x)
+        return nn.Dense(
+            self.num_outputs, dtype=self.dtype, name="head",
+            kernel_init=nn.with_logical_partitioning(layers.xavier_uniform(),
+                                                     ("embed", "patch")),
+            bias_init=nn.with_logical_partitioning(layers.zeros, ("patch",)))(x)  # (B, M, P)

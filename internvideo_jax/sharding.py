@@ -1,0 +1,101 @@
+"""The device mesh, the one logical-to-mesh rules table, and placement of host batches.
+
+Mesh axes:
+  'data'   pure data parallelism (batch split, parameters replicated);
+  'fsdp'   batch split AND parameters / optimizer state sharded (ZeRO-3 style);
+  'tensor' attention heads and MLP hidden units split (Megatron style).
+Every parameter and large activation names its dimensions logically (models/layers.py); RULES maps
+those names onto mesh axes. Change the strategy by changing the mesh shape in the config, not code.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# logical name -> mesh axis (or axes, or None = replicated). The one table.
+RULES: tuple[tuple[str, Any], ...] = (
+    # parameters
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("qkv", None),
+    ("patch", None),
+    ("vocab", "tensor"),
+    # activations
+    ("act_batch", BATCH_AXES),
+    ("act_length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
+)
+
+
+def mesh_shape(mesh_config: dict, num_devices: int) -> tuple[int, int, int]:
+    """Resolve {'data': -1, 'fsdp': 2, 'tensor': 1} against the device count (one -1 allowed)."""
+    sizes = [int(mesh_config[a]) for a in MESH_AXES]
+    unknown = [a for a, s in zip(MESH_AXES, sizes) if s == -1]
+    if len(unknown) > 1:
+        raise ValueError(f"At most one mesh axis may be -1, got {dict(zip(MESH_AXES, sizes))}.")
+    known = math.prod(s for s in sizes if s != -1)
+    if unknown:
+        if num_devices % known:
+            raise ValueError(f"{num_devices} devices cannot be split into a mesh with "
+                             f"{dict(zip(MESH_AXES, sizes))}: the fixed axes multiply to {known}, "
+                             f"which does not divide {num_devices}.")
+        sizes[sizes.index(-1)] = num_devices // known
+    if math.prod(sizes) != num_devices:
+        raise ValueError(f"Mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices "
+                         f"but {num_devices} are present: set config.mesh so the axes multiply to "
+                         f"{num_devices} (use -1 for one axis to take the rest).")
+    return tuple(sizes)
+
+
+def make_mesh(mesh_config: dict, devices=None) -> Mesh:
+    """A ('data', 'fsdp', 'tensor') mesh with Auto axis types (logical constraints need them)."""
+    devices = jax.devices() if devices is None else devices
+    shape = mesh_shape(mesh_config, len(devices))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    """How many ways the batch is split."""
+    return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def logical_shardings(boxed_tree: Any, mesh: Mesh) -> Any:
+    """NamedShardings for a tree of (abstract) values boxed by nn.with_logical_partitioning."""
+    specs = nn.get_partition_spec(boxed_tree)
+    return nn.logical_to_mesh_sharding(specs, mesh, RULES)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Batch dimension split over ('data', 'fsdp'), the rest replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Assemble global arrays from each process's local slice of the batch.
+
+    Every process passes its own (local_batch, ...) arrays; the global batch is the concatenation
+    over processes in process order, split over the mesh's batch axes.
+    """
+    n = jax.process_count()
+    out = {}
+    for k, v in local_batch.items():
+        global_shape = (v.shape[0] * n,) + v.shape[1:]
+        out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v,
+                                                        global_shape)
+    return out

@@ -1,0 +1,19 @@
+"""Tasks: what a training run optimises. A task = model + input pipeline + loss + metrics.
+
+The trainer (internvideo_jax/train.py) is shared; each task module provides a class with:
+  __init__(config)                       validate the config (fails early, naming the fix)
+  model                                  the Flax module
+  init_batch(batch_size) -> dict         zero arrays with the batch's shapes/dtypes, for init
+  init_variables(rng, batch) -> dict     model variables (logically boxed)
+  loss_fn(params, batch, rng, train)     -> (scalar loss, dict of scalar metrics)
+  train_dataset(seed, local_batch, process_index, process_count) -> (grain IterDataset, epoch size)
+"""
+from __future__ import annotations
+
+
+def get_task(config):
+    """The task object named by config.task."""
+    if config.task == "videomae_pretrain":
+        from internvideo_jax.tasks.videomae_pretrain import VideoMAEPretrainTask
+        return VideoMAEPretrainTask(config)
+    raise ValueError(f"Unknown task {config.task!r}; known: 'videomae_pretrain'.")

@@ -1,0 +1,65 @@
+"""VideoMAE masked-video pretraining: tube-masked clips in, norm-pixel MSE on masked tokens out."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from input_pipelines import builders, normalization
+from internvideo_jax import losses
+from internvideo_jax.models import videomae
+
+
+class VideoMAEPretrainTask:
+    def __init__(self, config):
+        m, d = config.model, config.data
+        if m.size not in videomae.SIZES:
+            raise ValueError(f"Unknown VideoMAE size {m.size!r}; choose one of "
+                             f"{sorted(videomae.SIZES)}.")
+        self.size = videomae.SIZES[m.size]
+        self.video_shape = (d.num_frames, d.crop_size, d.crop_size, 3)
+        # Fails early, naming the fix, on frames not divisible by the tubelet / crop by the patch.
+        self.grid = videomae.token_grid((1,) + self.video_shape, self.size)
+        if not 0.0 < m.mask_ratio < 1.0:
+            raise ValueError(f"model.mask_ratio must be in (0, 1), got {m.mask_ratio}.")
+        if int(m.mask_ratio * self.grid[1] * self.grid[2]) == 0:
+            raise ValueError(f"model.mask_ratio={m.mask_ratio} masks no token of a "
+                             f"{self.grid[1]}x{self.grid[2]} grid: raise it.")
+        self.patch = (self.size.tubelet, self.size.patch, self.size.patch)
+        self.mean, self.std = (np.asarray(v, np.float32) for v in normalization.get(d.normalization))
+        self.norm_pix_loss = m.norm_pix_loss
+        self.data = d
+        self.mask_ratio = m.mask_ratio
+        self.model = videomae.VideoMAEPretrain(
+            self.size, mask_ratio=m.mask_ratio, drop_path_rate=m.drop_path_rate,
+            dtype=jnp.dtype(m.dtype))
+
+    @property
+    def num_tokens(self) -> int:
+        return int(np.prod(self.grid))
+
+    def init_batch(self, batch_size: int) -> dict:
+        mask = np.zeros((batch_size, self.num_tokens), bool)
+        mask[:, :self.model.num_masked((1,) + self.video_shape)] = True
+        return {"video": np.zeros((batch_size,) + self.video_shape, np.uint8), "mask": mask}
+
+    def init_variables(self, rng: jax.Array, batch: dict) -> dict:
+        return self.model.init(rng, self.normalize(batch["video"]), batch["mask"])
+
+    def normalize(self, video_uint8: jax.Array) -> jax.Array:
+        """(B, T, H, W, 3) uint8 -> normalised, in the model's compute dtype."""
+        x = (video_uint8.astype(jnp.float32) / 255.0 - self.mean) / self.std
+        return x.astype(self.model.dtype)
+
+    def loss_fn(self, params, batch: dict, rng: jax.Array, train: bool):
+        pred = self.model.apply({"params": params}, self.normalize(batch["video"]), batch["mask"],
+                                deterministic=not train, rngs={"dropout": rng})
+        target = losses.norm_pixel_target(batch["video"].astype(jnp.float32) / 255.0, self.patch,
+                                          normalize=self.norm_pix_loss)
+        loss = losses.masked_reconstruction_loss(pred, target, batch["mask"])
+        return loss, {"loss": loss}
+
+    def train_dataset(self, seed: int, local_batch: int, process_index: int, process_count: int):
+        return builders.pretrain_dataset(
+            self.data, seed=seed, local_batch=local_batch, token_grid=self.grid,
+            mask_ratio=self.mask_ratio, process_index=process_index, process_count=process_count)

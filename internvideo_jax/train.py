@@ -1,0 +1,191 @@
+"""The training loop shared by every task (see internvideo_jax/tasks).
+
+Read top to bottom: mesh -> task -> input -> derived values -> state (created sharded) -> checkpoint
+restore -> jitted step -> loop (log, checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from internvideo_jax import checkpointing, optim, sharding
+from internvideo_jax.metrics_writer import MetricsWriter
+from internvideo_jax.tasks import get_task
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # () int32: optimizer steps taken
+    params: Any
+    opt_state: Any
+
+
+def check_batch(config, mesh) -> int:
+    """The per-process batch; fails early when the batch cannot be split as the mesh needs."""
+    global_batch, dp, procs = config.batch_size, sharding.data_parallel_size(mesh), jax.process_count()
+    if global_batch <= 0 or global_batch % dp:
+        raise ValueError(
+            f"batch_size={global_batch} is not divisible by the {dp} data-parallel devices "
+            f"(mesh data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']}): set "
+            f"--config.batch_size to a multiple of {dp}.")
+    if global_batch % procs:
+        raise ValueError(f"batch_size={global_batch} is not divisible by the {procs} processes: "
+                         f"set --config.batch_size to a multiple of {procs}.")
+    return global_batch // procs
+
+
+def derived_values(config, mesh, epoch_size_per_process: int) -> dict:
+    """Global/local batch, steps, warmup and learning rates: computed once, printed at start."""
+    local_batch = check_batch(config, mesh)
+    global_batch, procs = config.batch_size, jax.process_count()
+    steps_per_epoch = (epoch_size_per_process * procs) // global_batch
+    if config.total_steps > 0:
+        total_steps = int(config.total_steps)
+    else:
+        total_steps = int(math.ceil(config.num_epochs * steps_per_epoch))
+    if total_steps <= 0:
+        raise ValueError("Nothing to train: set config.num_epochs > 0 or config.total_steps > 0.")
+    o = config.optim
+    return {
+        "global_batch": global_batch,
+        "local_batch": local_batch,
+        "processes": procs,
+        "devices": jax.device_count(),
+        "mesh": dict(mesh.shape),
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "warmup_steps": int(round(o.warmup_epochs * steps_per_epoch)),
+        "peak_lr": optim.scaled_lr(o.base_lr, global_batch),
+        "min_lr": optim.scaled_lr(o.min_lr, global_batch),
+    }
+
+
+def make_optimizer(config, d: dict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    o = config.optim
+    schedule = optim.warmup_cosine(d["peak_lr"], d["min_lr"], d["warmup_steps"], d["total_steps"])
+    tx = optim.adamw(schedule, o.b1, o.b2, o.eps, o.weight_decay, o.grad_clip or None)
+    return tx, schedule
+
+
+def create_state(task, tx, mesh, rng: jax.Array) -> tuple[TrainState, Any]:
+    """Create the train state already sharded (no full host copy): eval_shape, then jit(init)."""
+    init_batch = task.init_batch(sharding.data_parallel_size(mesh))
+
+    def init_fn(rng):
+        params = task.init_variables(rng, init_batch)["params"]  # logically boxed
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    abstract = jax.eval_shape(init_fn, rng)
+    shardings = sharding.logical_shardings(abstract, mesh)
+    state = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def make_train_step(task, tx, schedule, base_rng: jax.Array):
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(base_rng, state.step)  # a resumed run draws the same numbers
+        grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+        (_, metrics), grads = grad_fn(state.params, batch, rng, True)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return train_step
+
+
+def count_params(params: Any) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def train(config, workdir: str, *, stop_after_step: int | None = None,
+          progress: bool = True) -> TrainState:
+    """Train until config's total steps (resuming from WORKDIR/checkpoints if present).
+
+    stop_after_step: return right after this step's checkpoint (simulates an interruption).
+    """
+    # ---- Mesh -------------------------------------------------------------------------------
+    mesh = sharding.make_mesh(config.mesh.to_dict())
+
+    # ---- Task and input ---------------------------------------------------------------------
+    task = get_task(config)  # validates model/data config
+    local_batch = check_batch(config, mesh)
+    dataset, epoch_size = task.train_dataset(config.seed, local_batch, jax.process_index(),
+                                             jax.process_count())
+    d = derived_values(config, mesh, epoch_size)
+
+    # ---- State (created sharded), optimizer, checkpoint ---------------------------------------
+    tx, schedule = make_optimizer(config, d)
+    init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+    ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        state, state_shardings = create_state(task, tx, mesh, init_rng)
+        data_iter = iter(dataset)
+        meta = {"config": config.to_dict(), "derived": d}
+        latest = ckpt.latest_step()
+        if latest is not None:
+            state, _ = ckpt.restore(latest, checkpointing.abstract_like(state, state_shardings),
+                                    data_iter)
+        start = int(state.step)
+
+        writer = MetricsWriter(workdir, d["total_steps"], start, progress)
+        writer.info(f"derived: {json.dumps(d)}")
+        writer.info(f"parameters: {count_params(state.params):,}")
+        if latest is not None:
+            writer.info(f"resumed from {ckpt.directory}/{latest} at step {start}")
+        if jax.process_index() == 0:
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                json.dump(meta, f, indent=1, default=str)
+
+        # ---- Step -------------------------------------------------------------------------------
+        batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim)
+                           for k, v in task.init_batch(1).items()}
+        step_fn = jax.jit(make_train_step(task, tx, schedule, step_rng),
+                          in_shardings=(state_shardings, batch_shardings),
+                          out_shardings=(state_shardings, sharding.replicated(mesh)),
+                          donate_argnums=(0,))
+
+        # ---- Loop -------------------------------------------------------------------------------
+        pending, data_wait, t_last = [], 0.0, time.perf_counter()
+        for step in range(start, d["total_steps"]):
+            t0 = time.perf_counter()
+            batch = sharding.put_batch(next(data_iter), mesh)
+            data_wait += time.perf_counter() - t0
+            state, metrics = step_fn(state, batch)
+            pending.append(metrics)
+            done = step + 1
+            writer.advance()
+            if done % config.log_every == 0 or done == d["total_steps"]:
+                values = jax.device_get(pending)  # the only host sync of the loop
+                now = time.perf_counter()
+                elapsed = now - t_last
+                scalars = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+                scalars.update(step_time=elapsed / len(values),
+                               clips_per_s=d["global_batch"] * len(values) / elapsed,
+                               data_wait=data_wait / elapsed)
+                writer.write(done, scalars)
+                pending, data_wait, t_last = [], 0.0, now
+            if done % config.checkpoint_every == 0 or done == d["total_steps"]:
+                ckpt.save(done, state, data_iter, meta)
+            if stop_after_step is not None and done >= stop_after_step:
+                break
+        ckpt.close()
+        writer.close()
+        _close(data_iter)
+    return state
+
+
+def _close(it) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
