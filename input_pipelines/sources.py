@@ -24,7 +24,7 @@ DEMO_CONFIGS = {
 class DemoVideos(tfds.core.GeneratorBasedBuilder):
     """Synthetic motion videos (H.264 mp4), 8 motion classes, one caption each."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in DEMO_CONFIGS]
 
     def _info(self) -> tfds.core.DatasetInfo:

@@ -79,7 +79,7 @@ def sample_scene(rng: np.random.Generator, size: int, num_frames: int) -> SceneS
             radius = float(rng.uniform(0.06, 0.1) * size)
         else:
             radius = float(rng.uniform(0.22, 0.28) * size)
-    background = tuple(int(v) for v in rng.integers(40, 110, size=3))
+    background = tuple(int(v) for v in rng.integers(60, 120, size=3))
     return SceneSpec(label, shape, colour, radius, speed, centre, float(rng.uniform(0, 360)),
                      background)
 
@@ -109,7 +109,7 @@ def render(spec: SceneSpec, size: int, num_frames: int, rng: np.random.Generator
     freq, phase = rng.uniform(1.0, 3.0, size=2), rng.uniform(0, 2 * np.pi, size=2)
     wave = np.sin(2 * np.pi * freq[0] * xx / size + phase[0]) * np.sin(
         2 * np.pi * freq[1] * yy / size + phase[1])
-    shading = rng.uniform(30, 60) * ramp + rng.uniform(8, 20) * wave  # (H, W)
+    shading = rng.uniform(70, 110) * ramp + rng.uniform(12, 25) * wave  # (H, W)
     base = np.clip(np.asarray(spec.background, np.float32) + shading[..., None], 0, 255)
     colour = np.asarray(COLOURS[spec.colour], np.float32)
     sides = SHAPES[spec.shape]
@@ -129,19 +129,22 @@ def render(spec: SceneSpec, size: int, num_frames: int, rng: np.random.Generator
         else:
             radius = radius * (1 - spec.speed) ** t
         mask = _shape_mask(yy, xx, sides, centre, radius, angle)[..., None]
-        noise = rng.normal(0, 2, size=(size, size, 1))  # per-frame sensor noise
+        noise = rng.normal(0, 1, size=(size, size, 1))  # per-frame sensor noise
         frame = np.where(mask, colour, base) + noise
         frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
     return frames
 
 
-def encode_mp4(frames: np.ndarray, fps: int = 25, codec: str = "libx264", crf: int = 20) -> bytes:
+def encode_mp4(frames: np.ndarray, fps: int = 25, codec: str = "libx264", crf: int = 20,
+               keyframe_interval: int | None = None) -> bytes:
     """Encode (T, H, W, 3) uint8 RGB frames to an mp4 container in memory (H and W even)."""
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        if keyframe_interval:
+            stream.codec_context.gop_size = keyframe_interval
         if codec == "libx264":
             stream.options = {"crf": str(crf), "preset": "fast"}
         for frame in frames:

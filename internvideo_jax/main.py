@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file:preset.",
@@ -27,6 +27,7 @@ def enable_compilation_cache() -> None:
 
 def main(argv) -> None:
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     enable_compilation_cache()
     from internvideo_jax import train
     train.train(_CONFIG.value, _WORKDIR.value)

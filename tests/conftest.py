@@ -1,0 +1,44 @@
+"""Test setup: 8 fake CPU devices (sharding tests), parsed absl flags (grain workers), and the small
+demo dataset built once per session in a temporary directory."""
+import os
+
+import jax
+import pytest
+from absl import flags
+
+jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(os.path.expanduser("~"), ".cache", "internvideo_jax", "xla_tests"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # grain's multiprocessing reads absl flags
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A data directory holding the small demo dataset (24 train / 8 validation videos)."""
+    path = str(tmp_path_factory.mktemp("data"))
+    from input_pipelines import sources
+    sources.demo_source("train", "small", path)
+    return path
+
+
+def tiny_config(data_dir: str, **overrides):
+    """The tiny pretraining preset on the small demo dataset, for fast tests."""
+    from experiments.videomae_pretrain import get_config
+    c = get_config("tiny")
+    c.data.dataset = "demo/small"
+    c.data.data_dir = data_dir
+    c.batch_size = 8
+    c.total_steps = 6
+    c.log_every = 1
+    c.checkpoint_every = 3
+    c.optim.warmup_epochs = 0.3
+    for k, v in overrides.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return c

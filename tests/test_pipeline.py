@@ -1,0 +1,102 @@
+"""Input pipeline: sampling indices, seeking decode, crops, and the whole grain pipeline."""
+import io
+
+import av
+import numpy as np
+import pytest
+
+from input_pipelines import builders, decode, sampling, sources, synthetic_videos, transforms
+from tests.conftest import tiny_config
+
+
+def test_dense_indices_constant_stride_within_video():
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(200):
+        idx = sampling.dense_indices(100, 16, 4, rng)
+        assert (np.diff(idx) == 4).all()
+        assert idx[0] >= 0 and idx[-1] <= 99
+        starts.add(int(idx[0]))
+    assert starts == set(range(0, 100 - 61 + 1))  # every start where the 61-frame span fits
+
+
+def test_dense_indices_short_video_clamps_to_last_frame():
+    idx = sampling.dense_indices(10, 8, 2, np.random.default_rng(0))
+    np.testing.assert_array_equal(idx, [0, 2, 4, 6, 8, 9, 9, 9])
+
+
+def _frames_by_full_decode(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_seeking_decode_returns_exactly_the_requested_frames():
+    rng = np.random.default_rng(3)
+    spec = synthetic_videos.sample_scene(rng, 64, 60)
+    data = synthetic_videos.encode_mp4(synthetic_videos.render(spec, 64, 60, rng),
+                                       keyframe_interval=8)
+    full = _frames_by_full_decode(data)
+    assert len(full) == 60
+    for idx in ([37, 41, 45, 49], [0, 1, 2], [59], [50, 10, 30, 10]):
+        np.testing.assert_array_equal(decode.decode_frames(data, np.array(idx)), full[idx])
+
+
+def test_decode_rejects_frames_past_the_end():
+    rng = np.random.default_rng(4)
+    spec = synthetic_videos.sample_scene(rng, 32, 10)
+    data = synthetic_videos.encode_mp4(synthetic_videos.render(spec, 32, 10, rng))
+    with pytest.raises(decode.DecodeError, match=r"frames \[10, 11\] were not decoded"):
+        decode.decode_frames(data, np.array([8, 9, 10, 11]))
+
+
+def test_multi_scale_crop_box_follows_reference_grid():
+    rng = np.random.default_rng(0)
+    base = 240  # 320x240 frame, output 224: sides int(240 * s) = 240, 210, 180, 158
+    allowed = {int(base * s) for s in transforms.MULTI_SCALE_CROP_SCALES}
+    allowed = {224 if abs(s - 224) < 3 else s for s in allowed}
+    for _ in range(300):
+        x, y, w, h = transforms.multi_scale_crop_box(320, 240, 224, rng)
+        assert w in allowed and h in allowed
+        order = sorted(allowed, reverse=True)
+        assert abs(order.index(w) - order.index(h)) <= 1  # max_distort 1
+        assert x % ((320 - w) // 4 or 1) == 0 and y % ((240 - h) // 4 or 1) == 0
+        assert x + w <= 320 and y + h <= 240
+
+
+def test_crop_is_the_same_on_every_frame():
+    frames = np.random.default_rng(0).integers(0, 255, (4, 40, 50, 3)).astype(np.uint8)
+    frames[1:] = frames[0]
+    out = transforms.crop_and_resize(frames, (5, 3, 30, 30), 16)
+    assert out.shape == (4, 16, 16, 3)
+    assert (out == out[0]).all()
+
+
+def test_pipeline_batches_are_uint8_and_deterministic(data_dir):
+    c = tiny_config(data_dir)
+    from internvideo_jax.tasks import get_task
+    task = get_task(c)
+    first = []
+    for _ in range(2):
+        ds, epoch = task.train_dataset(seed=7, local_batch=4, process_index=0, process_count=1)
+        it = iter(ds)
+        first.append(next(it))
+    assert epoch == 24
+    b = first[0]
+    assert b["video"].shape == (4, 16, 64, 64, 3) and b["video"].dtype == np.uint8
+    assert b["mask"].shape == (4, 8 * 8 * 8) and (b["mask"].sum(1) == 8 * 57).all()
+    np.testing.assert_array_equal(first[0]["video"], first[1]["video"])
+    np.testing.assert_array_equal(first[0]["mask"], first[1]["mask"])
+    other = next(iter(task.train_dataset(seed=8, local_batch=4, process_index=0,
+                                         process_count=1)[0]))
+    assert (other["video"] != b["video"]).any()
+
+
+def test_process_shards_are_disjoint_and_cover_the_source(data_dir):
+    import grain
+    src = sources.demo_source("train", "small", data_dir)
+    ids = []
+    for p in range(3):
+        shard = builders.shard_for_process(grain.MapDataset.source(src), p, 3)
+        ids.append([shard[i]["video_id"] for i in range(len(shard))])
+    flat = [v for s in ids for v in s]
+    assert len(flat) == len(set(flat)) == 24
