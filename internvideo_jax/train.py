@@ -98,7 +98,7 @@ def make_train_step(task, tx, schedule, base_rng: jax.Array):
         (_, metrics), grads = grad_fn(state.params, batch, rng, True)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step

@@ -12,7 +12,7 @@ from tests.conftest import tiny_config
 def test_dense_indices_constant_stride_within_video():
     rng = np.random.default_rng(0)
     starts = set()
-    for _ in range(200):
+    for _ in range(2000):
         idx = sampling.dense_indices(100, 16, 4, rng)
         assert (np.diff(idx) == 4).all()
         assert idx[0] >= 0 and idx[-1] <= 99

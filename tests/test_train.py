@@ -71,4 +71,5 @@ def test_demo_loss_falls(tmp_path):
     records = read_metrics(str(tmp_path))
     first, last = records[0]["loss"], np.mean([r["loss"] for r in records[-3:]])
     print(json.dumps({"first_logged_loss": first, "final_loss": last}))
-    assert last < 0.85 * first
+    # Predicting zeros scores ~0.99 on the normalised target; the demo must learn well past that.
+    assert last < 0.8 * first and last < 0.95
