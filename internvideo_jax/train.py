@@ -143,6 +143,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         writer.info(f"parameters: {count_params(state.params):,}")
         if latest is not None:
             writer.info(f"resumed from {ckpt.directory}/{latest} at step {start}")
+        if start >= d["total_steps"]:
+            writer.info(f"training is already complete ({start}/{d['total_steps']} steps)")
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 json.dump(meta, f, indent=1, default=str)

@@ -162,3 +162,35 @@ def test_indivisible_shapes_fail_with_the_fix():
         videomae.token_grid((1, 15, 224, 224, 3), s)
     with pytest.raises(ValueError, match="multiple of 16"):
         videomae.token_grid((1, 16, 200, 224, 3), s)
+
+
+def test_every_parameter_has_logical_axis_names():
+    model = videomae.VideoMAEPretrain(videomae.SIZES["tiny"], 0.9, init_values=0.1)
+    video = jax.ShapeDtypeStruct((1, 16, 64, 64, 3), jnp.float32)
+    mask = jax.ShapeDtypeStruct((1, 512), jnp.bool_)
+    boxed = jax.eval_shape(model.init, jax.random.key(0), video, mask)["params"]
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
+    assert all(len(x.names) == x.value.ndim for x in leaves)
+
+
+def test_layer_scale_exists_only_with_positive_init_values():
+    x = np.ones((1, 3, 8), np.float32)
+    with_scale = nn.meta.unbox(layers.Block(2, 16, init_values=0.1).init(jax.random.key(0), x))
+    without = nn.meta.unbox(layers.Block(2, 16).init(jax.random.key(0), x))
+    np.testing.assert_allclose(with_scale["params"]["gamma_1"], np.full(8, 0.1))
+    np.testing.assert_allclose(with_scale["params"]["gamma_2"], np.full(8, 0.1))
+    assert "gamma_1" not in without["params"]
+    # gamma multiplies the residual branches: zero gammas give the identity, and with the MLP
+    # branch off the attention branch's contribution is linear in gamma_1.
+    block = layers.Block(2, 16, init_values=0.1)
+    x = np.random.default_rng(0).normal(size=(1, 3, 8)).astype(np.float32)
+
+    def run(g1, g2):
+        p = {"params": dict(with_scale["params"], gamma_1=np.full(8, g1, np.float32),
+                            gamma_2=np.full(8, g2, np.float32))}
+        return np.asarray(block.apply(p, x))
+
+    np.testing.assert_array_equal(run(0.0, 0.0), x)
+    np.testing.assert_allclose(run(0.2, 0.0) - x, 2 * (run(0.1, 0.0) - x), rtol=1e-4, atol=1e-6)
+    assert np.abs(run(0.1, 0.0) - x).max() > 1e-3
