@@ -15,6 +15,9 @@ Presets (pass after the colon): tiny, vit_s, vit_b, vit_l, vit_h.
              --config.data.dataset=/data/k400_tfds/kinetics400/1.0.0 --workdir gs://bucket/vmae_b
          Published: ViT-B pretrained 800 epochs on K400, fine-tuned, K400 top-1 80.9 (16x5x3).
 
+data.dataset: 'demo' (embedded), a TFDS name or prepared directory, or '<format>:<annotation file>'
+to read video files directly (format list | csv | ssv2 | captions; data.video_root, data.labels).
+
 Any key can be overridden: --config.batch_size=64 --config.data.num_workers=8; a misspelt key fails.
 """
 from ml_collections import config_dict
@@ -28,9 +31,9 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.model = config_dict.ConfigDict(dict(
         size="tiny", mask_ratio=0.9, drop_path_rate=0.0, norm_pix_loss=True, dtype="float32"))
     c.data = config_dict.ConfigDict(dict(
-        dataset="demo", split="train", data_dir="", num_frames=16, stride=2, crop_size=64,
+        dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=16, stride=2, crop_size=64,
         flip=False, normalization="imagenet", num_workers=0, num_threads=2,
-        prefetch_batches=2))
+        prefetch_batches=2, max_bad_videos=100))
     c.batch_size = 16  # global, over all devices and processes
     c.num_epochs = 20.0
     c.total_steps = -1  # > 0 overrides num_epochs

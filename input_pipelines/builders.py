@@ -11,14 +11,15 @@ import dataclasses
 import grain
 import numpy as np
 
-from input_pipelines import decode, masking, sampling, sources, transforms
+from input_pipelines import decode, masking, robust, sampling, sources, transforms
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainClip:
     """Decode a VideoMAE pretraining clip: dense sampling, multi-scale crop, optional flip, mask.
 
-    Output: {'video': (T, S, S, 3) uint8, 'mask': (N,) bool}.
+    Output: {'video': (T, S, S, 3) uint8, 'mask': (N,) bool}; the pipeline adds 'skipped' and
+    'skipped_ids' (see robust.py).
     """
 
     num_frames: int
@@ -29,7 +30,8 @@ class PretrainClip:
     mask_ratio: float
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        idx = sampling.dense_indices(int(example["num_frames"]), self.num_frames, self.stride, rng)
+        num_frames = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
+        idx = sampling.dense_indices(num_frames, self.num_frames, self.stride, rng)
         frames = decode.decode_frames(example["video"], idx)  # (T, H, W, 3)
         box = transforms.multi_scale_crop_box(frames.shape[2], frames.shape[1], self.crop_size, rng)
         frames = transforms.crop_and_resize(frames, box, self.crop_size)  # (T, S, S, 3)
@@ -59,15 +61,18 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
       (dataset, examples per epoch on this process). Every epoch is a fresh permutation of this
       process's shard; batches may straddle two epochs (the stream is infinite).
     """
-    source = sources.open_source(data.dataset, data.split, data.data_dir or None)
-    ds = shard_for_process(grain.MapDataset.source(source), process_index, process_count)
+    source = sources.open_source(data.dataset, data.split, data.data_dir or None,
+                                 video_root=data.video_root or None,
+                                 labels_path=data.labels or None)
+    ds = shard_for_process(grain.MapDataset.range(len(source)), process_index, process_count)
     epoch_size = len(ds)
     if epoch_size < local_batch:
         raise ValueError(f"The shard of {data.dataset}:{data.split} on this process has "
                          f"{epoch_size} videos, fewer than the local batch {local_batch}.")
     ds = ds.seed(seed).shuffle().repeat(None)
-    ds = ds.random_map(PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip,
-                                    tuple(token_grid), mask_ratio))
+    clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
+                        mask_ratio)
+    ds = ds.random_map(robust.SkipBadVideos(source, clip))  # bad videos replaced and counted
     ds = ds.batch(local_batch, drop_remainder=True)
     # Decode threads in this process (workers = 0) or per worker process; a short prefetch buffer
     # of batches keeps memory bounded (grain's default buffer holds 500 elements).

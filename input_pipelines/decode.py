@@ -71,3 +71,31 @@ def decode_frames(data: bytes, indices: np.ndarray) -> np.ndarray:
         raise DecodeError(f"frames {missing[:8]}{'...' if len(missing) > 8 else ''} were not "
                           f"decoded (the video has fewer frames than its metadata says?)")
     return np.stack([got[int(i)] for i in indices])  # (K, H, W, 3)
+
+
+def probe(data: bytes) -> dict:
+    """Container-level facts of an encoded video without decoding it.
+
+    Returns {'num_frames', 'fps', 'duration' (s), 'width', 'height'}. num_frames comes from the
+    container's frame count, else duration x fps (webm stores no count).
+    Raises DecodeError when the file is not a video.
+    """
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise DecodeError("the container has no video stream")
+            s = container.streams.video[0]
+            fps = float(s.average_rate or s.guessed_rate or 0)
+            if s.duration is not None and s.time_base is not None:
+                duration = float(s.duration * s.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            else:
+                duration = 0.0
+            frames = int(s.frames) or int(round(duration * fps))
+            if frames <= 0 or fps <= 0:
+                raise DecodeError(f"no frame count or frame rate (frames={frames}, fps={fps})")
+            return {"num_frames": frames, "fps": fps, "duration": duration,
+                    "width": s.codec_context.width, "height": s.codec_context.height}
+    except av.FFmpegError as e:
+        raise DecodeError(f"FFmpeg failed: {e}") from e

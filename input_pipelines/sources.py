@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipelines import synthetic_videos
+from input_pipelines import annotations, synthetic_videos
 
 # The embedded demo dataset, by config name: (train videos, validation videos, frame size, frames).
 DEMO_CONFIGS = {
@@ -76,8 +76,42 @@ def tfds_source(name: str, split: str, data_dir: str | None = None):
     return tfds.data_source(name, split=split, data_dir=data_dir or default_data_dir())
 
 
-def open_source(dataset: str, split: str, data_dir: str | None = None):
-    """Resolve a dataset name from a config: 'demo', 'demo/small', a TFDS name, or a directory."""
+class FileListSource:
+    """Videos read straight from disk, listed by an annotation file (no packing step).
+
+    Examples carry 'path' and num_frames = 0 (probed when decoded). A missing or unreadable file
+    raises OSError on access; the pipeline skips and counts it (input_pipelines/robust.py).
+    """
+
+    def __init__(self, annotation_path: str, fmt: str, video_root: str | None = None,
+                 labels_path: str | None = None):
+        self.records = annotations.read(annotation_path, fmt, labels_path)
+        self.root = video_root or os.path.dirname(os.path.abspath(annotation_path))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def describe(self, index: int) -> str:
+        """The file path of example `index` (for error reports)."""
+        path = self.records[index]["path"]
+        return path if os.path.isabs(path) else os.path.join(self.root, path)
+
+    def __getitem__(self, index: int) -> dict:
+        r = self.records[index]
+        path = self.describe(index)
+        with open(path, "rb") as f:
+            data = f.read()
+        return {"video": data, "label": r["label"], "caption": "\n".join(r["captions"]),
+                "video_id": r["video_id"], "path": path, "num_frames": 0, "fps": 0.0}
+
+
+def open_source(dataset: str, split: str, data_dir: str | None = None, *,
+                video_root: str | None = None, labels_path: str | None = None):
+    """Resolve a config's dataset: 'demo', 'demo/small', a TFDS name or prepared directory, or
+    '<format>:<annotation file>' (format: list, csv, ssv2, captions) to read files directly."""
+    fmt, sep, rest = dataset.partition(":")
+    if sep and fmt in annotations.FORMATS:
+        return FileListSource(rest, fmt, video_root, labels_path)
     if dataset == "demo" or dataset.startswith("demo/"):
         config = dataset.split("/", 1)[1] if "/" in dataset else "default"
         if config not in DEMO_CONFIGS:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from input_pipelines.robust import BadVideoTracker
 from internvideo_jax import checkpointing, optim, sharding
 from internvideo_jax.metrics_writer import MetricsWriter
 from internvideo_jax.tasks import get_task
@@ -158,10 +159,11 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                           donate_argnums=(0,))
 
         # ---- Loop -------------------------------------------------------------------------------
+        bad_videos = BadVideoTracker(config.data.max_bad_videos)
         pending, data_wait, t_last = [], 0.0, time.perf_counter()
         for step in range(start, d["total_steps"]):
             t0 = time.perf_counter()
-            batch = sharding.put_batch(next(data_iter), mesh)
+            batch = sharding.put_batch(bad_videos.update(next(data_iter)), mesh)
             data_wait += time.perf_counter() - t0
             state, metrics = step_fn(state, batch)
             pending.append(metrics)
@@ -174,7 +176,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                 scalars = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
                 scalars.update(step_time=elapsed / len(values),
                                clips_per_s=d["global_batch"] * len(values) / elapsed,
-                               data_wait=data_wait / elapsed)
+                               data_wait=data_wait / elapsed, bad_videos=bad_videos.count)
                 writer.write(done, scalars)
                 pending, data_wait, t_last = [], 0.0, now
             if done % config.checkpoint_every == 0 or done == d["total_steps"]:
