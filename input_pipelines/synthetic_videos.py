@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -135,7 +136,7 @@ def render(spec: SceneSpec, size: int, num_frames: int, rng: np.random.Generator
     return frames
 
 
-def encode_mp4(frames: np.ndarray, fps: int = 25, codec: str = "libx264", crf: int = 20,
+def encode_mp4(frames: np.ndarray, fps: int | Fraction = 25, codec: str = "libx264", crf: int = 20,
                keyframe_interval: int | None = None) -> bytes:
     """Encode (T, H, W, 3) uint8 RGB frames to an mp4 container in memory (H and W even)."""
     buf = io.BytesIO()

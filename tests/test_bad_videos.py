@@ -1,4 +1,5 @@
 """Every kind of bad file is skipped, replaced deterministically, counted and reported."""
+import argparse
 import io
 import os
 
@@ -120,3 +121,31 @@ def test_a_mostly_broken_dataset_fails_loudly(tmp_path):
     source = sources.open_source(f"list:{tmp_path}/list.txt", "train")
     with pytest.raises(RuntimeError, match="20 videos in a row could not be loaded"):
         robust.SkipBadVideos(source, _clip_fn())(0, np.random.default_rng(0))
+
+
+def test_validate_reports_every_bad_file(mixed_folder, tmp_path):
+    from input_pipelines import build
+    report = tmp_path / "report.tsv"
+    rc = build.main(["validate", "--format", "list", "--annotations",
+                     f"{mixed_folder}/train.txt", "--report", str(report), "--min-frames", "16"])
+    assert rc == 1
+    rows = [line.split("\t") for line in report.read_text().splitlines()[1:]]
+    assert {os.path.basename(r[0]) for r in rows if r[1] == "unreadable"} == {
+        f"bad_{k}.mp4" for k in BAD_KINDS}
+
+
+def test_pack_folder_to_tfds_and_train_pipeline_reads_it(mixed_folder, tmp_path):
+    from input_pipelines import build
+    out = build.pack(argparse.Namespace(
+        name="mixed", format="list", video_root=mixed_folder, labels=None, short_side=48,
+        split=[f"train={mixed_folder}/train.txt"], out=str(tmp_path)))
+    skipped = (tmp_path / "video_folder" / "mixed" / "1.0.0" / "skipped.tsv").read_text()
+    assert skipped.count("\n") == len(BAD_KINDS)
+    source = sources.open_source(out, "train")
+    assert len(source) == 6
+    ex = source[0]
+    assert ex["num_frames"] == 24 and ex["fps"] == 25.0
+    with av.open(io.BytesIO(ex["video"])) as c:  # re-encoded to a 48-pixel short side
+        assert min(c.streams.video[0].codec_context.width,
+                   c.streams.video[0].codec_context.height) == 48
+    assert sorted(int(source[i]["label"]) for i in range(6)) == [0, 0, 1, 1, 2, 2]
