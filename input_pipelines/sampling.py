@@ -21,3 +21,40 @@ def dense_indices(video_frames: int, clip_len: int, stride: int,
     span = (clip_len - 1) * stride + 1
     start = int(rng.integers(0, video_frames - span + 1)) if video_frames >= span else 0
     return np.minimum(start + stride * np.arange(clip_len), video_frames - 1)
+
+
+def segment_indices(video_frames: int, num_segments: int, rng: np.random.Generator | None,
+                    ) -> np.ndarray:
+    """TSN segment sampling (UniFormerV2, Something-Something): one frame per equal segment.
+
+    Segment i spans [round(i * L), round((i + 1) * L)] with L = (frames - 1) / num_segments; training
+    (rng given) draws a frame uniformly in it (ends included, as the reference), testing (rng None)
+    takes its middle (start + end) // 2.
+    """
+    seg = (video_frames - 1) / num_segments
+    out = np.empty(num_segments, np.int64)
+    for i in range(num_segments):
+        start, end = int(np.round(seg * i)), int(np.round(seg * (i + 1)))
+        out[i] = int(rng.integers(start, end + 1)) if rng is not None else (start + end) // 2
+    return out
+
+
+def uniform_indices(video_frames: int, num_frames: int) -> np.ndarray:
+    """Multimodal (CLIP-style) sampling: np.linspace(0, frames - 1, num_frames), truncated to int."""
+    return np.linspace(0, video_frames - 1, num_frames, dtype=np.int64)
+
+
+def dense_test_views(video_frames: int, clip_len: int, stride: int,
+                     num_clips: int) -> list[np.ndarray]:
+    """Test-time temporal views: `num_clips` dense clips with evenly spaced starts.
+
+    Starts are int(k * (frames - span) / (num_clips - 1)) for k = 0..num_clips-1 (a single clip is
+    centred); indices past the end repeat the last frame, as in training.
+    """
+    span = (clip_len - 1) * stride + 1
+    room = max(video_frames - span, 0)
+    if num_clips == 1:
+        starts = [room // 2]
+    else:
+        starts = [int(k * room / (num_clips - 1)) for k in range(num_clips)]
+    return [np.minimum(s + stride * np.arange(clip_len), video_frames - 1) for s in starts]

@@ -57,3 +57,22 @@ def crop_and_resize(frames: np.ndarray, box: tuple[int, int, int, int],
 def random_flip(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Horizontal flip of the whole clip with probability 0.5."""
     return frames[:, :, ::-1] if rng.random() < 0.5 else frames
+
+
+def short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(w, h) after resizing so the shorter side is `short_side`, keeping the aspect ratio."""
+    if width <= height:
+        return short_side, int(round(height * short_side / width))
+    return int(round(width * short_side / height)), short_side
+
+
+def three_crop_boxes(width: int, height: int, size: int) -> list[tuple[int, int, int, int]]:
+    """Test-time spatial views: 3 square crops along the long side (start, centre, end).
+
+    Applied after resizing the short side to `size`, so each crop spans the whole short side.
+    """
+    if width >= height:
+        xs = [0, (width - size) // 2, width - size]
+        return [(x, (height - size) // 2, size, size) for x in xs]
+    ys = [0, (height - size) // 2, height - size]
+    return [((width - size) // 2, y, size, size) for y in ys]

@@ -100,3 +100,34 @@ def test_process_shards_are_disjoint_and_cover_the_source(data_dir):
         ids.append([shard[i]["video_id"] for i in range(len(shard))])
     flat = [v for s in ids for v in s]
     assert len(flat) == len(set(flat)) == 24
+
+
+def test_segment_indices_reference_rule_by_hand():
+    # 33 frames, 8 segments: L = 4; segment i = [4i, 4i + 4].
+    np.testing.assert_array_equal(sampling.segment_indices(33, 8, None),
+                                  [2, 6, 10, 14, 18, 22, 26, 30])
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        idx = sampling.segment_indices(33, 8, rng)
+        assert all(4 * i <= v <= 4 * i + 4 for i, v in enumerate(idx))
+    # Fewer frames than segments: indices repeat but stay in range.
+    assert sampling.segment_indices(5, 8, None).max() <= 4
+
+
+def test_uniform_indices_match_linspace_int():
+    np.testing.assert_array_equal(sampling.uniform_indices(100, 8), [0, 14, 28, 42, 56, 70, 84, 99])
+
+
+def test_dense_test_views_evenly_spaced():
+    views = sampling.dense_test_views(100, 16, 4, 5)  # span 61, room 39: starts 0, 9, 19, 29, 39
+    assert [int(v[0]) for v in views] == [0, 9, 19, 29, 39]
+    assert all((np.diff(v) == 4).all() for v in views) and views[-1][-1] == 99
+    assert int(sampling.dense_test_views(100, 16, 4, 1)[0][0]) == 19
+
+
+def test_three_crops_along_the_long_side():
+    assert transforms.short_side_size(640, 480, 224) == (299, 224)
+    assert transforms.three_crop_boxes(299, 224, 224) == [(0, 0, 224, 224), (37, 0, 224, 224),
+                                                          (75, 0, 224, 224)]
+    assert transforms.three_crop_boxes(224, 300, 224) == [(0, 0, 224, 224), (0, 38, 224, 224),
+                                                          (0, 76, 224, 224)]
