@@ -16,9 +16,11 @@ from input_pipelines import decode, masking, robust, sampling, sources, transfor
 
 @dataclasses.dataclass(frozen=True)
 class PretrainClip:
-    """Decode a VideoMAE pretraining clip: dense sampling, multi-scale crop, optional flip, mask.
+    """A VideoMAE pretraining example: dense sampling, multi-scale crop, optional flip, tube mask.
 
-    Output: {'video': (T, S, S, 3) uint8, 'mask': (N,) bool}; the pipeline adds 'skipped' and
+    With num_repeats = k > 1 (repeated augmentation, InternVideo's num_sample), the clip is decoded
+    once and k independently cropped/flipped/masked views are made from the decoded frames.
+    Output: {'video': (k, T, S, S, 3) uint8, 'mask': (k, N) bool}; the pipeline adds 'skipped' and
     'skipped_ids' (see robust.py).
     """
 
@@ -28,17 +30,31 @@ class PretrainClip:
     flip: bool
     token_grid: tuple[int, int, int]
     mask_ratio: float
+    num_repeats: int = 1
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         num_frames = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
         idx = sampling.dense_indices(num_frames, self.num_frames, self.stride, rng)
-        frames = decode.decode_frames(example["video"], idx)  # (T, H, W, 3)
-        box = transforms.multi_scale_crop_box(frames.shape[2], frames.shape[1], self.crop_size, rng)
-        frames = transforms.crop_and_resize(frames, box, self.crop_size)  # (T, S, S, 3)
-        if self.flip:
-            frames = transforms.random_flip(frames, rng)
-        mask = masking.tube_mask(self.token_grid, self.mask_ratio, rng)  # (N,)
-        return {"video": np.ascontiguousarray(frames), "mask": mask}
+        frames = decode.decode_video_frames(example["video"], idx)  # T frames, not yet RGB
+        videos, masks = [], []
+        for _ in range(self.num_repeats):
+            box = transforms.multi_scale_crop_box(frames[0].width, frames[0].height,
+                                                  self.crop_size, rng)
+            clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
+            if self.flip:
+                clip = transforms.random_flip(clip, rng)
+            videos.append(np.ascontiguousarray(clip))
+            masks.append(masking.tube_mask(self.token_grid, self.mask_ratio, rng))  # (N,)
+        return {"video": np.stack(videos), "mask": np.stack(masks)}
+
+
+def merge_repeats(batch: dict) -> dict:
+    """(B/k, k, ...) views of 'video' and 'mask' -> (B, ...); host-only fields stay per element."""
+    out = dict(batch)
+    for key in ("video", "mask"):
+        v = batch[key]
+        out[key] = v.reshape((v.shape[0] * v.shape[1],) + v.shape[2:])
+    return out
 
 
 def shard_for_process(ds: grain.MapDataset, process_index: int,
@@ -59,25 +75,32 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
       local_batch: examples per batch on this process (global batch / process count).
     Returns:
       (dataset, examples per epoch on this process). Every epoch is a fresh permutation of this
-      process's shard; batches may straddle two epochs (the stream is infinite).
+      process's shard; batches may straddle two epochs (the stream is infinite). With repeated
+      augmentation (data.num_repeats = k) a batch holds local_batch / k videos, k views each; the
+      epoch size is then counted in clips (videos x k), so an epoch still shows every video once.
     """
     source = sources.open_source(data.dataset, data.split, data.data_dir or None,
                                  video_root=data.video_root or None,
                                  labels_path=data.labels or None)
     ds = shard_for_process(grain.MapDataset.range(len(source)), process_index, process_count)
     epoch_size = len(ds)
-    if epoch_size < local_batch:
+    k = data.num_repeats
+    if local_batch % k:
+        raise ValueError(f"The local batch {local_batch} is not divisible by data.num_repeats={k} "
+                         f"(repeated augmentation): make batch_size / processes a multiple of {k}.")
+    if epoch_size < local_batch // k:
         raise ValueError(f"The shard of {data.dataset}:{data.split} on this process has "
-                         f"{epoch_size} videos, fewer than the local batch {local_batch}.")
+                         f"{epoch_size} videos, fewer than the {local_batch // k} videos a batch "
+                         f"needs.")
     ds = ds.seed(seed).shuffle().repeat(None)
     clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
-                        mask_ratio)
+                        mask_ratio, k)
     ds = ds.random_map(robust.SkipBadVideos(source, clip))  # bad videos replaced and counted
-    ds = ds.batch(local_batch, drop_remainder=True)
+    ds = ds.batch(local_batch // k, drop_remainder=True).map(merge_repeats)
     # Decode threads in this process (workers = 0) or per worker process; a short prefetch buffer
     # of batches keeps memory bounded (grain's default buffer holds 500 elements).
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads,
                                               prefetch_buffer_size=data.prefetch_batches))
     if data.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
-    return it, epoch_size
+    return it, epoch_size * k

@@ -14,12 +14,18 @@ from av.video.reformatter import VideoReformatter
 _local = threading.local()
 
 
-def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a decoded frame, with this thread's reused converter."""
+def to_rgb(frame: av.VideoFrame, width: int | None = None,
+           height: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded frame, with this thread's reused converter.
+
+    With width/height, the frame is scaled (bilinear) in the same pass as the colour conversion,
+    which costs about the same as the conversion alone.
+    """
     reformatter = getattr(_local, "reformatter", None)
     if reformatter is None:
         reformatter = _local.reformatter = VideoReformatter()
-    return reformatter.reformat(frame, format="rgb24").to_ndarray()
+    return reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                interpolation="BILINEAR").to_ndarray()
 
 
 class DecodeError(RuntimeError):
@@ -27,6 +33,11 @@ class DecodeError(RuntimeError):
 
 
 def decode_frames(data: bytes, indices: np.ndarray) -> np.ndarray:
+    """(K, H, W, 3) uint8 RGB frames at `indices`; see decode_video_frames."""
+    return np.stack([to_rgb(f) for f in decode_video_frames(data, indices)])
+
+
+def decode_video_frames(data: bytes, indices: np.ndarray) -> list[av.VideoFrame]:
     """Decode the frames at `indices` (0-based display order) of an encoded video.
 
     Seeks to the keyframe before the first wanted frame, then decodes forward until the last wanted
@@ -36,14 +47,16 @@ def decode_frames(data: bytes, indices: np.ndarray) -> np.ndarray:
       data: the encoded container (mp4, webm, ...), as bytes.
       indices: (K,) int frame indices, any order, repeats allowed.
     Returns:
-      (K, H, W, 3) uint8 RGB, frames in the order of `indices`.
+      K decoded frames (in the codec's pixel format, e.g. YUV 4:2:0) in the order of `indices`;
+      convert with to_rgb. Keeping them unconverted lets several augmented views be made from one
+      decode (repeated augmentation).
     Raises:
       DecodeError: the container has no video stream, or a wanted frame was never produced.
     """
     indices = np.asarray(indices, dtype=np.int64)
     wanted = set(int(i) for i in indices)
     first, last = int(indices.min()), int(indices.max())
-    got: dict[int, np.ndarray] = {}
+    got: dict[int, av.VideoFrame] = {}
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
@@ -61,7 +74,7 @@ def decode_frames(data: bytes, indices: np.ndarray) -> np.ndarray:
                     continue
                 idx = round((frame.pts - start) * time_base * fps)
                 if idx in wanted and idx not in got:
-                    got[idx] = to_rgb(frame)
+                    got[idx] = frame
                 if idx >= last:
                     break
     except av.FFmpegError as e:
@@ -70,7 +83,7 @@ def decode_frames(data: bytes, indices: np.ndarray) -> np.ndarray:
     if missing:
         raise DecodeError(f"frames {missing[:8]}{'...' if len(missing) > 8 else ''} were not "
                           f"decoded (the video has fewer frames than its metadata says?)")
-    return np.stack([got[int(i)] for i in indices])  # (K, H, W, 3)
+    return [got[int(i)] for i in indices]
 
 
 def probe(data: bytes) -> dict:

@@ -1,8 +1,10 @@
 """Spatial augmentation of uint8 clips (T, H, W, 3); the same parameters for every frame of a clip."""
 from __future__ import annotations
 
+import av
 import numpy as np
-from PIL import Image
+
+from input_pipelines import decode
 
 # Scales of VideoMAE's multi-scale crop (GroupMultiScaleCrop(input_size, [1, .875, .75, .66])).
 MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
@@ -36,21 +38,26 @@ def multi_scale_crop_box(image_w: int, image_h: int, output_size: int,
     return x, y, crop_w, crop_h
 
 
-def crop_and_resize(frames: np.ndarray, box: tuple[int, int, int, int],
-                    output_size: int) -> np.ndarray:
-    """Crop (x, y, w, h) from every frame and resize bilinearly to output_size^2.
+def scaled_crop(frames: list[av.VideoFrame], box: tuple[int, int, int, int],
+                output_size: int) -> np.ndarray:
+    """Crop (x, y, w, h) of every decoded frame, resized to output_size^2, as uint8 RGB.
 
-    frames (T, H, W, 3) uint8 -> (T, output_size, output_size, 3) uint8.
+    Done as: scale the whole frame by (output_size / w, output_size / h) in the colour-conversion
+    pass (swscale, bilinear), then slice the output_size^2 window at the scaled offset. That is the
+    crop-then-resize of the reference up to bilinear weights at the crop border, and costs one
+    conversion instead of a full-size conversion plus a separate resize.
+
+    Returns:
+      (T, output_size, output_size, 3) uint8.
     """
     x, y, w, h = box
-    out = np.empty((frames.shape[0], output_size, output_size, 3), np.uint8)
+    width, height = frames[0].width, frames[0].height
+    sx, sy = output_size / w, output_size / h
+    sw, sh = max(output_size, round(width * sx)), max(output_size, round(height * sy))
+    cx, cy = min(round(x * sx), sw - output_size), min(round(y * sy), sh - output_size)
+    out = np.empty((len(frames), output_size, output_size, 3), np.uint8)
     for t, frame in enumerate(frames):
-        crop = frame[y:y + h, x:x + w]
-        if crop.shape[:2] == (output_size, output_size):
-            out[t] = crop
-        else:
-            out[t] = np.asarray(Image.fromarray(crop).resize((output_size, output_size),
-                                                            Image.BILINEAR))
+        out[t] = decode.to_rgb(frame, sw, sh)[cy:cy + output_size, cx:cx + output_size]
     return out
 
 

@@ -77,7 +77,7 @@ def test_each_bad_kind_alone_is_skipped_and_named(mixed_folder):
     load = robust.SkipBadVideos(source, _clip_fn())
     for index in range(6, 6 + len(BAD_KINDS)):
         out = load(index, np.random.default_rng(index))
-        assert out["video"].shape == (8, 32, 32, 3)
+        assert out["video"].shape == (1, 8, 32, 32, 3)  # (views, T, H, W, C)
         failed = str(out["skipped_ids"]).split(";")
         assert os.path.basename(failed[0]) == f"bad_{BAD_KINDS[index - 6]}.mp4"
         assert int(out["skipped"]) == len(failed)
@@ -97,7 +97,7 @@ def test_pipeline_over_mixed_folder_counts_every_bad_video_and_is_deterministic(
     tracker = robust.BadVideoTracker(budget=1000)
     for b in batches:
         tracker.update(dict(b))
-        assert b["video"].dtype == np.uint8 and b["video"].shape[1:] == (8, 32, 32, 3)
+        assert b["video"].dtype == np.uint8 and b["video"].shape[1:] == (1, 8, 32, 32, 3)
     # Each of the 6 bad files sits at one index of the epoch: each fails at least once there.
     names = {os.path.basename(i) for i in tracker.ids}
     assert names == {f"bad_{k}.mp4" for k in BAD_KINDS}

@@ -63,10 +63,48 @@ def test_multi_scale_crop_box_follows_reference_grid():
         assert x + w <= 320 and y + h <= 240
 
 
-def test_crop_is_the_same_on_every_frame():
-    frames = np.random.default_rng(0).integers(0, 255, (4, 40, 50, 3)).astype(np.uint8)
-    frames[1:] = frames[0]
-    out = transforms.crop_and_resize(frames, (5, 3, 30, 30), 16)
+def _yuv_frames(rgb: np.ndarray) -> list:
+    return [av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p") for f in rgb]
+
+
+def _np_crop_resize(rgb: np.ndarray, box, size: int) -> np.ndarray:
+    """Independent reference: crop, then bilinear resize with half-pixel centres (float64)."""
+    x, y, w, h = box
+    crop = rgb[y:y + h, x:x + w].astype(np.float64)
+    ys = np.clip((np.arange(size) + 0.5) * h / size - 0.5, 0, h - 1)
+    xs = np.clip((np.arange(size) + 0.5) * w / size - 0.5, 0, w - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    top = crop[y0][:, x0] * (1 - wx) + crop[y0][:, x1] * wx
+    bottom = crop[y1][:, x0] * (1 - wx) + crop[y1][:, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def test_scaled_crop_matches_crop_then_bilinear_resize():
+    # A smooth 240x320 scene (gradients and a soft blob), 3 frames shifted in time.
+    yy, xx = np.mgrid[0:240, 0:320].astype(np.float64)
+    frames = []
+    for t in range(3):
+        r = 40 + 150 * xx / 320
+        g = 60 + 120 * yy / 240
+        b = 128 + 100 * np.exp(-((xx - 100 - 20 * t) ** 2 + (yy - 120) ** 2) / 2000)
+        frames.append(np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8))
+    yuv = _yuv_frames(np.stack(frames))
+    box = (40, 30, 180, 158)  # a multi-scale crop: 180 wide, 158 high
+    out = transforms.scaled_crop(yuv, box, 112)
+    assert out.shape == (3, 112, 112, 3) and out.dtype == np.uint8
+    for t in range(3):
+        ref = _np_crop_resize(decode.to_rgb(yuv[t]), box, 112)
+        err = np.abs(out[t].astype(np.float64) - ref)
+        # Bilinear weights differ only at the crop border (the scaled frame sees pixels outside
+        # the box) and swscale rounds in fixed point: about a level on average, a few at most.
+        assert err.mean() < 1.5 and np.percentile(err, 99) < 6, (err.mean(), err.max())
+
+
+def test_scaled_crop_is_the_same_on_every_frame():
+    rgb = np.random.default_rng(0).integers(0, 255, (1, 40, 50, 3)).astype(np.uint8)
+    out = transforms.scaled_crop(_yuv_frames(np.repeat(rgb, 4, axis=0)), (5, 3, 30, 30), 16)
     assert out.shape == (4, 16, 16, 3)
     assert (out == out[0]).all()
 
@@ -131,3 +169,19 @@ def test_three_crops_along_the_long_side():
                                                           (75, 0, 224, 224)]
     assert transforms.three_crop_boxes(224, 300, 224) == [(0, 0, 224, 224), (0, 38, 224, 224),
                                                           (0, 76, 224, 224)]
+
+
+def test_repeated_augmentation_views_share_one_decode(data_dir):
+    from internvideo_jax.tasks import get_task
+    c = tiny_config(data_dir, **{"data.num_repeats": 2})
+    ds, clips_per_epoch = get_task(c).train_dataset(seed=0, local_batch=4, process_index=0,
+                                                    process_count=1)
+    assert clips_per_epoch == 2 * 24  # counted in clips: every video once, 2 views each
+    b = next(iter(ds))
+    assert b["video"].shape == (4, 16, 64, 64, 3) and b["mask"].shape == (4, 512)
+    assert b["skipped"].shape == (2,)  # per decoded video
+    # Views 0 and 1 come from one video: different crops and masks of the same clip. Their mean
+    # colours agree far better than those of views from two different videos.
+    means = b["video"].reshape(4, -1, 3).mean(1)
+    assert (b["mask"][0] != b["mask"][1]).any()
+    assert np.abs(means[0] - means[1]).sum() < np.abs(means[0] - means[2]).sum()
