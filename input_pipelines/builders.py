@@ -48,13 +48,20 @@ class PretrainClip:
         return {"video": np.stack(videos), "mask": np.stack(masks)}
 
 
-def merge_repeats(batch: dict) -> dict:
-    """(B/k, k, ...) views of 'video' and 'mask' -> (B, ...); host-only fields stay per element."""
-    out = dict(batch)
-    for key in ("video", "mask"):
-        v = batch[key]
-        out[key] = v.reshape((v.shape[0] * v.shape[1],) + v.shape[2:])
-    return out
+@dataclasses.dataclass(frozen=True)
+class SplitViews(grain.experimental.FlatMapTransform):
+    """One element of k views -> k elements of one view each (batched next, in groups of k).
+
+    The host-only bad-video fields stay with the first view, so they are counted once per video.
+    """
+
+    max_fan_out: int
+
+    def flat_map(self, element: dict):
+        return [{"video": element["video"][v], "mask": element["mask"][v],
+                 "skipped": element["skipped"] if v == 0 else np.int32(0),
+                 "skipped_ids": element["skipped_ids"] if v == 0 else np.asarray("")}
+                for v in range(element["video"].shape[0])]
 
 
 def shard_for_process(ds: grain.MapDataset, process_index: int,
@@ -96,11 +103,13 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
     clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
                         mask_ratio, k)
     ds = ds.random_map(robust.SkipBadVideos(source, clip))  # bad videos replaced and counted
-    ds = ds.batch(local_batch // k, drop_remainder=True).map(merge_repeats)
     # Decode threads in this process (workers = 0) or per worker process; a short prefetch buffer
-    # of batches keeps memory bounded (grain's default buffer holds 500 elements).
+    # keeps memory bounded (grain's default buffer holds 500 elements).
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads,
-                                              prefetch_buffer_size=data.prefetch_batches))
+                                              prefetch_buffer_size=data.prefetch_batches * local_batch))
+    it = grain.experimental.FlatMapIterDataset(it, SplitViews(max_fan_out=k))
+    # Batch last: with workers, grain then writes batches straight into shared memory (one copy).
+    it = it.batch(local_batch, drop_remainder=True)
     if data.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
     return it, epoch_size * k

@@ -14,18 +14,18 @@ from av.video.reformatter import VideoReformatter
 _local = threading.local()
 
 
-def to_rgb(frame: av.VideoFrame, width: int | None = None,
-           height: int | None = None) -> np.ndarray:
+def to_rgb(frame: av.VideoFrame, width: int | None = None, height: int | None = None,
+           interpolation: str = "BILINEAR") -> np.ndarray:
     """(H, W, 3) uint8 RGB of a decoded frame, with this thread's reused converter.
 
-    With width/height, the frame is scaled (bilinear) in the same pass as the colour conversion,
-    which costs about the same as the conversion alone.
+    With width/height, the frame is scaled in the same pass as the colour conversion (swscale;
+    interpolation BILINEAR, or FAST_BILINEAR: ~35% cheaper, lower-precision horizontal weights).
     """
     reformatter = getattr(_local, "reformatter", None)
     if reformatter is None:
         reformatter = _local.reformatter = VideoReformatter()
     return reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                                interpolation="BILINEAR").to_ndarray()
+                                interpolation=interpolation).to_ndarray()
 
 
 class DecodeError(RuntimeError):
