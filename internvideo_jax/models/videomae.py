@@ -202,3 +202,37 @@ class VideoMAEDecoder(nn.Module):
             kernel_init=nn.with_logical_partitioning(layers.xavier_uniform(),
                                                      ("embed", "patch")),
             bias_init=nn.with_logical_partitioning(layers.zeros, ("patch",)))(x)  # (B, M, P)
+
+
+class VideoMAEClassifier(nn.Module):
+    """Fine-tuning model: encoder (no final norm) -> mean over tokens -> fc_norm -> dropout -> head.
+
+    __call__(video (B, T, H, W, C)) -> logits (B, num_classes). The head's initial weights are
+    scaled by `head_init_scale` (0.001 in the reference) after the usual init.
+    """
+
+    size: VideoMAESize
+    num_classes: int
+    drop_path_rate: float = 0.0
+    dropout: float = 0.0
+    init_values: float = 0.0
+    head_init_scale: float = 0.001
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
+        x = VideoMAEEncoder(self.size, self.drop_path_rate, self.init_values, final_norm=False,
+                            dtype=self.dtype, name="encoder")(video, None, deterministic)
+        x = x.mean(axis=1)  # (B, D)
+        x = layers.layer_norm(1e-6, "fc_norm", self.dtype)(x)
+        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+        scale = self.head_init_scale
+
+        def head_init(rng, shape, dtype=jnp.float32):
+            # The reference: trunc_normal(std=0.02), then weight *= init_scale (bias is 0).
+            return nn.initializers.truncated_normal(0.02)(rng, shape, dtype) * scale
+
+        return nn.Dense(
+            self.num_classes, dtype=self.dtype, name="head",
+            kernel_init=nn.with_logical_partitioning(head_init, ("embed", "vocab")),
+            bias_init=nn.with_logical_partitioning(layers.zeros, ("vocab",)))(x)  # (B, classes)

@@ -1,0 +1,121 @@
+"""Strict name/shape mapping between PyTorch state dicts and our parameter trees.
+
+A conversion is a table of Rules: (our parameter path, source key, to_ours, to_torch). Applying it
+consumes every source tensor and fills every target parameter, or fails listing what is missing,
+unexpected and shape-mismatched. Nothing is ever silently zero or left at its initial value.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+Path = tuple[str, ...]
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+class ConversionError(ValueError):
+    """A checkpoint does not match the model; the message lists every offending key."""
+
+    def __init__(self, what: str, missing=(), unexpected=(), mismatched=()):
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), \
+            list(mismatched)
+        lines = [f"{what}: the checkpoint does not match the model."]
+        if self.missing:
+            lines.append(f"missing keys ({len(self.missing)}): {self.missing}")
+        if self.unexpected:
+            lines.append(f"unexpected keys ({len(self.unexpected)}): {self.unexpected}")
+        if self.mismatched:
+            lines.append(f"shape mismatches ({len(self.mismatched)}): " + ", ".join(
+                f"{k}: checkpoint {a} vs model {b}" for k, a, b in self.mismatched))
+        super().__init__("\n".join(lines))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    path: Path  # our parameter, e.g. ('encoder', 'norm', 'scale')
+    key: str  # the PyTorch state-dict key, e.g. 'encoder.norm.weight'
+    to_ours: Transform  # torch tensor (numpy) -> our array
+    to_torch: Transform  # our array -> torch layout
+
+
+def identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def linear_to_ours(x: np.ndarray) -> np.ndarray:
+    return x.T
+
+
+def flatten(tree: dict, prefix: Path = ()) -> dict[Path, np.ndarray]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+def unflatten(flat: dict[Path, np.ndarray]) -> dict:
+    tree: dict = {}
+    for path, v in flat.items():
+        node = tree
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = v
+    return tree
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """A torch tensor (any dtype, bf16 included) or array as a float32/int numpy array."""
+    if hasattr(tensor, "detach"):
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+        return tensor.numpy()
+    return np.asarray(tensor)
+
+
+def import_state_dict(rules: list[Rule], state_dict: dict, target_shapes: dict[Path, tuple],
+                      what: str) -> dict:
+    """Apply rules strictly: every key consumed, every target filled with the right shape."""
+    missing, mismatched, flat = [], [], {}
+    rule_keys = {r.key for r in rules}
+    for r in rules:
+        if r.key not in state_dict:
+            missing.append(r.key)
+            continue
+        value = r.to_ours(to_numpy(state_dict[r.key]))
+        expected = tuple(target_shapes[r.path])
+        if tuple(value.shape) != expected:
+            mismatched.append((r.key, tuple(to_numpy(state_dict[r.key]).shape), expected))
+            continue
+        flat[r.path] = value.astype(np.float32)
+    unexpected = sorted(k for k in state_dict if k not in rule_keys)
+    unfilled = sorted("/".join(p) for p in target_shapes if p not in {r.path for r in rules})
+    if missing or unexpected or mismatched or unfilled:
+        raise ConversionError(what, missing + [f"(no rule for model parameter {p})"
+                                               for p in unfilled], unexpected, mismatched)
+    return unflatten(flat)
+
+
+def export_state_dict(rules: list[Rule], params: dict) -> dict[str, np.ndarray]:
+    """Our params -> {torch key: float32 numpy array in torch layout} (bf16 upcast)."""
+    flat = flatten(params)
+    paths = {r.path for r in rules}
+    extra = sorted("/".join(p) for p in flat if p not in paths)
+    missing = sorted("/".join(r.path) for r in rules if r.path not in flat)
+    if extra or missing:
+        raise ConversionError("export", missing, extra)
+    return {r.key: np.ascontiguousarray(r.to_torch(np.asarray(flat[r.path], np.float32)))
+            for r in rules}
+
+
+def strip_prefixes(state_dict: dict, prefixes: tuple[str, ...]) -> dict:
+    """Remove wrapper prefixes ('module.', 'model.', ...) when *every* key carries one."""
+    for p in prefixes:
+        if state_dict and all(k.startswith(p) for k in state_dict):
+            state_dict = {k[len(p):]: v for k, v in state_dict.items()}
+    return state_dict

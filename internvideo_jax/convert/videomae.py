@@ -1,0 +1,211 @@
+"""VideoMAE weights: official .pth layouts and HF transformers <-> our parameter trees.
+
+One table maps our parameters to the official (MCG-NJU/VideoMAE) names and layouts
+(`official_rules`); HF transformers' names are a renaming of the official ones (`hf_to_official`,
+`official_to_hf`), with the fused qkv split into query/key/value (key has no bias).
+
+Layouts (torch -> ours): Linear weight [out, in] -> kernel (in, out); qkv.weight [3D, D] ->
+(D, 3, heads, head_dim); q_bias/v_bias [D] -> (heads, head_dim); attn.proj.weight [D, D] ->
+(heads, head_dim, D); patch_embed.proj.weight [D, C, pt, p, p] -> (pt, p, p, C, D); LayerNorm
+weight -> scale.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from internvideo_jax.convert.common import (Path, Rule, export_state_dict, flatten, identity,
+                                           import_state_dict, strip_prefixes)
+
+# Wrappers seen around official checkpoints: DDP 'module.', 'model.' and the fine-tuning scripts'
+# 'backbone.'. Stripped only when every key carries them.
+WRAPPER_PREFIXES = ("module.", "model.", "backbone.")
+
+
+def _transforms(path: Path, shape: tuple[int, ...]):
+    leaf, module = path[-1], path[-2] if len(path) > 1 else ""
+    if module == "patch_embed" and leaf == "kernel":  # (pt, p, p, C, D) <- [D, C, pt, p, p]
+        return (lambda w: w.transpose(2, 3, 4, 1, 0), lambda k: k.transpose(4, 3, 0, 1, 2))
+    if module == "qkv":  # (D, 3, heads, hd) <- [3D, D]
+        return (lambda w: w.T.reshape(shape), lambda k: k.reshape(shape[0], -1).T)
+    if module == "proj" and leaf == "kernel":  # (heads, hd, D) <- [D, D]
+        return (lambda w: w.T.reshape(shape), lambda k: k.reshape(-1, shape[-1]).T)
+    if leaf == "kernel":
+        return (lambda w: w.T, lambda k: k.T)
+    if leaf in ("q_bias", "v_bias"):  # (heads, hd) <- [D]
+        return (lambda b: b.reshape(shape), lambda b: b.reshape(-1))
+    return identity, identity
+
+
+def _official_name(path: Path, encoder_prefix: str) -> str:
+    names = []
+    for p in path:
+        if p == "transformer":
+            continue
+        m = re.fullmatch(r"blocks_(\d+)", p)
+        names.append(f"blocks.{m.group(1)}" if m else p)
+    if names[0] == "encoder":
+        names = ([encoder_prefix.rstrip(".")] if encoder_prefix else []) + names[1:]
+    if names[-2:] == ["patch_embed", "kernel"]:
+        names[-1] = "proj.weight"
+    elif names[-2:] == ["patch_embed", "bias"]:
+        names[-1] = "proj.bias"
+    elif names[-1] in ("kernel", "scale"):
+        names[-1] = "weight"
+    return ".".join(names)
+
+
+def official_rules(target_params: dict) -> list[Rule]:
+    """Rules for a VideoMAEPretrain (params hold 'decoder') or VideoMAEClassifier tree.
+
+    Pretraining checkpoints prefix the encoder with 'encoder.'; fine-tuned ones do not.
+    """
+    flat = flatten(target_params)
+    encoder_prefix = "encoder." if any(p[0] == "decoder" for p in flat) else ""
+    rules = []
+    for path, value in flat.items():
+        to_ours, to_torch = _transforms(path, tuple(value.shape))
+        rules.append(Rule(path, _official_name(path, encoder_prefix), to_ours, to_torch))
+    return rules
+
+
+# ---- HF transformers <-> official ----------------------------------------------------------------
+_HF_RENAMES = [  # (official regex, HF replacement); applied in order, both ways via `_rename`
+    (r"^(encoder\.)?patch_embed\.proj\.", "videomae.embeddings.patch_embeddings.projection."),
+    (r"^(encoder\.)?blocks\.(\d+)\.", r"videomae.encoder.layer.\2."),
+    (r"^decoder\.blocks\.(\d+)\.", r"decoder.decoder_layers.\1."),
+    (r"^encoder\.norm\.", "videomae.layernorm."),
+    (r"^norm\.", "videomae.layernorm."),
+    (r"^head\.", "classifier."),
+    (r"\.norm1\.", ".layernorm_before."),
+    (r"\.norm2\.", ".layernorm_after."),
+    (r"\.attn\.proj\.", ".attention.output.dense."),
+    (r"\.mlp\.fc1\.", ".intermediate.dense."),
+    (r"\.mlp\.fc2\.", ".output.dense."),
+]
+_HF_BACK = [  # HF -> official, for the pretraining (encoder.) or classifier layout
+    (r"^videomae\.embeddings\.patch_embeddings\.projection\.", "{enc}patch_embed.proj."),
+    (r"^videomae\.encoder\.layer\.(\d+)\.", r"{enc}blocks.\1."),
+    (r"^decoder\.decoder_layers\.(\d+)\.", r"decoder.blocks.\1."),
+    (r"^videomae\.layernorm\.", "{enc}norm."),
+    (r"^classifier\.", "head."),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
+]
+
+
+def official_to_hf(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for key, v in state_dict.items():
+        m = re.match(r"(.*)\.attn\.(qkv\.weight|q_bias|v_bias)$", key)
+        if m:
+            base = _rename(m.group(1) + ".", _HF_RENAMES) + "attention.attention."
+            if m.group(2) == "qkv.weight":
+                q, k, w = np.split(v, 3, axis=0)
+                out.update({base + "query.weight": q, base + "key.weight": k,
+                            base + "value.weight": w})
+            else:
+                out[base + ("query.bias" if m.group(2) == "q_bias" else "value.bias")] = v
+            continue
+        out[_rename(key, _HF_RENAMES)] = v
+    return out
+
+
+def hf_to_official(state_dict: dict, pretraining: bool) -> dict:
+    """HF VideoMAEForPreTraining / VideoMAEForVideoClassification keys -> official keys.
+
+    Accepts both transformers >= 5 names (query.bias / value.bias) and older ones (q_bias /
+    v_bias). A 'key.bias' has no official counterpart and is reported as unexpected.
+    """
+    enc = "encoder." if pretraining else ""
+    rules = [(pat, rep.replace("{enc}", enc)) for pat, rep in _HF_BACK]
+    out, qkv = {}, {}
+    for key, v in state_dict.items():
+        m = re.match(r"(.*)\.attention\.attention\.(query|key|value)\.(weight|bias)$", key) or \
+            re.match(r"(.*)\.attention\.attention\.(q_bias|v_bias)$", key)
+        if m and not (len(m.groups()) == 3 and m.group(2) == "key" and m.group(3) == "bias"):
+            base = _rename(m.group(1) + ".", rules) + "attn."
+            if len(m.groups()) == 2:
+                out[base + m.group(2)] = v
+            elif m.group(3) == "weight":
+                qkv.setdefault(base, {})[m.group(2)] = v
+            else:
+                out[base + ("q_bias" if m.group(2) == "query" else "v_bias")] = v
+            continue
+        out[_rename(key, rules)] = v
+    for base, parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            out.update({f"{base}{p}.weight(incomplete qkv)": parts[p] for p in parts})
+            continue
+        out[base + "qkv.weight"] = _concat([parts["query"], parts["key"], parts["value"]])
+    return out
+
+
+def _concat(parts):
+    if hasattr(parts[0], "detach"):
+        import torch
+        return torch.cat(parts, dim=0)
+    return np.concatenate(parts, axis=0)
+
+
+def _rename(key: str, rules) -> str:
+    for pat, rep in rules:
+        key = re.sub(pat, rep, key)
+    return key
+
+
+# ---- Public API -------------------------------------------------------------------------------
+def import_official(state_dict: dict, target_params: dict) -> dict:
+    """Official VideoMAE state dict (weights under 'model'/'module' or top level) -> our params.
+
+    target_params: our model's parameter tree (arrays or ShapeDtypeStructs) fixing the layout.
+    """
+    for wrapper in ("model", "module", "state_dict"):
+        if wrapper in state_dict and isinstance(state_dict[wrapper], dict):
+            state_dict = state_dict[wrapper]
+    state_dict = strip_prefixes(dict(state_dict), WRAPPER_PREFIXES)
+    shapes = {p: tuple(v.shape) for p, v in flatten(target_params).items()}
+    return import_state_dict(official_rules(target_params), state_dict, shapes,
+                             "VideoMAE (official layout)")
+
+
+def export_official(params: dict) -> dict[str, np.ndarray]:
+    return export_state_dict(official_rules(params), params)
+
+
+def import_hf(state_dict: dict, target_params: dict) -> dict:
+    """HF transformers VideoMAEForPreTraining / VideoMAEForVideoClassification -> our params."""
+    pretraining = "decoder" in target_params
+    official = hf_to_official(dict(state_dict), pretraining)
+    shapes = {p: tuple(v.shape) for p, v in flatten(target_params).items()}
+    return import_state_dict(official_rules(target_params), official, shapes,
+                             "VideoMAE (HF transformers layout)")
+
+
+def export_hf(params: dict) -> dict[str, np.ndarray]:
+    return official_to_hf(export_official(params))
+
+
+def hf_config(size, *, num_frames: int, image_size: int, num_classes: int | None = None,
+              norm_pix_loss: bool = True) -> dict:
+    """An HF VideoMAEConfig dict for one of our sizes (layer_norm_eps 1e-6 as the official code;
+    HF's default 1e-12 would silently change every output)."""
+    cfg = dict(
+        model_type="videomae", image_size=image_size, patch_size=size.patch, num_channels=3,
+        num_frames=num_frames, tubelet_size=size.tubelet, hidden_size=size.dim,
+        num_hidden_layers=size.depth, num_attention_heads=size.heads,
+        intermediate_size=size.mlp_dim, hidden_act="gelu", layer_norm_eps=1e-6, qkv_bias=True,
+        decoder_num_attention_heads=size.decoder_heads, decoder_hidden_size=size.decoder_dim,
+        decoder_num_hidden_layers=size.decoder_depth, decoder_intermediate_size=size.decoder_mlp_dim,
+        norm_pix_loss=norm_pix_loss, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if num_classes is None:
+        cfg.update(use_mean_pooling=False, architectures=["VideoMAEForPreTraining"])
+    else:
+        cfg.update(use_mean_pooling=True, architectures=["VideoMAEForVideoClassification"],
+                   id2label={str(i): f"LABEL_{i}" for i in range(num_classes)},
+                   label2id={f"LABEL_{i}": i for i in range(num_classes)})
+    return cfg
