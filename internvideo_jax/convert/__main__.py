@@ -1,0 +1,250 @@
+r"""python -m internvideo_jax.convert {import,export,inspect}: VideoMAE weights in and out.
+
+Examples:
+  # official VideoMAE / InternVideo-MAE .pth (pretraining layout) -> orbax params checkpoint
+  python -m internvideo_jax.convert import --src videomae_vit_b_k400_pretrain.pth \
+      --model videomae_pretrain --size B --out /ckpt/vmae_b_params
+  # HF transformers directory (config.json + safetensors/.bin) of a fine-tuned classifier
+  python -m internvideo_jax.convert import --src ./videomae-base-finetuned-kinetics \
+      --model videomae_classifier --out /ckpt/vmae_b_k400_params
+  # our training run (latest checkpoint of a workdir) -> HF directory or official .pth
+  python -m internvideo_jax.convert export --src workdirs/demo --to hf --out ./hf_export
+  python -m internvideo_jax.convert export --src workdirs/demo --to pth --out ./export.pth
+  # print a checkpoint's tree, shapes and dtypes (orbax dir, workdir, .pth, .safetensors, HF dir)
+  python -m internvideo_jax.convert inspect workdirs/demo
+
+Imports are strict: every tensor consumed, every parameter filled, or the command fails listing
+missing, unexpected and shape-mismatched keys. The size is checked against the tensors.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+from internvideo_jax.convert import videomae as cv
+from internvideo_jax.convert.common import ConversionError, flatten
+
+
+# ---- reading ------------------------------------------------------------------------------------
+def read_torch_file(path: str) -> dict:
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+        return load_file(path)
+    import torch
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_hf_dir(path: str) -> tuple[dict, dict]:
+    """(state dict, config.json) of an HF transformers model directory."""
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) or sorted(
+        glob.glob(os.path.join(path, "pytorch_model*.bin")))
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.safetensors or pytorch_model*.bin weights")
+    sd = {}
+    for f in files:
+        sd.update(read_torch_file(f))
+    return sd, config
+
+
+def latest_params(path: str) -> tuple[dict, dict]:
+    """Parameters (numpy) and the run's config.json from a workdir, a step dir or a params dir."""
+    import orbax.checkpoint as ocp
+    meta = {}
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        if os.path.exists(os.path.join(path, "config.json")):
+            with open(os.path.join(path, "config.json")) as f:
+                meta = json.load(f)
+        steps = sorted(int(s) for s in os.listdir(os.path.join(path, "checkpoints"))
+                       if s.isdigit())
+        if not steps:
+            raise FileNotFoundError(f"{path}/checkpoints holds no finished checkpoint")
+        path = os.path.join(path, "checkpoints", str(steps[-1]))
+    if os.path.isdir(os.path.join(path, "state")):
+        path = os.path.join(path, "state")
+    with ocp.StandardCheckpointer() as ckptr:
+        tree = ckptr.restore(os.path.abspath(path))
+    if "params" in tree and "opt_state" in tree:  # a train state
+        tree = tree["params"]
+    return _to_numpy(tree), meta
+
+
+def _to_numpy(tree):
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    return np.asarray(tree)
+
+
+# ---- model from a size --------------------------------------------------------------------------
+def size_from_params(params: dict) -> "cv.videomae.VideoMAESize":
+    """Read the architecture off our own parameter tree (heads included: qkv is (D, 3, H, hd))."""
+    from internvideo_jax.models.videomae import VideoMAESize
+    enc = params["encoder"]
+    pt, p, _, _, dim = enc["patch_embed"]["kernel"].shape
+    blocks = enc["transformer"]
+    depth = len(blocks)
+    heads = blocks["blocks_0"]["attn"]["qkv"]["kernel"].shape[2]
+    mlp = blocks["blocks_0"]["mlp"]["fc1"]["kernel"].shape[1]
+    dec = dict(decoder_dim=0, decoder_heads=0, decoder_depth=0)
+    if "decoder" in params:
+        d = params["decoder"]["transformer"]
+        dec = dict(decoder_dim=params["mask_token"].shape[-1], decoder_depth=len(d),
+                   decoder_heads=d["blocks_0"]["attn"]["qkv"]["kernel"].shape[2] if d else 1)
+    return VideoMAESize(dim=dim, depth=depth, heads=heads, mlp_ratio=mlp / dim, patch=p,
+                        tubelet=pt, **dec)
+
+
+def check_size_against_official(sd: dict, size, pretraining: bool) -> None:
+    """Compare what the tensors say (width, depth, patch, tubelet, MLP) with the chosen size."""
+    pre = "encoder." if pretraining else ""
+    key = f"{pre}patch_embed.proj.weight"
+    if key not in sd:
+        return  # the strict import reports the missing key
+    dim, _, pt, p, _ = tuple(sd[key].shape)
+    depth = len({k.split(".")[1 + bool(pre)] for k in sd if k.startswith(f"{pre}blocks.")})
+    found = dict(dim=dim, depth=depth, patch=p, tubelet=pt)
+    wanted = dict(dim=size.dim, depth=size.depth, patch=size.patch, tubelet=size.tubelet)
+    if found != wanted:
+        from internvideo_jax.models.videomae import SIZES
+        match = [n for n, s in SIZES.items() if dict(dim=s.dim, depth=s.depth, patch=s.patch,
+                                                     tubelet=s.tubelet) == found]
+        raise ConversionError(f"the checkpoint is {found} but the chosen size is {wanted}"
+                              + (f"; use --size {match[0]}" if match else ""))
+
+
+def build_model(kind: str, size, num_classes: int):
+    from internvideo_jax.models import videomae
+    if kind == "videomae_pretrain":
+        return videomae.VideoMAEPretrain(size)
+    if kind == "videomae_classifier":
+        return videomae.VideoMAEClassifier(size, num_classes)
+    raise ValueError(f"unknown --model {kind!r}")
+
+
+def target_params(model, frames: int, image: int) -> dict:
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    video = jax.ShapeDtypeStruct((1, frames, image, image, 3), jnp.float32)
+    args = (video,)
+    if hasattr(model, "mask_ratio"):
+        t, h, w = frames // model.size.tubelet, image // model.size.patch, image // model.size.patch
+        args += (jax.ShapeDtypeStruct((1, t * h * w), jnp.bool_),)
+    return nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *args))["params"]
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def cmd_import(a) -> None:
+    import orbax.checkpoint as ocp
+    from internvideo_jax.models.videomae import SIZES, VideoMAESize
+    pretraining = a.model == "videomae_pretrain"
+    if os.path.isdir(a.src):
+        sd, hf = read_hf_dir(a.src)
+        size = VideoMAESize(
+            dim=hf["hidden_size"], depth=hf["num_hidden_layers"], heads=hf["num_attention_heads"],
+            decoder_dim=hf.get("decoder_hidden_size", 0),
+            decoder_heads=hf.get("decoder_num_attention_heads", 0),
+            decoder_depth=hf.get("decoder_num_hidden_layers", 0),
+            mlp_ratio=hf["intermediate_size"] / hf["hidden_size"], patch=hf["patch_size"],
+            tubelet=hf["tubelet_size"])
+        if abs(hf.get("layer_norm_eps", 1e-12) - 1e-6) > 1e-9:
+            print(f"warning: config.json has layer_norm_eps={hf.get('layer_norm_eps')}; the "
+                  f"official models (and ours) use 1e-6", file=sys.stderr)
+        num_classes = len(hf.get("id2label", {})) or a.num_classes
+        model = build_model(a.model, size, num_classes)
+        params = cv.import_hf(sd, target_params(model, a.frames, a.image_size))
+    else:
+        sd = read_torch_file(a.src)
+        for wrapper in ("model", "module", "state_dict"):
+            if wrapper in sd and isinstance(sd[wrapper], dict):
+                sd = sd[wrapper]
+        sd = cv.strip_prefixes(dict(sd), cv.WRAPPER_PREFIXES)
+        size = SIZES[a.size]
+        check_size_against_official(sd, size, pretraining)
+        num_classes = a.num_classes or (sd["head.weight"].shape[0] if "head.weight" in sd else 0)
+        model = build_model(a.model, size, num_classes)
+        params = cv.import_official(sd, target_params(model, a.frames, a.image_size))
+    with ocp.StandardCheckpointer() as ckptr:  # async: the context waits for the commit
+        ckptr.save(os.path.abspath(a.out), params, force=True)
+        ckptr.wait_until_finished()
+    n = sum(int(np.prod(v.shape)) for v in flatten(params).values())
+    print(f"imported {len(flatten(params))} tensors ({n:,} parameters) into {a.out}")
+
+
+def cmd_export(a) -> None:
+    params, meta = latest_params(a.src)
+    size = size_from_params(params)
+    if a.to == "pth":
+        import torch
+        sd = {k: torch.from_numpy(np.array(v)) for k, v in cv.export_official(params).items()}
+        torch.save({"model": sd}, a.out)
+        print(f"wrote {len(sd)} tensors (official layout, float32) to {a.out}")
+        return
+    from safetensors.numpy import save_file
+    data = meta.get("config", {}).get("data", {})
+    frames, image = data.get("num_frames", a.frames), data.get("crop_size", a.image_size)
+    num_classes = params["head"]["kernel"].shape[1] if "head" in params else None
+    os.makedirs(a.out, exist_ok=True)
+    save_file(cv.export_hf(params), os.path.join(a.out, "model.safetensors"))
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(cv.hf_config(size, num_frames=frames, image_size=image,
+                               num_classes=num_classes), f, indent=1)
+    print(f"wrote an HF transformers directory to {a.out} ({frames} frames, {image}px)")
+
+
+def cmd_inspect(a) -> None:
+    if os.path.isdir(a.src) and os.path.exists(os.path.join(a.src, "config.json")) and not \
+            os.path.isdir(os.path.join(a.src, "checkpoints")):
+        tree, _ = read_hf_dir(a.src)
+    elif os.path.isdir(a.src):
+        tree, _ = latest_params(a.src)
+        tree = {"/".join(k): v for k, v in flatten(tree).items()}
+    else:
+        tree = read_torch_file(a.src)
+        for wrapper in ("model", "module", "state_dict"):
+            if wrapper in tree and isinstance(tree[wrapper], dict):
+                tree = tree[wrapper]
+    total = 0
+    for k in sorted(tree):
+        v = tree[k]
+        shape = tuple(v.shape)
+        total += int(np.prod(shape))
+        print(f"{k:70s} {str(shape):22s} {str(v.dtype)}")
+    print(f"{len(tree)} tensors, {total:,} parameters")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m internvideo_jax.convert", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    i = sub.add_parser("import", help="PyTorch (.pth / HF dir) -> orbax params checkpoint")
+    i.add_argument("--src", required=True)
+    i.add_argument("--model", required=True, choices=["videomae_pretrain", "videomae_classifier"])
+    i.add_argument("--size", default="B", help="for .pth files: tiny, S, B, L, H, H_internvideo, g")
+    i.add_argument("--num-classes", type=int, default=0)
+    i.add_argument("--frames", type=int, default=16)
+    i.add_argument("--image-size", type=int, default=224)
+    i.add_argument("--out", required=True)
+    e = sub.add_parser("export", help="our checkpoint -> HF directory or official .pth")
+    e.add_argument("--src", required=True, help="workdir, checkpoint step dir or params dir")
+    e.add_argument("--to", required=True, choices=["hf", "pth"])
+    e.add_argument("--frames", type=int, default=16, help="if the workdir has no config.json")
+    e.add_argument("--image-size", type=int, default=224)
+    e.add_argument("--out", required=True)
+    s = sub.add_parser("inspect", help="print a checkpoint's tensors")
+    s.add_argument("src")
+    a = p.parse_args(argv)
+    try:
+        {"import": cmd_import, "export": cmd_export, "inspect": cmd_inspect}[a.command](a)
+    except ConversionError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The converter's command line, end to end: a trained workdir out to HF / .pth and back in."""
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from internvideo_jax import train  # noqa: E402
+from internvideo_jax.convert.__main__ import latest_params, main  # noqa: E402
+from internvideo_jax.convert.common import flatten  # noqa: E402
+from internvideo_jax.models import videomae  # noqa: E402
+from tests.conftest import tiny_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def workdir(data_dir, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("run"))
+    train.train(tiny_config(data_dir, total_steps=2, checkpoint_every=2), path, progress=False)
+    return path
+
+
+def test_export_hf_loads_in_transformers_and_matches(workdir, tmp_path):
+    main(["export", "--src", workdir, "--to", "hf", "--out", str(tmp_path / "hf")])
+    hf = transformers.VideoMAEForPreTraining.from_pretrained(str(tmp_path / "hf")).eval()
+    params, _ = latest_params(workdir)
+    rng = np.random.default_rng(0)
+    video = rng.normal(size=(1, 16, 64, 64, 3)).astype(np.float32)
+    mask = np.zeros((1, 512), bool)
+    mask[0, rng.permutation(512)[:456]] = True
+    with torch.no_grad():
+        logits = hf(torch.from_numpy(video.transpose(0, 1, 4, 2, 3)),
+                    bool_masked_pos=torch.from_numpy(mask)).logits.numpy()
+    with jax.default_matmul_precision("highest"):
+        ours = videomae.VideoMAEPretrain(videomae.SIZES["tiny"], 0.9).apply(
+            {"params": params}, video, mask)
+    assert np.abs(np.asarray(ours) - logits).max() / np.abs(logits).max() < 1e-5
+
+
+def test_export_pth_then_import_gives_the_same_params(workdir, tmp_path, capsys):
+    main(["export", "--src", workdir, "--to", "pth", "--out", str(tmp_path / "x.pth")])
+    main(["import", "--src", str(tmp_path / "x.pth"), "--model", "videomae_pretrain", "--size",
+          "tiny", "--frames", "16", "--image-size", "64", "--out", str(tmp_path / "params")])
+    a, _ = latest_params(workdir)
+    b, _ = latest_params(str(tmp_path / "params"))
+    fa, fb = flatten(a), flatten(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fb[k])
+    main(["inspect", str(tmp_path / "x.pth")])
+    out = capsys.readouterr().out
+    assert "encoder.blocks.3.attn.q_bias" in out and "975,296 parameters" in out
+
+
+def test_import_with_the_wrong_size_names_the_right_one(workdir, tmp_path):
+    main(["export", "--src", workdir, "--to", "pth", "--out", str(tmp_path / "x.pth")])
+    with pytest.raises(SystemExit, match=r"the checkpoint is \{'dim': 128, 'depth': 4, "
+                                         r"'patch': 8, 'tubelet': 2\}.*use --size tiny"):
+        main(["import", "--src", str(tmp_path / "x.pth"), "--model", "videomae_pretrain",
+              "--size", "B", "--out", str(tmp_path / "p")])
+
+
+def test_import_hf_directory(tmp_path):
+    cfg = transformers.VideoMAEConfig(image_size=32, patch_size=8, num_frames=4,
+                                      hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=128, layer_norm_eps=1e-6, num_labels=3)
+    hf = transformers.VideoMAEForVideoClassification(cfg)
+    hf.save_pretrained(str(tmp_path / "hf"))
+    main(["import", "--src", str(tmp_path / "hf"), "--model", "videomae_classifier",
+          "--frames", "4", "--image-size", "32", "--out", str(tmp_path / "params")])
+    params, _ = latest_params(str(tmp_path / "params"))
+    np.testing.assert_array_equal(params["head"]["kernel"],
+                                  hf.classifier.weight.detach().numpy().T)
+    q = hf.videomae.encoder.layer[0].attention.attention.query.bias.detach().numpy()
+    np.testing.assert_array_equal(
+        params["encoder"]["transformer"]["blocks_0"]["attn"]["q_bias"].ravel(), q)
