@@ -45,9 +45,6 @@ class Checkpointer:
             meta=ocp.args.JsonRestore()))
         return restored["state"], restored["meta"]
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()

@@ -78,18 +78,27 @@ def make_optimizer(config, d: dict) -> tuple[optax.GradientTransformation, optax
     return tx, schedule
 
 
-def create_state(task, tx, mesh, rng: jax.Array) -> tuple[TrainState, Any]:
-    """Create the train state already sharded (no full host copy): eval_shape, then jit(init)."""
+def create_state(task, tx, mesh, rng: jax.Array, init: bool = True) -> tuple[Any, Any]:
+    """The train state created already sharded (no full host copy): eval_shape, then jit(init).
+
+    init=False returns the abstract state (ShapeDtypeStructs carrying the shardings) instead: the
+    restore target when a checkpoint exists, so a resumed run never initialises parameters.
+    Returns (state, shardings).
+    """
     init_batch = task.init_batch(sharding.data_parallel_size(mesh))
 
     def init_fn(rng):
         params = task.init_variables(rng, init_batch)["params"]  # logically boxed
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-    abstract = jax.eval_shape(init_fn, rng)
-    shardings = sharding.logical_shardings(abstract, mesh)
-    state = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
-    return state, shardings
+    def unboxed_init_fn(rng):
+        return nn.meta.unbox(init_fn(rng))
+
+    shardings = sharding.logical_shardings(jax.eval_shape(init_fn, rng), mesh)
+    if not init:
+        abstract = jax.eval_shape(unboxed_init_fn, rng)
+        return checkpointing.abstract_like(abstract, shardings), shardings
+    return jax.jit(unboxed_init_fn, out_shardings=shardings)(rng), shardings
 
 
 def make_train_step(task, tx, schedule, base_rng: jax.Array):
@@ -130,13 +139,12 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
     ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-        state, state_shardings = create_state(task, tx, mesh, init_rng)
+        latest = ckpt.latest_step()
+        state, state_shardings = create_state(task, tx, mesh, init_rng, init=latest is None)
         data_iter = iter(dataset)
         meta = {"config": config.to_dict(), "derived": d}
-        latest = ckpt.latest_step()
         if latest is not None:
-            state, _ = ckpt.restore(latest, checkpointing.abstract_like(state, state_shardings),
-                                    data_iter)
+            state, _ = ckpt.restore(latest, state, data_iter)
         start = int(state.step)
 
         writer = MetricsWriter(workdir, d["total_steps"], start, progress)
