@@ -71,6 +71,18 @@ def shard_for_process(ds: grain.MapDataset, process_index: int,
     return ds[process_index:n:process_count]
 
 
+def index_stream(num_examples: int, seed: int, process_index: int,
+                 process_count: int) -> tuple[grain.MapDataset, int]:
+    """Infinite stream of source indices for this process, and its epoch size.
+
+    Each process takes an interleaved slice of equal size (the remainder of num_examples /
+    process_count is dropped, so every process runs the same number of steps); every epoch is a
+    fresh permutation of that slice. Over the processes, one epoch is each kept example exactly once.
+    """
+    ds = shard_for_process(grain.MapDataset.range(num_examples), process_index, process_count)
+    return ds.seed(seed).shuffle().repeat(None), len(ds)
+
+
 def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int, int, int],
                      mask_ratio: float, process_index: int = 0,
                      process_count: int = 1) -> tuple[grain.IterDataset, int]:
@@ -89,8 +101,7 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
     source = sources.open_source(data.dataset, data.split, data.data_dir or None,
                                  video_root=data.video_root or None,
                                  labels_path=data.labels or None)
-    ds = shard_for_process(grain.MapDataset.range(len(source)), process_index, process_count)
-    epoch_size = len(ds)
+    ds, epoch_size = index_stream(len(source), seed, process_index, process_count)
     k = data.num_repeats
     if local_batch % k:
         raise ValueError(f"The local batch {local_batch} is not divisible by data.num_repeats={k} "
@@ -99,7 +110,6 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
         raise ValueError(f"The shard of {data.dataset}:{data.split} on this process has "
                          f"{epoch_size} videos, fewer than the {local_batch // k} videos a batch "
                          f"needs.")
-    ds = ds.seed(seed).shuffle().repeat(None)
     clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
                         mask_ratio, k)
     ds = ds.random_map(robust.SkipBadVideos(source, clip))  # bad videos replaced and counted

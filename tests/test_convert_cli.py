@@ -10,7 +10,7 @@ from internvideo_jax import train  # noqa: E402
 from internvideo_jax.convert.__main__ import latest_params, main  # noqa: E402
 from internvideo_jax.convert.common import flatten  # noqa: E402
 from internvideo_jax.models import videomae  # noqa: E402
-from tests.conftest import tiny_config  # noqa: E402
+from tests.helpers import tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from input_pipelines import builders, decode, sampling, sources, synthetic_videos, transforms
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def test_dense_indices_constant_stride_within_video():

@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 from input_pipelines.masking import tube_mask
 from internvideo_jax import sharding, train
 from internvideo_jax.tasks import get_task
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _one_step(config, mesh, batch):

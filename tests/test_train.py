@@ -9,7 +9,7 @@ import pytest
 
 from internvideo_jax import train
 from internvideo_jax.metrics_writer import read_metrics
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

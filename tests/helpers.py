@@ -1,0 +1,21 @@
+"""Test helpers without side effects (conftest.py configures JAX; workers import this)."""
+
+
+def tiny_config(data_dir: str, **overrides):
+    """The tiny pretraining preset on the small demo dataset, for fast tests."""
+    from experiments.videomae_pretrain import get_config
+    c = get_config("tiny")
+    c.data.dataset = "demo/small"
+    c.data.data_dir = data_dir
+    c.batch_size = 8
+    c.total_steps = 6
+    c.log_every = 1
+    c.checkpoint_every = 3
+    c.optim.warmup_epochs = 0.3
+    for k, v in overrides.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return c
