@@ -86,3 +86,53 @@ def three_crop_boxes(width: int, height: int, size: int) -> list[tuple[int, int,
         return [(x, (height - size) // 2, size, size) for x in xs]
     ys = [0, (height - size) // 2, height - size]
     return [((width - size) // 2, y, size, size) for y in ys]
+
+
+def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
+                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """Inception-style crop (x, y, w, h), torchvision's RandomResizedCrop rule.
+
+    Up to 10 tries: area uniform in scale * W*H, log-uniform aspect ratio in `ratio`; the first box
+    that fits is taken at a uniform position. Otherwise a centre crop at the nearest allowed ratio.
+    """
+    area = width * height
+    log_ratio = np.log(ratio)
+    for _ in range(10):
+        target_area = area * rng.uniform(*scale)
+        aspect = float(np.exp(rng.uniform(*log_ratio)))
+        w = int(round(np.sqrt(target_area * aspect)))
+        h = int(round(np.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def random_erasing(clip: np.ndarray, rng: np.random.Generator, probability: float = 0.25,
+                   area=(0.02, 1 / 3), log_aspect=(np.log(0.3), np.log(1 / 0.3))) -> np.ndarray:
+    """Erase one rectangle of the clip with per-pixel random values (timm's mode='pixel').
+
+    The same rectangle on every frame (a clip-level augmentation; the reference erases each frame
+    at its own position). Values are uint8 uniform noise here: the clip is not normalised yet, and
+    uniform [0, 255] noise is what normal(0, 1) noise in normalised space roughly spans.
+    clip (T, H, W, 3) uint8 -> same shape, a copy when erased.
+    """
+    if rng.random() >= probability:
+        return clip
+    _, height, width, _ = clip.shape
+    for _ in range(10):
+        target = height * width * rng.uniform(*area)
+        aspect = float(np.exp(rng.uniform(*log_aspect)))
+        h, w = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
+        if w < width and h < height:
+            y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+            clip = clip.copy()
+            clip[:, y:y + h, x:x + w] = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+            return clip
+    return clip
