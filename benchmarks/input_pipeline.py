@@ -67,7 +67,7 @@ def run_ours(listing: str, workers: int, batches: int, repeats: int) -> float:
     data = config_dict.ConfigDict(dict(
         dataset=f"list:{listing}", split="train", data_dir="", video_root="", labels="",
         num_frames=CLIP, stride=STRIDE, crop_size=CROP, flip=False, num_workers=workers,
-        num_threads=1, prefetch_batches=2, num_repeats=repeats))
+        num_threads=1, prefetch_batches=2, num_repeats=repeats, short_video="clamp"))
     ds, _ = builders.pretrain_dataset(data, seed=0, local_batch=BATCH, token_grid=GRID,
                                       mask_ratio=0.9)
     return _time_batches(iter(ds), batches, lambda b: b["video"].shape[0])

@@ -33,7 +33,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.data = config_dict.ConfigDict(dict(
         dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=16, stride=2, crop_size=64,
         flip=False, normalization="imagenet", num_workers=0, num_threads=2,
-        prefetch_batches=2, max_bad_videos=100, num_repeats=1))
+        prefetch_batches=2, max_bad_videos=100, num_repeats=1,
+        short_video="clamp"))
     c.batch_size = 16  # global, over all devices and processes
     c.num_epochs = 20.0
     c.total_steps = -1  # > 0 overrides num_epochs

@@ -31,10 +31,12 @@ class PretrainClip:
     token_grid: tuple[int, int, int]
     mask_ratio: float
     num_repeats: int = 1
+    short_video: str = "clamp"  # see sampling.dense_indices
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         num_frames = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
-        idx = sampling.dense_indices(num_frames, self.num_frames, self.stride, rng)
+        idx = sampling.dense_indices(num_frames, self.num_frames, self.stride, rng,
+                                     self.short_video)
         frames = decode.decode_video_frames(example["video"], idx)  # T frames, not yet RGB
         videos, masks = [], []
         for _ in range(self.num_repeats):
@@ -111,7 +113,7 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
                          f"{epoch_size} videos, fewer than the {local_batch // k} videos a batch "
                          f"needs.")
     clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
-                        mask_ratio, k)
+                        mask_ratio, k, data.short_video)
     ds = ds.random_map(robust.SkipBadVideos(source, clip))  # bad videos replaced and counted
     # Decode threads in this process (workers = 0) or per worker process; a short prefetch buffer
     # keeps memory bounded (grain's default buffer holds 500 elements).

@@ -4,23 +4,37 @@ from __future__ import annotations
 import numpy as np
 
 
-def dense_indices(video_frames: int, clip_len: int, stride: int,
-                  rng: np.random.Generator) -> np.ndarray:
+SHORT_VIDEO_POLICIES = ("clamp", "loop", "stretch")
+
+
+def dense_indices(video_frames: int, clip_len: int, stride: int, rng: np.random.Generator,
+                  short_video: str = "clamp") -> np.ndarray:
     """VideoMAE dense sampling: `clip_len` frames at an exact constant `stride` from a random start.
 
     The start is uniform over every position where the whole clip fits, so every index is
     start + stride * i (the reference's sampler can produce uneven strides; this one never does).
-    Short videos (fewer than (clip_len - 1) * stride + 1 frames): the clip starts at frame 0 and
-    indices past the end repeat the last frame ("clamp" padding).
+    Videos shorter than the span (clip_len - 1) * stride + 1 follow `short_video`:
+      clamp    start at 0, indices past the end repeat the last frame (default);
+      loop     start at 0, indices wrap around to the beginning;
+      stretch  clip_len indices spread evenly over the whole video (a smaller, uneven stride).
 
     Returns:
-      (clip_len,) int64 frame indices, non-decreasing.
+      (clip_len,) int64 frame indices.
     """
     if video_frames <= 0:
         raise ValueError(f"a video must have at least one frame, got {video_frames}")
     span = (clip_len - 1) * stride + 1
-    start = int(rng.integers(0, video_frames - span + 1)) if video_frames >= span else 0
-    return np.minimum(start + stride * np.arange(clip_len), video_frames - 1)
+    if video_frames >= span:
+        start = int(rng.integers(0, video_frames - span + 1))
+        return start + stride * np.arange(clip_len)
+    if short_video == "clamp":
+        return np.minimum(stride * np.arange(clip_len), video_frames - 1)
+    if short_video == "loop":
+        return (stride * np.arange(clip_len)) % video_frames
+    if short_video == "stretch":
+        return np.linspace(0, video_frames - 1, clip_len).round().astype(np.int64)
+    raise ValueError(f"unknown short_video policy {short_video!r}; choose one of "
+                     f"{SHORT_VIDEO_POLICIES}")
 
 
 def segment_indices(video_frames: int, num_segments: int, rng: np.random.Generator | None,

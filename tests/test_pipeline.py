@@ -20,9 +20,16 @@ def test_dense_indices_constant_stride_within_video():
     assert starts == set(range(0, 100 - 61 + 1))  # every start where the 61-frame span fits
 
 
-def test_dense_indices_short_video_clamps_to_last_frame():
-    idx = sampling.dense_indices(10, 8, 2, np.random.default_rng(0))
-    np.testing.assert_array_equal(idx, [0, 2, 4, 6, 8, 9, 9, 9])
+def test_dense_indices_short_video_policies():
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(sampling.dense_indices(10, 8, 2, rng),
+                                  [0, 2, 4, 6, 8, 9, 9, 9])
+    np.testing.assert_array_equal(sampling.dense_indices(10, 8, 2, rng, "loop"),
+                                  [0, 2, 4, 6, 8, 0, 2, 4])
+    np.testing.assert_array_equal(sampling.dense_indices(10, 8, 2, rng, "stretch"),
+                                  [0, 1, 3, 4, 5, 6, 8, 9])
+    with pytest.raises(ValueError, match="unknown short_video policy 'pad'"):
+        sampling.dense_indices(10, 8, 2, rng, "pad")
 
 
 def _frames_by_full_decode(data: bytes) -> np.ndarray:
