@@ -5,7 +5,8 @@ clip, x264 default keyframe interval; --frames to change), make the same clip
 (16 frames, stride 4, VideoMAE multi-scale crop to 224x224, tube mask 90%), with the same number of
 worker processes and the same batch size, in one run.
 
-  ours      grain MapDataset -> SkipBadVideos(PretrainClip) -> batch, mp_prefetch(workers);
+  ours      input_pipelines.builders.pretrain_dataset: grain MapDataset -> SkipBadVideos(PretrainClip)
+            -> batch -> mp_prefetch(workers);
             PyAV seek + decode of the needed span, colour conversion and scaling in one swscale
             pass, crop by slicing, uint8 out (normalisation happens on the accelerator).
   baseline  written the way the reference VideoMAE code loads video: a torch Dataset whose

@@ -50,20 +50,23 @@ class PretrainClip:
         return {"video": np.stack(videos), "mask": np.stack(masks)}
 
 
-@dataclasses.dataclass(frozen=True)
-class SplitViews(grain.experimental.FlatMapTransform):
-    """One element of k views -> k elements of one view each (batched next, in groups of k).
+def stack_views(elements: list[dict]) -> dict:
+    """grain batch_fn: B/k elements of k views -> one batch of B clips, views of a video adjacent.
 
-    The host-only bad-video fields stay with the first view, so they are counted once per video.
+    'video' (B, T, S, S, 3), 'mask' (B, N); the host-only bad-video fields go with the first view
+    of each video (zeros / '' for the others), so they are counted once per video.
     """
-
-    max_fan_out: int
-
-    def flat_map(self, element: dict):
-        return [{"video": element["video"][v], "mask": element["mask"][v],
-                 "skipped": element["skipped"] if v == 0 else np.int32(0),
-                 "skipped_ids": element["skipped_ids"] if v == 0 else np.asarray("")}
-                for v in range(element["video"].shape[0])]
+    k = elements[0]["video"].shape[0]
+    first = np.zeros(k, bool)
+    first[0] = True
+    return {
+        "video": np.concatenate([e["video"] for e in elements]),
+        "mask": np.concatenate([e["mask"] for e in elements]),
+        "skipped": np.concatenate([np.where(first, e["skipped"], 0).astype(np.int32)
+                                   for e in elements]),
+        "skipped_ids": np.concatenate([np.where(first, e["skipped_ids"], "")
+                                       for e in elements]),
+    }
 
 
 def shard_for_process(ds: grain.MapDataset, process_index: int,
@@ -86,14 +89,17 @@ def index_stream(num_examples: int, seed: int, process_index: int,
 
 
 def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int, int, int],
-                     mask_ratio: float, process_index: int = 0,
-                     process_count: int = 1) -> tuple[grain.IterDataset, int]:
+                     mask_ratio: float, process_index: int = 0, process_count: int = 1,
+                     start_step: int = 0) -> tuple[grain.IterDataset, int]:
     """Infinite stream of VideoMAE pretraining batches for this process.
 
     Args:
       data: the config's `data` section (dataset, split, data_dir, num_frames, stride, crop_size,
         flip, num_workers).
       local_batch: examples per batch on this process (global batch / process count).
+      start_step: begin where `start_step` batches end: batches are pure functions of their
+        position (index stream + per-position rng), so this replays exactly what an uninterrupted
+        run would have read next, whatever the worker count.
     Returns:
       (dataset, examples per epoch on this process). Every epoch is a fresh permutation of this
       process's shard; batches may straddle two epochs (the stream is infinite). With repeated
@@ -115,13 +121,15 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
     clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
                         mask_ratio, k, data.short_video)
     ds = ds.random_map(robust.SkipBadVideos(source, clip))  # bad videos replaced and counted
+    # Batches are formed here, on the random-access dataset: batch j is a pure function of j, so
+    # the batches do not depend on the worker count (workers take whole batches in turn) and a run
+    # can restart at any step by slicing.
+    ds = ds.batch(local_batch // k, drop_remainder=True, batch_fn=stack_views)
+    ds = ds[start_step:]
     # Decode threads in this process (workers = 0) or per worker process; a short prefetch buffer
     # keeps memory bounded (grain's default buffer holds 500 elements).
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads,
-                                              prefetch_buffer_size=data.prefetch_batches * local_batch))
-    it = grain.experimental.FlatMapIterDataset(it, SplitViews(max_fan_out=k))
-    # Batch last: with workers, grain then writes batches straight into shared memory (one copy).
-    it = it.batch(local_batch, drop_remainder=True)
+                                              prefetch_buffer_size=data.prefetch_batches))
     if data.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
     return it, epoch_size * k

@@ -34,16 +34,20 @@ class Checkpointer:
             data=grain.checkpoint.CheckpointSave(data_iter),
             meta=ocp.args.JsonSave(meta)), force=True)
 
-    def restore(self, step: int, abstract_state: Any, data_iter: Any) -> tuple[Any, dict]:
+    def restore_meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, step: int, abstract_state: Any, data_iter: Any | None) -> Any:
         """Restore `step` onto the shardings of `abstract_state` (jax.ShapeDtypeStruct leaves).
 
-        The data iterator is restored in place. Returns (state, meta).
+        data_iter, if given, is restored in place from the saved grain state (which needs the same
+        worker count); pass None when the pipeline was rebuilt at its position instead.
         """
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iter),
-            meta=ocp.args.JsonRestore()))
-        return restored["state"], restored["meta"]
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def close(self) -> None:
         self.manager.wait_until_finished()

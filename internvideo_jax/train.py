@@ -130,28 +130,36 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
     # ---- Task and input ---------------------------------------------------------------------
     task = get_task(config)  # validates model/data config
     local_batch = check_batch(config, mesh)
-    dataset, epoch_size = task.train_dataset(config.seed, local_batch, jax.process_index(),
-                                             jax.process_count())
+    ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+    latest = ckpt.latest_step()
+    # Every element is a pure function of its position in the stream, so a run can also resume
+    # by position: used when the worker count changed (grain's saved state needs the same one).
+    saved_workers = ckpt.restore_meta(latest).get("data_workers") if latest is not None else None
+    by_position = saved_workers is not None and saved_workers != config.data.num_workers
+    dataset, epoch_size = task.train_dataset(
+        config.seed, local_batch, jax.process_index(), jax.process_count(),
+        start_step=latest if by_position else 0)
     d = derived_values(config, mesh, epoch_size)
 
     # ---- State (created sharded), optimizer, checkpoint ---------------------------------------
     tx, schedule = make_optimizer(config, d)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-    ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-        latest = ckpt.latest_step()
         state, state_shardings = create_state(task, tx, mesh, init_rng, init=latest is None)
         data_iter = iter(dataset)
-        meta = {"config": config.to_dict(), "derived": d}
+        meta = {"config": config.to_dict(), "derived": d, "data_workers": config.data.num_workers}
         if latest is not None:
-            state, _ = ckpt.restore(latest, state, data_iter)
+            state = ckpt.restore(latest, state, None if by_position else data_iter)
         start = int(state.step)
 
         writer = MetricsWriter(workdir, d["total_steps"], start, progress)
         writer.info(f"derived: {json.dumps(d)}")
         writer.info(f"parameters: {count_params(state.params):,}")
         if latest is not None:
-            writer.info(f"resumed from {ckpt.directory}/{latest} at step {start}")
+            how = (f"the input pipeline rebuilt at step {latest} (saved with {saved_workers} "
+                   f"workers, now {config.data.num_workers})" if by_position else
+                   "the saved input pipeline state")
+            writer.info(f"resumed from {ckpt.directory}/{latest} at step {start} with {how}")
         if start >= d["total_steps"]:
             writer.info(f"training is already complete ({start}/{d['total_steps']} steps)")
         if jax.process_index() == 0:

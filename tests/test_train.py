@@ -89,3 +89,16 @@ def test_checkpoint_restores_under_another_sharding_strategy(data_dir, tmp_path)
     a, b = _losses(full), _losses(switched)
     for step in (4, 5, 6):
         np.testing.assert_allclose(b[step], a[step], rtol=1e-5)
+
+
+def test_resume_with_a_different_worker_count_replays_the_same_batches(data_dir, tmp_path):
+    """Saved with the pipeline in-process (0 workers), resumed with 2 worker processes: grain's
+    saved iterator state cannot move across worker counts, so the pipeline is rebuilt at the
+    checkpoint's position; the batches (hence the losses) are the uninterrupted run's."""
+    full, switched = str(tmp_path / "full"), str(tmp_path / "switched")
+    train.train(tiny_config(data_dir), full, progress=False)
+    train.train(tiny_config(data_dir), switched, stop_after_step=3, progress=False)
+    train.train(tiny_config(data_dir, **{"data.num_workers": 2}), switched, progress=False)
+    a, b = _losses(full), _losses(switched)
+    for step in (4, 5, 6):
+        assert a[step] == b[step], (step, a[step], b[step])

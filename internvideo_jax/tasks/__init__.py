@@ -6,7 +6,9 @@ The trainer (internvideo_jax/train.py) is shared; each task module provides a cl
   init_batch(batch_size) -> dict         zero arrays with the batch's shapes/dtypes, for init
   init_variables(rng, batch) -> dict     model variables (logically boxed)
   loss_fn(params, batch, rng, train)     -> (scalar loss, dict of scalar metrics)
-  train_dataset(seed, local_batch, process_index, process_count) -> (grain IterDataset, epoch size)
+  train_dataset(seed, local_batch, process_index, process_count, start_step=0)
+                                         -> (grain IterDataset, epoch size); start_step > 0
+                                         starts the stream where that many steps ended
 """
 from __future__ import annotations
 

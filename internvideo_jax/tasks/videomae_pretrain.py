@@ -59,7 +59,9 @@ class VideoMAEPretrainTask:
         loss = losses.masked_reconstruction_loss(pred, target, batch["mask"])
         return loss, {"loss": loss}
 
-    def train_dataset(self, seed: int, local_batch: int, process_index: int, process_count: int):
+    def train_dataset(self, seed: int, local_batch: int, process_index: int, process_count: int,
+                      start_step: int = 0):
         return builders.pretrain_dataset(
             self.data, seed=seed, local_batch=local_batch, token_grid=self.grid,
-            mask_ratio=self.mask_ratio, process_index=process_index, process_count=process_count)
+            mask_ratio=self.mask_ratio, process_index=process_index, process_count=process_count,
+            start_step=start_step)
