@@ -71,39 +71,42 @@ def official_rules(target_params: dict) -> list[Rule]:
 
 
 # ---- HF transformers <-> official ----------------------------------------------------------------
-_HF_RENAMES = [  # (official regex, HF replacement); applied in order, both ways via `_rename`
-    (r"^(encoder\.)?patch_embed\.proj\.", "videomae.embeddings.patch_embeddings.projection."),
-    (r"^(encoder\.)?blocks\.(\d+)\.", r"videomae.encoder.layer.\2."),
-    (r"^decoder\.blocks\.(\d+)\.", r"decoder.decoder_layers.\1."),
-    (r"^encoder\.norm\.", "videomae.layernorm."),
-    (r"^norm\.", "videomae.layernorm."),
-    (r"^head\.", "classifier."),
-    (r"\.norm1\.", ".layernorm_before."),
-    (r"\.norm2\.", ".layernorm_after."),
-    (r"\.attn\.proj\.", ".attention.output.dense."),
-    (r"\.mlp\.fc1\.", ".intermediate.dense."),
-    (r"\.mlp\.fc2\.", ".output.dense."),
+# (official name fragment, HF name fragment): one table for both directions. {enc} is 'encoder.'
+# in pretraining checkpoints and '' in fine-tuned ones; {i} a layer number. Fragments starting with
+# '.' match inside a key, the others at its start. Order matters: attention.output.dense before
+# output.dense.
+_NAME_PAIRS = [
+    ("{enc}patch_embed.proj.", "videomae.embeddings.patch_embeddings.projection."),
+    ("{enc}blocks.{i}.", "videomae.encoder.layer.{i}."),
+    ("decoder.blocks.{i}.", "decoder.decoder_layers.{i}."),
+    ("{enc}norm.", "videomae.layernorm."),
+    ("head.", "classifier."),
+    (".norm1.", ".layernorm_before."),
+    (".norm2.", ".layernorm_after."),
+    (".attn.proj.", ".attention.output.dense."),
+    (".mlp.fc1.", ".intermediate.dense."),
+    (".mlp.fc2.", ".output.dense."),
 ]
-_HF_BACK = [  # HF -> official, for the pretraining (encoder.) or classifier layout
-    (r"^videomae\.embeddings\.patch_embeddings\.projection\.", "{enc}patch_embed.proj."),
-    (r"^videomae\.encoder\.layer\.(\d+)\.", r"{enc}blocks.\1."),
-    (r"^decoder\.decoder_layers\.(\d+)\.", r"decoder.blocks.\1."),
-    (r"^videomae\.layernorm\.", "{enc}norm."),
-    (r"^classifier\.", "head."),
-    (r"\.layernorm_before\.", ".norm1."),
-    (r"\.layernorm_after\.", ".norm2."),
-    (r"\.attention\.output\.dense\.", ".attn.proj."),
-    (r"\.intermediate\.dense\.", ".mlp.fc1."),
-    (r"\.output\.dense\.", ".mlp.fc2."),
-]
+
+
+def _renames(to_hf: bool, enc: str) -> list[tuple[str, str]]:
+    out = []
+    for official, hf in _NAME_PAIRS:
+        src, dst = (official, hf) if to_hf else (hf, official)
+        src, dst = src.replace("{enc}", enc), dst.replace("{enc}", enc)
+        pattern = re.escape(src).replace(r"\{i\}", r"(\d+)")
+        out.append((("" if src.startswith(".") else "^") + pattern, dst.replace("{i}", r"\1")))
+    return out
 
 
 def official_to_hf(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    pretraining = any(k.startswith(("encoder.", "decoder.")) for k in state_dict)
+    rules = _renames(to_hf=True, enc="encoder." if pretraining else "")
     out = {}
     for key, v in state_dict.items():
         m = re.match(r"(.*)\.attn\.(qkv\.weight|q_bias|v_bias)$", key)
         if m:
-            base = _rename(m.group(1) + ".", _HF_RENAMES) + "attention.attention."
+            base = _rename(m.group(1) + ".", rules) + "attention.attention."
             if m.group(2) == "qkv.weight":
                 q, k, w = np.split(v, 3, axis=0)
                 out.update({base + "query.weight": q, base + "key.weight": k,
@@ -111,7 +114,7 @@ def official_to_hf(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             else:
                 out[base + ("query.bias" if m.group(2) == "q_bias" else "value.bias")] = v
             continue
-        out[_rename(key, _HF_RENAMES)] = v
+        out[_rename(key, rules)] = v
     return out
 
 
@@ -121,8 +124,7 @@ def hf_to_official(state_dict: dict, pretraining: bool) -> dict:
     Accepts both transformers >= 5 names (query.bias / value.bias) and older ones (q_bias /
     v_bias). A 'key.bias' has no official counterpart and is reported as unexpected.
     """
-    enc = "encoder." if pretraining else ""
-    rules = [(pat, rep.replace("{enc}", enc)) for pat, rep in _HF_BACK]
+    rules = _renames(to_hf=False, enc="encoder." if pretraining else "")
     out, qkv = {}, {}
     for key, v in state_dict.items():
         m = re.match(r"(.*)\.attention\.attention\.(query|key|value)\.(weight|bias)$", key) or \
