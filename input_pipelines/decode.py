@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import threading
-from fractions import Fraction
 
 import av
 import numpy as np
@@ -40,8 +39,9 @@ def decode_frames(data: bytes, indices: np.ndarray) -> np.ndarray:
 def decode_video_frames(data: bytes, indices: np.ndarray) -> list[av.VideoFrame]:
     """Decode the frames at `indices` (0-based display order) of an encoded video.
 
-    Seeks to the keyframe before the first wanted frame, then decodes forward until the last wanted
-    frame. A frame's index is computed from its timestamp: round((pts - start) * time_base * fps).
+    Frame i is the i-th frame in presentation order, found through a table of packet timestamps
+    (demuxing reads packets without decoding them), so variable frame rate videos index correctly.
+    Then: seek to the keyframe before the first wanted frame, decode forward to the last one.
 
     Args:
       data: the encoded container (mp4, webm, ...), as bytes.
@@ -51,38 +51,38 @@ def decode_video_frames(data: bytes, indices: np.ndarray) -> list[av.VideoFrame]
       convert with to_rgb. Keeping them unconverted lets several augmented views be made from one
       decode (repeated augmentation).
     Raises:
-      DecodeError: the container has no video stream, or a wanted frame was never produced.
+      DecodeError: the container has no video stream, an index is past the last frame, or a
+        wanted frame was never produced.
     """
     indices = np.asarray(indices, dtype=np.int64)
-    wanted = set(int(i) for i in indices)
-    first, last = int(indices.min()), int(indices.max())
     got: dict[int, av.VideoFrame] = {}
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
                 raise DecodeError("the container has no video stream")
             stream = container.streams.video[0]
+            pts_table = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+            if not pts_table or int(indices.max()) >= len(pts_table) or int(indices.min()) < 0:
+                raise DecodeError(f"frames {sorted(set(int(i) for i in indices))[-3:]} requested "
+                                  f"from a video of {len(pts_table)} frames")
+            wanted = {pts_table[int(i)]: int(i) for i in indices}
+            last_pts = pts_table[int(indices.max())]
             stream.thread_type = "AUTO"
-            fps = Fraction(stream.average_rate or stream.guessed_rate)
-            time_base = Fraction(stream.time_base)
-            start = stream.start_time or 0
-            if first > 0:
-                target = start + int(Fraction(first) / fps / time_base)
-                container.seek(target, stream=stream, backward=True, any_frame=False)
+            container.seek(pts_table[int(indices.min())], stream=stream, backward=True,
+                           any_frame=False)
             for frame in container.decode(stream):
                 if frame.pts is None:
                     continue
-                idx = round((frame.pts - start) * time_base * fps)
-                if idx in wanted and idx not in got:
-                    got[idx] = frame
-                if idx >= last:
+                if frame.pts in wanted:
+                    got[wanted[frame.pts]] = frame
+                if frame.pts >= last_pts:
                     break
     except av.FFmpegError as e:
         raise DecodeError(f"FFmpeg failed: {e}") from e
-    missing = sorted(wanted - got.keys())
+    missing = sorted(set(int(i) for i in indices) - got.keys())
     if missing:
         raise DecodeError(f"frames {missing[:8]}{'...' if len(missing) > 8 else ''} were not "
-                          f"decoded (the video has fewer frames than its metadata says?)")
+                          f"decoded (a damaged stream?)")
     return [got[int(i)] for i in indices]
 
 

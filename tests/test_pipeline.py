@@ -1,5 +1,6 @@
 """Input pipeline: sampling indices, seeking decode, crops, and the whole grain pipeline."""
 import io
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -52,8 +53,33 @@ def test_decode_rejects_frames_past_the_end():
     rng = np.random.default_rng(4)
     spec = synthetic_videos.sample_scene(rng, 32, 10)
     data = synthetic_videos.encode_mp4(synthetic_videos.render(spec, 32, 10, rng))
-    with pytest.raises(decode.DecodeError, match=r"frames \[10, 11\] were not decoded"):
+    with pytest.raises(decode.DecodeError, match=r"requested from a video of 10 frames"):
         decode.decode_frames(data, np.array([8, 9, 10, 11]))
+
+
+def test_variable_frame_rate_video_indexes_frames_in_presentation_order():
+    """Irregular gaps between timestamps (40 ms, sometimes 100 ms): index i is the i-th frame
+    shown, not round(time * average fps), which would skip and repeat frames here."""
+    rng = np.random.default_rng(5)
+    frames = synthetic_videos.render(synthetic_videos.sample_scene(rng, 64, 40), 64, 40, rng)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        s.codec_context.gop_size = 8
+        t = 0
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts, vf.time_base = t, Fraction(1, 1000)
+            t += 40 if i % 3 else 100
+            c.mux(s.encode(vf))
+        c.mux(s.encode(None))
+    data = buf.getvalue()
+    full = _frames_by_full_decode(data)
+    for idx in ([1, 2, 4, 5], [33, 36, 39], [20, 7, 7, 38]):
+        np.testing.assert_array_equal(decode.decode_frames(data, np.array(idx)), full[idx])
 
 
 def test_multi_scale_crop_box_follows_reference_grid():
