@@ -51,3 +51,41 @@ def adamw(schedule: optax.Schedule, b1: float, b2: float, eps: float, weight_dec
     chain.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                              mask=decay_mask))
     return optax.chain(*chain)
+
+
+def vit_layer_id(path: tuple[str, ...], num_layers: int) -> int:
+    """The reference's layer assignment for layer-wise lr decay (VideoMAE get_num_layer_for_vit):
+    patch embed (and position/cls/mask tokens) -> 0, block k -> k + 1, everything else (final
+    norms, heads) -> num_layers + 1."""
+    for name in path:
+        if name in ("patch_embed", "pos_embed", "cls_token", "mask_token"):
+            return 0
+        if name.startswith("blocks_"):
+            return int(name.split("_")[1]) + 1
+    return num_layers + 1
+
+
+def layer_decay_scales(params: Any, decay: float) -> Any:
+    """Per-parameter lr multipliers decay^(L + 1 - layer_id), L = number of encoder blocks."""
+    params = nn.meta.unbox(params)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    names = [tuple(getattr(k, "key", str(k)) for k in path) for path, _ in flat]
+    num_layers = len({n for p in names for n in p if n.startswith("blocks_") and "encoder" in p})
+    return jax.tree_util.tree_unflatten(
+        jax.tree.structure(params),
+        [decay ** (num_layers + 1 - vit_layer_id(p, num_layers)) for p in names])
+
+
+def scale_updates(scales: Any) -> optax.GradientTransformation:
+    """Multiply the final updates (lr and weight decay included, as the reference's per-group lr
+    does) by a tree of constants."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, s: u * s, updates, scales), state
+
+    return optax.GradientTransformation(init, update)

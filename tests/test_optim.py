@@ -40,3 +40,32 @@ def test_warmup_then_cosine_to_min_lr():
 
 def test_lr_scaling_rule():
     assert optim.scaled_lr(1.5e-4, 2048) == 1.5e-4 * 8
+
+
+def test_layer_decay_table_for_vit_b_equals_the_reference_rule():
+    """ViT-B (12 blocks), decay 0.75: scale = 0.75^(13 - layer_id), layer ids as the reference's
+    get_num_layer_for_vit, written out here from its definition on the PyTorch names."""
+    model = videomae.VideoMAEClassifier(videomae.SIZES["B"], 400)
+    params = nn.meta.unbox(jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)))
+    scales = optim.layer_decay_scales(params["params"], 0.75)
+    from internvideo_jax.convert.videomae import official_rules
+    by_torch_name = {}
+    flat_scales = {tuple(getattr(k, "key", k) for k in p): v
+                   for p, v in jax.tree_util.tree_leaves_with_path(scales)}
+    for rule in official_rules(params["params"]):
+        by_torch_name[rule.key] = flat_scales[rule.path]
+
+    def reference_layer_id(name: str) -> int:  # num_max_layer = 12 + 2
+        if name in ("cls_token", "mask_token", "pos_embed") or name.startswith("patch_embed"):
+            return 0
+        if name.startswith("blocks"):
+            return int(name.split(".")[1]) + 1
+        return 13
+
+    assert len(by_torch_name) == 12 * 13 + 2 + 4  # 13 tensors a block, patch embed, fc_norm, head
+    for name, scale in by_torch_name.items():
+        assert scale == 0.75 ** (13 - reference_layer_id(name)), name
+    assert by_torch_name["patch_embed.proj.weight"] == 0.75 ** 13
+    assert by_torch_name["blocks.11.mlp.fc2.bias"] == 0.75
+    assert by_torch_name["head.weight"] == 1.0
