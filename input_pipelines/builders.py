@@ -11,7 +11,8 @@ import dataclasses
 import grain
 import numpy as np
 
-from input_pipelines import decode, masking, robust, sampling, sources, transforms
+from input_pipelines import (decode, masking, randaugment, robust, sampling, sources,
+                             transforms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,20 +54,87 @@ class PretrainClip:
 def stack_views(elements: list[dict]) -> dict:
     """grain batch_fn: B/k elements of k views -> one batch of B clips, views of a video adjacent.
 
-    'video' (B, T, S, S, 3), 'mask' (B, N); the host-only bad-video fields go with the first view
-    of each video (zeros / '' for the others), so they are counted once per video.
+    Array fields (k, ...) are concatenated to (B, ...); the host-only bad-video fields go with the
+    first view of each video (zeros / '' for the others), so they are counted once per video.
     """
     k = elements[0]["video"].shape[0]
     first = np.zeros(k, bool)
     first[0] = True
-    return {
-        "video": np.concatenate([e["video"] for e in elements]),
-        "mask": np.concatenate([e["mask"] for e in elements]),
-        "skipped": np.concatenate([np.where(first, e["skipped"], 0).astype(np.int32)
-                                   for e in elements]),
-        "skipped_ids": np.concatenate([np.where(first, e["skipped_ids"], "")
-                                       for e in elements]),
-    }
+    out = {key: np.concatenate([e[key] for e in elements])
+           for key in elements[0] if key not in robust.HOST_KEYS}
+    out["skipped"] = np.concatenate([np.where(first, e["skipped"], 0).astype(np.int32)
+                                     for e in elements])
+    out["skipped_ids"] = np.concatenate([np.where(first, e["skipped_ids"], "") for e in elements])
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifyClip:
+    """A fine-tuning example: dense or TSN-segment sampling, random resized crop, flip,
+    RandAugment, random erasing (all the same for every frame). Output {'video': (1, T, S, S, 3)
+    uint8, 'label': (1,) int32} (one view; the leading axis is the views axis of stack_views)."""
+
+    num_frames: int
+    stride: int
+    crop_size: int
+    sampler: str = "dense"  # dense (Kinetics) | segment (Something-Something)
+    flip: bool = False
+    randaugment: tuple[int, float] | None = (4, 7.0)  # (ops, magnitude); None = off
+    erasing: float = 0.25
+    short_video: str = "clamp"
+
+    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        n = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
+        if self.sampler == "segment":
+            idx = sampling.segment_indices(n, self.num_frames, rng)
+        else:
+            idx = sampling.dense_indices(n, self.num_frames, self.stride, rng, self.short_video)
+        frames = decode.decode_video_frames(example["video"], idx)
+        box = transforms.random_resized_crop_box(frames[0].width, frames[0].height, rng)
+        clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
+        if self.flip:
+            clip = transforms.random_flip(clip, rng)
+        if self.randaugment:
+            clip = randaugment.rand_augment(clip, rng, *self.randaugment)
+        clip = transforms.random_erasing(clip, rng, self.erasing)
+        return {"video": np.ascontiguousarray(clip)[None],
+                "label": np.asarray([example["label"]], np.int32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalViews:
+    """Test-time views of one video: `num_clips` temporal clips x `num_crops` (1 = centre, 3 =
+    along the long side) spatial crops after resizing the short side to crop_size.
+    Output {'video': (V, T, S, S, 3) uint8, 'label': int32, 'index': int32} with V = clips x crops.
+    """
+
+    num_frames: int
+    stride: int
+    crop_size: int
+    num_clips: int = 1
+    num_crops: int = 1
+    sampler: str = "dense"
+
+    def __call__(self, example: dict, index: int) -> dict:
+        n = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
+        if self.sampler == "segment":  # TSN test views: the middle frame of each segment
+            clips = [sampling.segment_indices(n, self.num_frames, None)] * self.num_clips
+        else:
+            clips = sampling.dense_test_views(n, self.num_frames, self.stride, self.num_clips)
+        frames = decode.decode_video_frames(example["video"], np.concatenate(clips))
+        w, h = frames[0].width, frames[0].height
+        rw, rh = transforms.short_side_size(w, h, self.crop_size)
+        boxes = transforms.three_crop_boxes(rw, rh, self.crop_size)
+        boxes = boxes if self.num_crops == 3 else boxes[1:2]
+        views = []
+        for c in range(self.num_clips):
+            clip_frames = frames[c * self.num_frames:(c + 1) * self.num_frames]
+            for x, y, _, _ in boxes:  # crop boxes in resized coordinates -> original ones
+                box = (x * w / rw, y * h / rh, self.crop_size * w / rw, self.crop_size * h / rh)
+                views.append(transforms.scaled_crop(clip_frames, box, self.crop_size,
+                                                    "BILINEAR"))
+        return {"video": np.stack(views), "label": np.int32(example["label"]),
+                "index": np.int32(index)}
 
 
 def shard_for_process(ds: grain.MapDataset, process_index: int,
@@ -88,29 +156,28 @@ def index_stream(num_examples: int, seed: int, process_index: int,
     return ds.seed(seed).shuffle().repeat(None), len(ds)
 
 
-def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int, int, int],
-                     mask_ratio: float, process_index: int = 0, process_count: int = 1,
-                     start_step: int = 0) -> tuple[grain.IterDataset, int]:
-    """Infinite stream of VideoMAE pretraining batches for this process.
+def open_data_source(data):
+    """The config's data source (TFDS dataset, demo, or annotation-listed files)."""
+    return sources.open_source(data.dataset, data.split, data.data_dir or None,
+                               video_root=data.video_root or None,
+                               labels_path=data.labels or None)
 
-    Args:
-      data: the config's `data` section (dataset, split, data_dir, num_frames, stride, crop_size,
-        flip, num_workers).
-      local_batch: examples per batch on this process (global batch / process count).
-      start_step: begin where `start_step` batches end: batches are pure functions of their
-        position (index stream + per-position rng), so this replays exactly what an uninterrupted
-        run would have read next, whatever the worker count.
-    Returns:
-      (dataset, examples per epoch on this process). Every epoch is a fresh permutation of this
-      process's shard; batches may straddle two epochs (the stream is infinite). With repeated
-      augmentation (data.num_repeats = k) a batch holds local_batch / k videos, k views each; the
-      epoch size is then counted in clips (videos x k), so an epoch still shows every video once.
+
+def train_stream(data, clip, *, seed: int, local_batch: int, process_index: int = 0,
+                 process_count: int = 1, start_step: int = 0,
+                 num_repeats: int = 1) -> tuple[grain.IterDataset, int]:
+    """Infinite stream of training batches for this process, for any per-video `clip` function.
+
+    clip(example, rng) -> dict of (k, ...) arrays (k = num_repeats views of one video).
+    Returns (dataset, examples per epoch on this process, counted in clips = videos x k).
+    Every epoch is a fresh permutation of this process's shard; batches may straddle two epochs.
+    start_step: begin where `start_step` batches end: batches are pure functions of their position
+      (index stream + per-position rng), so this replays exactly what an uninterrupted run would
+      have read next, whatever the worker count.
     """
-    source = sources.open_source(data.dataset, data.split, data.data_dir or None,
-                                 video_root=data.video_root or None,
-                                 labels_path=data.labels or None)
+    source = open_data_source(data)
     ds, epoch_size = index_stream(len(source), seed, process_index, process_count)
-    k = data.num_repeats
+    k = num_repeats
     if local_batch % k:
         raise ValueError(f"The local batch {local_batch} is not divisible by data.num_repeats={k} "
                          f"(repeated augmentation): make batch_size / processes a multiple of {k}.")
@@ -118,18 +185,55 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
         raise ValueError(f"The shard of {data.dataset}:{data.split} on this process has "
                          f"{epoch_size} videos, fewer than the {local_batch // k} videos a batch "
                          f"needs.")
-    clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
-                        mask_ratio, k, data.short_video)
     ds = ds.random_map(robust.SkipBadVideos(source, clip))  # bad videos replaced and counted
     # Batches are formed here, on the random-access dataset: batch j is a pure function of j, so
     # the batches do not depend on the worker count (workers take whole batches in turn) and a run
     # can restart at any step by slicing.
     ds = ds.batch(local_batch // k, drop_remainder=True, batch_fn=stack_views)
     ds = ds[start_step:]
+    return _to_iter(ds, data), epoch_size * k
+
+
+def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
     # Decode threads in this process (workers = 0) or per worker process; a short prefetch buffer
     # keeps memory bounded (grain's default buffer holds 500 elements).
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads,
                                               prefetch_buffer_size=data.prefetch_batches))
     if data.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
-    return it, epoch_size * k
+    return it
+
+
+def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int, int, int],
+                     mask_ratio: float, process_index: int = 0, process_count: int = 1,
+                     start_step: int = 0) -> tuple[grain.IterDataset, int]:
+    """VideoMAE pretraining batches {'video': (B, T, S, S, 3) uint8, 'mask': (B, N) bool, ...}."""
+    clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
+                        mask_ratio, data.num_repeats, data.short_video)
+    return train_stream(data, clip, seed=seed, local_batch=local_batch,
+                        process_index=process_index, process_count=process_count,
+                        start_step=start_step, num_repeats=data.num_repeats)
+
+
+def eval_dataset(data, views: EvalViews, *, batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> tuple[grain.IterDataset, int]:
+    """One pass over the split in order, each process a disjoint interleaved slice.
+
+    The last batch is padded by repeating the split's last video, with 'valid' False on the
+    padding, so every batch has the same shape; evaluation counts valid entries only.
+    Returns (dataset, number of videos on this process).
+    """
+    source = open_data_source(data)
+    indices = grain.MapDataset.range(len(source))[process_index::process_count]
+    n = len(indices)
+    padded = -(-n // batch_size) * batch_size
+
+    def load(i: int) -> dict:
+        real = i < n
+        index = int(indices[min(i, n - 1)])
+        out = views(source[index], index)
+        out["valid"] = np.bool_(real)
+        return out
+
+    ds = grain.MapDataset.range(padded).map(load).batch(batch_size)
+    return _to_iter(ds, data), n
