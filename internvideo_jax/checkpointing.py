@@ -7,6 +7,7 @@ previous step as the latest complete one. Restoring builds the target from abstr
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -58,3 +59,26 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
     """ShapeDtypeStruct leaves carrying the given shardings: a restore target with no memory."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         tree, shardings)
+
+
+def load_params(path: str) -> tuple[dict, dict]:
+    """Parameters (as numpy, on the host) and the run's config.json, from a workdir (its latest
+    checkpoint), a checkpoint step directory, or a params-only checkpoint (convert import)."""
+    import numpy as np
+    meta = {}
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        if os.path.exists(os.path.join(path, "config.json")):
+            with open(os.path.join(path, "config.json")) as f:
+                meta = json.load(f)
+        steps = sorted(int(s) for s in os.listdir(os.path.join(path, "checkpoints"))
+                       if s.isdigit())
+        if not steps:
+            raise FileNotFoundError(f"{path}/checkpoints holds no finished checkpoint")
+        path = os.path.join(path, "checkpoints", str(steps[-1]))
+    if os.path.isdir(os.path.join(path, "state")):
+        path = os.path.join(path, "state")
+    with ocp.StandardCheckpointer() as ckptr:
+        tree = ckptr.restore(os.path.abspath(path))
+    if "params" in tree and "opt_state" in tree:  # a train state
+        tree = tree["params"]
+    return jax.tree.map(np.asarray, tree), meta

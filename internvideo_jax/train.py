@@ -71,10 +71,16 @@ def derived_values(config, mesh, epoch_size_per_process: int) -> dict:
     }
 
 
-def make_optimizer(config, d: dict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(config, d: dict,
+                   params: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with the schedule; with optim.layer_decay < 1 (fine-tuning) the updates are scaled
+    per parameter by the reference's layer-wise rule (`params`: the tree, abstract is enough)."""
     o = config.optim
     schedule = optim.warmup_cosine(d["peak_lr"], d["min_lr"], d["warmup_steps"], d["total_steps"])
     tx = optim.adamw(schedule, o.b1, o.b2, o.eps, o.weight_decay, o.grad_clip or None)
+    decay = o.get("layer_decay", 1.0)
+    if decay < 1.0:
+        tx = optax.chain(tx, optim.scale_updates(optim.layer_decay_scales(params, decay)))
     return tx, schedule
 
 
@@ -142,10 +148,20 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
     d = derived_values(config, mesh, epoch_size)
 
     # ---- State (created sharded), optimizer, checkpoint ---------------------------------------
-    tx, schedule = make_optimizer(config, d)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        abstract_params = jax.eval_shape(
+            lambda r: nn.meta.unbox(task.init_variables(r, task.init_batch(1)))["params"],
+            init_rng)
+        tx, schedule = make_optimizer(config, d, abstract_params)
         state, state_shardings = create_state(task, tx, mesh, init_rng, init=latest is None)
+        init_report = None
+        if latest is None and config.get("init_from"):
+            pretrained, _ = checkpointing.load_params(config.init_from)
+            params, loaded, kept = task.load_pretrained(state.params, pretrained)
+            state = state.replace(params=jax.device_put(params, state_shardings.params))
+            init_report = (f"initialised from {config.init_from}: {len(loaded)} tensors loaded, "
+                           f"{len(kept)} at their initial values: {kept}")
         data_iter = iter(dataset)
         meta = {"config": config.to_dict(), "derived": d, "data_workers": config.data.num_workers}
         if latest is not None:
@@ -155,6 +171,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         writer = MetricsWriter(workdir, d["total_steps"], start, progress)
         writer.info(f"derived: {json.dumps(d)}")
         writer.info(f"parameters: {count_params(state.params):,}")
+        if init_report:
+            writer.info(init_report)
         if latest is not None:
             how = (f"the input pipeline rebuilt at step {latest} (saved with {saved_workers} "
                    f"workers, now {config.data.num_workers})" if by_position else
@@ -200,8 +218,12 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
             if stop_after_step is not None and done >= stop_after_step:
                 break
         ckpt.close()
-        writer.close()
         _close(data_iter)
+        if hasattr(task, "eval_views") and int(state.step) >= d["total_steps"]:
+            from internvideo_jax.evaluate import evaluate
+            result = evaluate(task, state.params, mesh, config)
+            writer.write(d["total_steps"], {f"eval_{k}": v for k, v in result.items()})
+        writer.close()
     return state
 
 

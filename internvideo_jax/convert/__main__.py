@@ -26,6 +26,7 @@ import sys
 
 import numpy as np
 
+from internvideo_jax.checkpointing import load_params as latest_params
 from internvideo_jax.convert import videomae as cv
 from internvideo_jax.convert.common import ConversionError, flatten
 
@@ -51,34 +52,6 @@ def read_hf_dir(path: str) -> tuple[dict, dict]:
     for f in files:
         sd.update(read_torch_file(f))
     return sd, config
-
-
-def latest_params(path: str) -> tuple[dict, dict]:
-    """Parameters (numpy) and the run's config.json from a workdir, a step dir or a params dir."""
-    import orbax.checkpoint as ocp
-    meta = {}
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        if os.path.exists(os.path.join(path, "config.json")):
-            with open(os.path.join(path, "config.json")) as f:
-                meta = json.load(f)
-        steps = sorted(int(s) for s in os.listdir(os.path.join(path, "checkpoints"))
-                       if s.isdigit())
-        if not steps:
-            raise FileNotFoundError(f"{path}/checkpoints holds no finished checkpoint")
-        path = os.path.join(path, "checkpoints", str(steps[-1]))
-    if os.path.isdir(os.path.join(path, "state")):
-        path = os.path.join(path, "state")
-    with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore(os.path.abspath(path))
-    if "params" in tree and "opt_state" in tree:  # a train state
-        tree = tree["params"]
-    return _to_numpy(tree), meta
-
-
-def _to_numpy(tree):
-    if isinstance(tree, dict):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    return np.asarray(tree)
 
 
 # ---- model from a size --------------------------------------------------------------------------
