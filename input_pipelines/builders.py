@@ -82,6 +82,7 @@ class ClassifyClip:
     randaugment: tuple[int, float] | None = (4, 7.0)  # (ops, magnitude); None = off
     erasing: float = 0.25
     short_video: str = "clamp"
+    min_crop_area: float = 0.08  # random resized crop area range (min_crop_area, 1)
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         n = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
@@ -90,7 +91,8 @@ class ClassifyClip:
         else:
             idx = sampling.dense_indices(n, self.num_frames, self.stride, rng, self.short_video)
         frames = decode.decode_video_frames(example["video"], idx)
-        box = transforms.random_resized_crop_box(frames[0].width, frames[0].height, rng)
+        box = transforms.random_resized_crop_box(frames[0].width, frames[0].height, rng,
+                                                 scale=(self.min_crop_area, 1.0))
         clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
         if self.flip:
             clip = transforms.random_flip(clip, rng)

@@ -71,7 +71,7 @@ class VideoMAEFinetuneTask:
         clip = builders.ClassifyClip(
             d.num_frames, d.stride, d.crop_size, d.sampler, d.flip,
             (a.randaugment_ops, a.randaugment_magnitude) if a.randaugment_ops else None,
-            a.erasing, d.short_video)
+            a.erasing, d.short_video, a.min_crop_area)
         return builders.train_stream(d, clip, seed=seed, local_batch=local_batch,
                                      process_index=process_index, process_count=process_count,
                                      start_step=start_step, num_repeats=d.num_repeats)
