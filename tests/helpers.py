@@ -12,10 +12,15 @@ def tiny_config(data_dir: str, **overrides):
     c.log_every = 1
     c.checkpoint_every = 3
     c.optim.warmup_epochs = 0.3
+    return apply_overrides(c, overrides)
+
+
+def apply_overrides(config, overrides: dict):
+    """Set dotted keys ('data.num_workers') on a config, as --config.x.y=v would."""
     for k, v in overrides.items():
-        node = c
+        node = config
         *parents, leaf = k.split(".")
         for p in parents:
             node = node[p]
         node[leaf] = v
-    return c
+    return config

@@ -7,7 +7,7 @@ from internvideo_jax import evaluate, train
 from internvideo_jax.checkpointing import load_params
 from internvideo_jax.metrics_writer import read_metrics
 from internvideo_jax.tasks import get_task
-from tests.helpers import tiny_config
+from tests.helpers import apply_overrides, tiny_config
 
 
 def test_multi_view_scores_are_the_mean_of_per_view_softmax():
@@ -38,13 +38,7 @@ def _finetune_config(data_dir, init_from="", **overrides):
     c.eval.update(batch_size=8, num_clips=2, num_crops=3)
     c.update(batch_size=8, total_steps=4, log_every=1, checkpoint_every=4, init_from=init_from)
     c.augment.update(mixup_alpha=0.8, cutmix_alpha=1.0, randaugment_ops=2, erasing=0.25)
-    for k, v in overrides.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return c
+    return apply_overrides(c, overrides)
 
 
 def test_finetune_from_pretraining_loads_the_encoder_and_evaluates(data_dir, tmp_path):

@@ -68,6 +68,13 @@ SIZES: dict[str, VideoMAESize] = {
 }
 
 
+def get_size(name: str) -> VideoMAESize:
+    """A size by name; an unknown name fails listing the known ones."""
+    if name not in SIZES:
+        raise ValueError(f"Unknown VideoMAE size {name!r}; choose one of {sorted(SIZES)}.")
+    return SIZES[name]
+
+
 def token_grid(video_shape: tuple[int, ...], size: VideoMAESize) -> tuple[int, int, int]:
     """(T', H', W') token grid of a (B, T, H, W, C) video; fails loudly on indivisible shapes."""
     _, t, h, w, _ = video_shape

@@ -20,12 +20,9 @@ from internvideo_jax.models import videomae
 class VideoMAEFinetuneTask:
     def __init__(self, config):
         m, d = config.model, config.data
-        if m.size not in videomae.SIZES:
-            raise ValueError(f"Unknown VideoMAE size {m.size!r}; choose one of "
-                             f"{sorted(videomae.SIZES)}.")
         if m.num_classes <= 0:
             raise ValueError("model.num_classes must be set (the label map's size).")
-        self.size = videomae.SIZES[m.size]
+        self.size = videomae.get_size(m.size)
         self.video_shape = (d.num_frames, d.crop_size, d.crop_size, 3)
         videomae.token_grid((1,) + self.video_shape, self.size)  # fails early with the fix
         self.mean, self.std = (np.asarray(v, np.float32) for v in normalization.get(d.normalization))

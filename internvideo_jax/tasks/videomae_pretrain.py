@@ -13,10 +13,7 @@ from internvideo_jax.models import videomae
 class VideoMAEPretrainTask:
     def __init__(self, config):
         m, d = config.model, config.data
-        if m.size not in videomae.SIZES:
-            raise ValueError(f"Unknown VideoMAE size {m.size!r}; choose one of "
-                             f"{sorted(videomae.SIZES)}.")
-        self.size = videomae.SIZES[m.size]
+        self.size = videomae.get_size(m.size)
         self.video_shape = (d.num_frames, d.crop_size, d.crop_size, 3)
         # Fails early, naming the fix, on frames not divisible by the tubelet / crop by the patch.
         self.grid = videomae.token_grid((1,) + self.video_shape, self.size)
