@@ -7,7 +7,8 @@ Presets: tiny, vit_b_k400, vit_b_ssv2.
               weights do not depend on the frame count), 2 clips x 3 crops at test.
                 python -m internvideo_jax.main --config experiments/finetune.py:tiny \
                   --config.init_from=workdirs/demo --workdir workdirs/demo_finetune
-              Prints eval_top1 on the validation split at the end (chance: 0.125).
+              Prints eval_top1 on the validation split at the end (chance: 0.125). Measured: 0.53
+              top-1 (6 views, 200 videos) after 300 steps, 4.5 min on 2 CPU cores.
   vit_b_k400  the reference recipe: 16 frames stride 4, 224, AdamW (0.9, 0.999) wd 0.05,
               lr 1e-3 x batch/256 (5e-4 at batch 128... scaled), layer decay 0.75, drop path 0.1,
               mixup 0.8 / cutmix 1.0 / switch 0.5, smoothing 0.1, RandAugment m7-n4, erasing 0.25,
@@ -57,6 +58,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         c.augment.update(mixup_alpha=0.0, cutmix_alpha=0.0, randaugment_ops=0, erasing=0.0,
                          min_crop_area=0.6)
         c.data.num_frames = 8  # 4 x 8 x 8 = 256 tokens: ~0.8 s a step on 2 CPU cores
+        c.data.stride = 4  # a 29-frame span: with stride 2 (15 frames) it stayed near chance
     elif preset in ("vit_b_k400", "vit_b_ssv2"):
         ssv2 = preset == "vit_b_ssv2"
         c.model.update(size="B", num_classes=174 if ssv2 else 400, dtype="bfloat16")
