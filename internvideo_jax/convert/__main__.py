@@ -29,6 +29,7 @@ import numpy as np
 from internvideo_jax.checkpointing import load_params as latest_params
 from internvideo_jax.convert import videomae as cv
 from internvideo_jax.convert.common import ConversionError, flatten
+from internvideo_jax.models.videomae import VideoMAESize
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -55,9 +56,8 @@ def read_hf_dir(path: str) -> tuple[dict, dict]:
 
 
 # ---- model from a size --------------------------------------------------------------------------
-def size_from_params(params: dict) -> "cv.videomae.VideoMAESize":
+def size_from_params(params: dict) -> "VideoMAESize":
     """Read the architecture off our own parameter tree (heads included: qkv is (D, 3, H, hd))."""
-    from internvideo_jax.models.videomae import VideoMAESize
     enc = params["encoder"]
     pt, p, _, _, dim = enc["patch_embed"]["kernel"].shape
     blocks = enc["transformer"]
@@ -115,7 +115,7 @@ def target_params(model, frames: int, image: int) -> dict:
 # ---- commands -----------------------------------------------------------------------------------
 def cmd_import(a) -> None:
     import orbax.checkpoint as ocp
-    from internvideo_jax.models.videomae import SIZES, VideoMAESize
+    from internvideo_jax.models.videomae import SIZES
     pretraining = a.model == "videomae_pretrain"
     if os.path.isdir(a.src):
         sd, hf = read_hf_dir(a.src)
