@@ -30,15 +30,23 @@ from input_pipelines import annotations, decode, robust, synthetic_videos
 
 
 def reencode_short_side(data: bytes, short_side: int) -> bytes:
-    """Re-encode a video (H.264 mp4, same frame rate) so its shorter side is `short_side` pixels."""
+    """Re-encode a video (H.264 mp4, same frame rate) so its shorter side is `short_side` pixels.
+
+    Rotation metadata is applied to the pixels (the output is stored upright, without it).
+    """
     with av.open(io.BytesIO(data)) as src:
         s = src.streams.video[0]
-        w, h = s.codec_context.width, s.codec_context.height
-        scale = short_side / min(w, h)
-        nw, nh = int(round(w * scale / 2)) * 2, int(round(h * scale / 2)) * 2
         fps = s.average_rate or 25
-        frames = np.stack([f.reformat(width=nw, height=nh, format="rgb24",
-                                      interpolation="AREA").to_ndarray() for f in src.decode(s)])
+        frames, size = [], None
+        for f in src.decode(s):
+            if size is None:
+                w, h = decode.display_size(f)
+                scale = short_side / min(w, h)
+                size = int(round(w * scale / 2)) * 2, int(round(h * scale / 2)) * 2
+            frames.append(decode.to_rgb(f, *size, interpolation="AREA"))
+    if not frames:
+        raise decode.DecodeError("no frame could be decoded")
+    frames = np.stack(frames)  # (T, H, W, 3)
     return synthetic_videos.encode_mp4(frames, fps=fps, crf=23)
 
 

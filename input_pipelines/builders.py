@@ -41,7 +41,7 @@ class PretrainClip:
         frames = decode.decode_video_frames(example["video"], idx)  # T frames, not yet RGB
         videos, masks = [], []
         for _ in range(self.num_repeats):
-            box = transforms.multi_scale_crop_box(frames[0].width, frames[0].height,
+            box = transforms.multi_scale_crop_box(*decode.display_size(frames[0]),
                                                   self.crop_size, rng)
             clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
             if self.flip:
@@ -91,7 +91,7 @@ class ClassifyClip:
         else:
             idx = sampling.dense_indices(n, self.num_frames, self.stride, rng, self.short_video)
         frames = decode.decode_video_frames(example["video"], idx)
-        box = transforms.random_resized_crop_box(frames[0].width, frames[0].height, rng,
+        box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
                                                  scale=(self.min_crop_area, 1.0))
         clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
         if self.flip:
@@ -124,7 +124,7 @@ class EvalViews:
         else:
             clips = sampling.dense_test_views(n, self.num_frames, self.stride, self.num_clips)
         frames = decode.decode_video_frames(example["video"], np.concatenate(clips))
-        w, h = frames[0].width, frames[0].height
+        w, h = decode.display_size(frames[0])
         rw, rh = transforms.short_side_size(w, h, self.crop_size)
         boxes = transforms.three_crop_boxes(rw, rh, self.crop_size)
         boxes = boxes if self.num_crops == 3 else boxes[1:2]

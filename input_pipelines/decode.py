@@ -13,18 +13,40 @@ from av.video.reformatter import VideoReformatter
 _local = threading.local()
 
 
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns (0-3) that display the frame upright.
+
+    From the display matrix the container attaches to the frames (phones record portrait video as
+    landscape frames plus a rotation). Angles are rounded to the nearest multiple of 90 degrees;
+    mirroring in the matrix is not applied.
+    """
+    return int(round(frame.rotation / 90.0)) % 4
+
+
+def display_size(frame: av.VideoFrame) -> tuple[int, int]:
+    """(width, height) of the frame as displayed, i.e. after its rotation metadata."""
+    if quarter_turns(frame) % 2:
+        return frame.height, frame.width
+    return frame.width, frame.height
+
+
 def to_rgb(frame: av.VideoFrame, width: int | None = None, height: int | None = None,
            interpolation: str = "BILINEAR") -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a decoded frame, with this thread's reused converter.
+    """(H, W, 3) uint8 RGB of a decoded frame, upright (rotation metadata applied).
 
-    With width/height, the frame is scaled in the same pass as the colour conversion (swscale;
-    interpolation BILINEAR, or FAST_BILINEAR: ~35% cheaper, lower-precision horizontal weights).
+    With width/height (display orientation), the frame is scaled in the same pass as the colour
+    conversion (swscale, with this thread's reused converter; interpolation BILINEAR, or
+    FAST_BILINEAR: ~35% cheaper, lower-precision horizontal weights).
     """
     reformatter = getattr(_local, "reformatter", None)
     if reformatter is None:
         reformatter = _local.reformatter = VideoReformatter()
-    return reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                                interpolation=interpolation).to_ndarray()
+    turns = quarter_turns(frame)
+    if turns % 2:  # the stored frame is the display frame transposed
+        width, height = height, width
+    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                               interpolation=interpolation).to_ndarray()
+    return np.rot90(rgb, turns) if turns else rgb  # (H, W, 3), a view when rotated
 
 
 class DecodeError(RuntimeError):
@@ -47,9 +69,10 @@ def decode_video_frames(data: bytes, indices: np.ndarray) -> list[av.VideoFrame]
       data: the encoded container (mp4, webm, ...), as bytes.
       indices: (K,) int frame indices, any order, repeats allowed.
     Returns:
-      K decoded frames (in the codec's pixel format, e.g. YUV 4:2:0) in the order of `indices`;
-      convert with to_rgb. Keeping them unconverted lets several augmented views be made from one
-      decode (repeated augmentation).
+      K decoded frames (in the codec's pixel format, e.g. YUV 4:2:0, and stored orientation) in
+      the order of `indices`; convert with to_rgb, which applies the rotation metadata (their
+      displayed size is display_size(frame)). Keeping them unconverted lets several augmented
+      views be made from one decode (repeated augmentation).
     Raises:
       DecodeError: the container has no video stream, an index is past the last frame, or a
         wanted frame was never produced.
@@ -89,8 +112,9 @@ def decode_video_frames(data: bytes, indices: np.ndarray) -> list[av.VideoFrame]
 def probe(data: bytes) -> dict:
     """Container-level facts of an encoded video without decoding it.
 
-    Returns {'num_frames', 'fps', 'duration' (s), 'width', 'height'}. num_frames comes from the
-    container's frame count, else duration x fps (webm stores no count).
+    Returns {'num_frames', 'fps', 'duration' (s), 'width', 'height'} with width/height as stored
+    in the stream (before any rotation metadata). num_frames comes from the container's frame
+    count, else duration x fps (webm stores no count).
     Raises DecodeError when the file is not a video.
     """
     try:

@@ -137,8 +137,12 @@ def render(spec: SceneSpec, size: int, num_frames: int, rng: np.random.Generator
 
 
 def encode_mp4(frames: np.ndarray, fps: int | Fraction = 25, codec: str = "libx264", crf: int = 20,
-               keyframe_interval: int | None = None) -> bytes:
-    """Encode (T, H, W, 3) uint8 RGB frames to an mp4 container in memory (H and W even)."""
+               keyframe_interval: int | None = None, display_rotation: int = 0) -> bytes:
+    """Encode (T, H, W, 3) uint8 RGB frames to an mp4 container in memory (H and W even).
+
+    display_rotation: degrees counter-clockwise stored in the display matrix (as phones do for
+    portrait video); players, and decode.to_rgb, show the frames rotated by it.
+    """
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
@@ -148,6 +152,8 @@ def encode_mp4(frames: np.ndarray, fps: int | Fraction = 25, codec: str = "libx2
             stream.codec_context.gop_size = keyframe_interval
         if codec == "libx264":
             stream.options = {"crf": str(crf), "preset": "fast"}
+        if display_rotation:
+            stream.set_display_rotation(display_rotation)
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode(None))

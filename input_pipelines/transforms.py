@@ -53,7 +53,7 @@ def scaled_crop(frames: list[av.VideoFrame], box: tuple[int, int, int, int],
       (T, output_size, output_size, 3) uint8.
     """
     x, y, w, h = box
-    width, height = frames[0].width, frames[0].height
+    width, height = decode.display_size(frames[0])  # upright, as to_rgb returns them
     sx, sy = output_size / w, output_size / h
     sw, sh = max(output_size, round(width * sx)), max(output_size, round(height * sy))
     cx, cy = min(round(x * sx), sw - output_size), min(round(y * sy), sh - output_size)

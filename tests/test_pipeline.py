@@ -82,6 +82,27 @@ def test_variable_frame_rate_video_indexes_frames_in_presentation_order():
         np.testing.assert_array_equal(decode.decode_frames(data, np.array(idx)), full[idx])
 
 
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotation_metadata_is_applied(degrees):
+    """A portrait scene stored as landscape frames + a display rotation (as phones record) comes
+    out upright: the same pixels as the unrotated encode, turned by the metadata."""
+    rng = np.random.default_rng(6)
+    upright = synthetic_videos.render(synthetic_videos.sample_scene(rng, 48, 6), 48, 6, rng)
+    upright = np.ascontiguousarray(upright[:, :, 8:40])  # (6, 48, 32, 3) portrait
+    turns = degrees // 90
+    stored = np.ascontiguousarray(np.rot90(upright, -turns, axes=(1, 2)))  # what the camera wrote
+    plain = decode.decode_frames(synthetic_videos.encode_mp4(stored), np.arange(6))
+    data = synthetic_videos.encode_mp4(stored, display_rotation=degrees)
+    frames = decode.decode_video_frames(data, np.array([1, 4]))
+    assert decode.display_size(frames[0]) == (32, 48)
+    out = decode.decode_frames(data, np.array([1, 4]))
+    np.testing.assert_array_equal(out, np.rot90(plain[[1, 4]], turns, axes=(1, 2)))
+    assert np.abs(out.astype(int) - upright[[1, 4]]).mean() < 3  # upright up to compression
+    # Crops are taken in the upright frame: the full-frame box resized is the upright clip.
+    crop = transforms.scaled_crop(frames, (0, 8, 32, 32), 32, "BILINEAR")
+    np.testing.assert_array_equal(crop, out[:, 8:40])
+
+
 def test_multi_scale_crop_box_follows_reference_grid():
     rng = np.random.default_rng(0)
     base = 240  # 320x240 frame, output 224: sides int(240 * s) = 240, 210, 180, 158
@@ -220,3 +241,19 @@ def test_repeated_augmentation_views_share_one_decode(data_dir):
     means = b["video"].reshape(4, -1, 3).mean(1)
     assert (b["mask"][0] != b["mask"][1]).any()
     assert np.abs(means[0] - means[1]).sum() < np.abs(means[0] - means[2]).sum()
+
+
+def test_reencoding_bakes_the_rotation_into_the_pixels():
+    from input_pipelines import build
+    rng = np.random.default_rng(7)
+    stored = synthetic_videos.render(synthetic_videos.sample_scene(rng, 64, 4), 64, 4, rng)
+    stored = np.ascontiguousarray(stored[:, 16:48])  # (4, 32, 64, 3) landscape as stored
+    data = synthetic_videos.encode_mp4(stored, display_rotation=90)
+    out = build.reencode_short_side(data, 32)  # the size it has: only the rotation changes
+    frames = decode.decode_video_frames(out, np.arange(4))
+    assert decode.quarter_turns(frames[0]) == 0  # no metadata left: upright in the pixels
+    assert decode.display_size(frames[0]) == (32, 64)  # portrait
+    again = decode.decode_frames(out, np.arange(4)).astype(int)  # (4, 64, 32, 3)
+    upright = decode.decode_frames(data, np.arange(4)).astype(int)
+    # Re-compression costs ~3 levels; a wrong orientation (e.g. upside down) costs ~70.
+    assert np.abs(again - upright).mean() < 6
