@@ -1,0 +1,1 @@
+"""Text side of the multimodal model: the CLIP BPE tokenizer and its vocabulary."""
