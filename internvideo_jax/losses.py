@@ -6,12 +6,16 @@ VideoMAE reconstruction ("norm pixel" target, as the released code):
   2. cut into tubelet patches, pixels of a patch in (pt, ph, pw) order, channel last;
   3. per patch and per channel: (x - mean) / (sqrt(unbiased var) + 1e-6), eps outside the sqrt;
   4. flattened as (pt ph pw c); MSE over the masked tokens only.
+
+Multimodal: CLIP contrastive loss over the global batch, caption decoder cross entropy.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from internvideo_jax.models.clip import l2_normalize
 from internvideo_jax.models.layers import patchify
 from internvideo_jax.models.videomae import gather_tokens, split_by_mask
 
@@ -48,3 +52,39 @@ def masked_reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Arr
     _, masked_idx = split_by_mask(mask, pred.shape[1])
     target_masked = gather_tokens(target, masked_idx)  # (B, M, P*C)
     return jnp.mean(jnp.square(pred.astype(jnp.float32) - target_masked))
+
+
+def contrastive_loss(video_features: jax.Array, text_features: jax.Array,
+                     logit_scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Symmetric InfoNCE of CLIP over the whole global batch.
+
+    Args:
+      video_features, text_features: (B, E), pair i matching pair i; B is the GLOBAL batch: under
+        jit the arrays are sharded over devices and processes, and `v @ t.T` is computed over all
+        of them (XLA gathers the other shards), so every example's negatives are the global batch
+        and the gradient flows through the gathered features.
+      logit_scale: () the learnable log temperature; used as exp(clip(logit_scale, 0, ln 100)).
+    Returns:
+      (loss: mean of the video->text and text->video cross entropies, logits (B, B) float32).
+    """
+    v = l2_normalize(video_features)
+    t = l2_normalize(text_features)
+    scale = jnp.exp(jnp.clip(logit_scale.astype(jnp.float32), 0.0, jnp.log(100.0)))
+    logits = scale * v @ t.T  # (B, B): row = video, column = text
+    labels = jnp.arange(logits.shape[0])
+    v2t = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    t2v = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
+    return (v2t + t2v) / 2, logits
+
+
+def caption_loss(logits: jax.Array, ids: jax.Array, pad_id: int = 0) -> jax.Array:
+    """Next-token cross entropy of the caption decoder, padding ignored.
+
+    logits (B, L-1, V) are the decoder's outputs for inputs ids[:, :-1]; targets are ids[:, 1:]
+    (start-of-text is never a target; end-of-text is, so the decoder learns where captions end).
+    Mean over the non-padding targets of the batch.
+    """
+    targets = ids[:, 1:]  # (B, L-1)
+    valid = (targets != pad_id).astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    return jnp.sum(ce * valid) / jnp.maximum(jnp.sum(valid), 1.0)

@@ -1,0 +1,295 @@
+"""UniFormerV2: a CLIP ViT made a video model with local and global UniBlocks.
+
+Shapes: video (B, T, H, W, 3) -> conv1 (B, T', h, w, W) with T' = T / temporal_stride; per frame
+tokens [cls, h*w patches] (B*T', 1 + h*w, W), CLIP residual blocks (attention within a frame);
+optional local UniBlocks (local MHRA: BatchNorm3d -> 1x1x1 conv W -> W/1.5 -> depthwise (3,1,1)
+conv -> 1x1x1 conv back, the last zero-initialised) before (lmhra1) and after (lmhra2) attention.
+At each layer of `return_list`, a global UniBlock: a depthwise 3x3x3 conv (dpe, zero-init bias)
+added to the patch tokens of a copy of the stream, then a decoder block where the running query
+token (zero init, carried across blocks) attends to all T' * (1 + h*w) tokens (ln_1 on the query,
+ln_3 on the tokens; out_proj and c_proj zero-init; MLP dropout 0.5). Fusion:
+w = sigmoid(balance) (init 0), feature = (1 - w) * query + w * mean over frames of the last layer's
+CLS. Classifier head: LayerNorm -> dropout 0.5 -> Linear. The multimodal tower instead applies
+visual_ln_post and @ visual_proj. Parameter names follow the reference (conv1, class_embedding,
+positional_embedding, ln_pre, resblocks_i, temporal_cls_token, dpe_j, dec_j, balance, proj).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from internvideo_jax.models.clip import (ClipLayerNorm, ClipMlp, FusedAttention, InitStds,
+                                         ResidualAttentionBlock)
+from internvideo_jax.models.layers import DropPath, constrain, zeros
+
+Dtype = Any
+# PyTorch's default conv/linear weight init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+torch_default = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+@dataclasses.dataclass(frozen=True)
+class UniFormerV2Size:
+    """The CLIP ViT backbone and where the global UniBlocks go."""
+
+    width: int
+    layers: int
+    heads: int
+    patch: int
+    image_size: int
+    embed_dim: int  # CLIP's visual projection size (multimodal tower)
+    return_list: tuple[int, ...]  # backbone layers followed by a global UniBlock
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+
+SIZES: dict[str, UniFormerV2Size] = {
+    "tiny": UniFormerV2Size(64, 4, 4, 8, 64, 64, (2, 3)),
+    "B/16": UniFormerV2Size(768, 12, 12, 16, 224, 512, (8, 9, 10, 11)),
+    "L/14": UniFormerV2Size(1024, 24, 16, 14, 224, 768, (20, 21, 22, 23)),
+    "L/14@336": UniFormerV2Size(1024, 24, 16, 14, 336, 768, (20, 21, 22, 23)),
+}
+
+
+def get_size(name: str) -> UniFormerV2Size:
+    if name not in SIZES:
+        raise ValueError(f"Unknown UniFormerV2 size {name!r}; known: {sorted(SIZES)}.")
+    return SIZES[name]
+
+
+def inflate_center(kernel_2d: np.ndarray, temporal_kernel: int) -> np.ndarray:
+    """(p, p, C, W) 2-D patch kernel -> (k, p, p, C, W): zeros except the middle time slice."""
+    out = np.zeros((temporal_kernel,) + kernel_2d.shape, kernel_2d.dtype)
+    out[temporal_kernel // 2] = kernel_2d
+    return out
+
+
+class LocalMHRA(nn.Module):
+    """Local UniBlock on patch tokens (B, T, h, w, C): BN -> 1x1x1 -> depthwise (3,1,1) -> 1x1x1.
+
+    BatchNorm uses the batch statistics in training (deterministic=False; under jit over a sharded
+    global batch they are the global batch's, i.e. synchronised BN) and updates the running
+    averages (momentum 0.1 in PyTorch's convention); in evaluation it uses the running averages.
+    """
+
+    dw_reduction: float = 1.5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        c = x.shape[-1]
+        reduced = int(c // self.dw_reduction)
+        y = nn.BatchNorm(use_running_average=deterministic, momentum=0.9, epsilon=1e-5,
+                         dtype=jnp.float32, name="bn")(x.astype(jnp.float32)).astype(self.dtype)
+        y = nn.Dense(reduced, dtype=self.dtype, name="conv_in", kernel_init=torch_default,
+                     bias_init=zeros)(y)  # (B, T, h, w, C')
+        y = nn.Conv(reduced, (3, 1, 1), padding=((1, 1), (0, 0), (0, 0)),
+                    feature_group_count=reduced, dtype=self.dtype, name="conv_t",
+                    kernel_init=torch_default, bias_init=zeros)(y)
+        return nn.Dense(c, dtype=self.dtype, name="conv_out", kernel_init=zeros,
+                        bias_init=zeros)(y)  # (B, T, h, w, C), zero at init
+
+
+class UniBlockLayer(nn.Module):
+    """One backbone layer: [lmhra1] -> CLIP attention + MLP block with lmhra2 in between."""
+
+    num_heads: int
+    stds: InitStds
+    num_frames: int  # T' (after temporal downsampling)
+    local: bool = False
+    drop_path: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    def _local(self, x, name, deterministic):
+        # x (B*T, 1 + hw, C): the patch tokens as a video, residual local MHRA, back.
+        bt, n, c = x.shape
+        g = int(round((n - 1) ** 0.5))
+        patches = x[:, 1:].reshape(bt // self.num_frames, self.num_frames, g, g, c)
+        patches = patches + DropPath(self.drop_path)(
+            LocalMHRA(dtype=self.dtype, name=name)(patches, deterministic), deterministic)
+        return jnp.concatenate([x[:, :1], patches.reshape(bt, n - 1, c)], axis=1)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        drop = DropPath(self.drop_path)
+        if self.local:
+            x = self._local(x, "lmhra1", deterministic)
+        y = FusedAttention(self.num_heads, self.stds.attn, self.stds.proj, dtype=self.dtype,
+                           name="attn")(ClipLayerNorm(self.dtype, name="ln_1")(x))
+        x = constrain(x + drop(y, deterministic), "act_batch", "act_length", "act_embed")
+        if self.local:
+            x = self._local(x, "lmhra2", deterministic)
+        y = ClipMlp(4 * x.shape[-1], self.stds.fc, self.stds.proj, dtype=self.dtype,
+                    name="mlp")(ClipLayerNorm(self.dtype, name="ln_2")(x))
+        return constrain(x + drop(y, deterministic), "act_batch", "act_length", "act_embed")
+
+
+class QueryDecoder(nn.Module):
+    """Global UniBlock decoder ('Extractor'): the query attends to all video tokens, then an MLP."""
+
+    num_heads: int
+    mlp_dropout: float = 0.5
+    drop_path: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, query: jax.Array, tokens: jax.Array,
+                 deterministic: bool = True) -> jax.Array:
+        drop = DropPath(self.drop_path)
+        y = FusedAttention(self.num_heads, zero_out=True, dtype=self.dtype, name="attn")(
+            ClipLayerNorm(self.dtype, name="ln_1")(query),
+            ClipLayerNorm(self.dtype, name="ln_3")(tokens))  # (B, 1, C)
+        query = query + drop(y, deterministic)
+        y = ClipMlp(4 * query.shape[-1], None, None, self.mlp_dropout, zero_out=True,
+                    dtype=self.dtype, name="mlp")(ClipLayerNorm(self.dtype, name="ln_2")(query),
+                                                  deterministic)
+        return query + drop(y, deterministic)
+
+
+class UniFormerV2Encoder(nn.Module):
+    """Video (B, T, H, W, 3) normalised -> (fused feature (B, W), last tokens (B, T', 1+hw, W)).
+
+    temporal_kernel/temporal_stride: conv1's temporal (k, s) (1, 1 by default; 3, 2 = the
+    reference's temporal downsample, padding (k-1)/2). T=1 (images) works with k = s = 1.
+    """
+
+    size: UniFormerV2Size
+    temporal_kernel: int = 1
+    temporal_stride: int = 1
+    local: bool = False
+    backbone_drop_path_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    mlp_dropout: float = 0.5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, video: jax.Array, deterministic: bool = True):
+        s = self.size
+        b, t, h, w, _ = video.shape
+        if h != s.image_size or w != s.image_size:
+            raise ValueError(f"UniFormerV2 {s.image_size}px model got {h}x{w} frames: set "
+                             f"data.crop_size={s.image_size}.")
+        kt, st = self.temporal_kernel, self.temporal_stride
+        if t % st:
+            raise ValueError(f"{t} frames are not divisible by the temporal stride {st}.")
+        kernel = self.param("conv1", nn.with_logical_partitioning(
+            torch_default, (None, None, None, None, "embed")), (kt, s.patch, s.patch, 3, s.width),
+            jnp.float32)
+        x = jax.lax.conv_general_dilated(
+            video.astype(self.dtype), kernel.astype(self.dtype), (st, s.patch, s.patch),
+            [((kt - 1) // 2, (kt - 1) // 2), (0, 0), (0, 0)],
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))  # (B, T', g, g, W)
+        t2, g = x.shape[1], x.shape[2]
+        x = x.reshape(b * t2, g * g, s.width)  # (B*T', hw, W)
+        scale = s.width ** -0.5
+        cls = self.param("class_embedding", nn.with_logical_partitioning(
+            nn.initializers.normal(scale), ("embed",)), (s.width,), jnp.float32)
+        pos = self.param("positional_embedding", nn.with_logical_partitioning(
+            nn.initializers.normal(scale), (None, "embed")), (1 + g * g, s.width), jnp.float32)
+        x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b * t2, 1, s.width)), x],
+                            axis=1) + pos.astype(self.dtype)  # (B*T', 1+hw, W)
+        x = ClipLayerNorm(self.dtype, name="ln_pre")(x)
+        x = constrain(x, "act_batch", "act_length", "act_embed")
+
+        stds = InitStds.for_stack(s.width, s.layers)
+        backbone_dpr = np.linspace(0, self.backbone_drop_path_rate, s.layers)
+        dpr = np.linspace(0, self.drop_path_rate, len(s.return_list))
+        query = self.param("temporal_cls_token", nn.with_logical_partitioning(
+            zeros, (None, None, "embed")), (1, 1, s.width), jnp.float32)
+        query = jnp.broadcast_to(query.astype(self.dtype), (b, 1, s.width))  # (B, 1, W)
+        j = 0
+        for i in range(s.layers):
+            x = UniBlockLayer(s.heads, stds, t2, self.local, float(backbone_dpr[i]), self.dtype,
+                              name=f"resblocks_{i}")(x, deterministic)
+            if i in s.return_list:
+                frames = x.reshape(b, t2, 1 + g * g, s.width)
+                patches = frames[:, :, 1:].reshape(b, t2, g, g, s.width)
+                patches = patches + nn.Conv(
+                    s.width, (3, 3, 3), padding=1, feature_group_count=s.width, dtype=self.dtype,
+                    kernel_init=torch_default, bias_init=zeros, name=f"dpe_{j}")(patches)
+                tokens = jnp.concatenate(
+                    [frames[:, :, :1], patches.reshape(b, t2, g * g, s.width)], axis=2)
+                tokens = tokens.reshape(b, t2 * (1 + g * g), s.width)  # (B, T'(1+hw), W)
+                query = QueryDecoder(s.heads, self.mlp_dropout, float(dpr[j]), self.dtype,
+                                     name=f"dec_{j}")(query, tokens, deterministic)
+                j += 1
+        frames = x.reshape(b, t2, 1 + g * g, s.width)  # (B, T', 1+hw, W)
+        balance = self.param("balance", nn.with_logical_partitioning(zeros, ("embed",)),
+                             (s.width,), jnp.float32)
+        weight = jax.nn.sigmoid(balance).astype(self.dtype)
+        fused = (1 - weight) * query[:, 0] + weight * frames[:, :, 0].mean(axis=1)  # (B, W)
+        return fused, frames
+
+
+class UniFormerV2Classifier(nn.Module):
+    """UniFormerV2 for action recognition: encoder -> proj (LayerNorm, dropout, Linear)."""
+
+    size: UniFormerV2Size
+    num_classes: int
+    temporal_kernel: int = 1
+    temporal_stride: int = 1
+    local: bool = False
+    backbone_drop_path_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    mlp_dropout: float = 0.5
+    cls_dropout: float = 0.5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
+        fused, _ = UniFormerV2Encoder(
+            self.size, self.temporal_kernel, self.temporal_stride, self.local,
+            self.backbone_drop_path_rate, self.drop_path_rate, self.mlp_dropout, self.dtype,
+            name="backbone")(video, deterministic)
+        y = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name="proj_norm")(
+            fused.astype(jnp.float32))
+        y = nn.Dropout(self.cls_dropout)(y, deterministic=deterministic)
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="proj_head",
+                        kernel_init=torch_default, bias_init=zeros)(y.astype(self.dtype))
+
+
+class VideoTower(nn.Module):
+    """The released multimodal video encoder (global UniBlocks only): -> (B, embed_dim) feature
+    (fused -> visual_ln_post -> @ visual_proj) and the last layer's tokens after visual_ln_post
+    (B, T'(1+hw), W), which the caption decoder reads. Images are T=1 videos."""
+
+    size: UniFormerV2Size
+    drop_path_rate: float = 0.0
+    mlp_dropout: float = 0.5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, video: jax.Array, deterministic: bool = True):
+        s = self.size
+        fused, frames = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
+                                           mlp_dropout=self.mlp_dropout, dtype=self.dtype,
+                                           name="encoder")(video, deterministic)
+        ln_post = ClipLayerNorm(self.dtype, name="visual_ln_post")
+        proj = self.param("visual_proj", nn.with_logical_partitioning(
+            nn.initializers.normal(s.width ** -0.5), ("embed", None)), (s.width, s.embed_dim),
+            jnp.float32)
+        feature = ln_post(fused) @ proj.astype(self.dtype)  # (B, E)
+        tokens = ln_post(frames.reshape(frames.shape[0], -1, s.width))  # (B, T'(1+hw), W)
+        return feature, tokens
+
+
+def encoder_param_count(size: UniFormerV2Size, local: bool = False, temporal_kernel: int = 1,
+                        dw_reduction: float = 1.5) -> int:
+    """UniFormerV2Encoder parameters by formula (checked against the module in tests)."""
+    w, g = size.width, size.grid
+    block = 2 * 2 * w + (3 * w * w + 3 * w) + (w * w + w) + (4 * w * w + 4 * w) + (4 * w * w + w)
+    if local:
+        r = int(w // dw_reduction)
+        block += 2 * (2 * w + (w * r + r) + (3 * r + r) + (r * w + w))  # BN scale/bias + convs
+    decoder = 3 * 2 * w + (3 * w * w + 3 * w) + (w * w + w) + (4 * w * w + 4 * w) + (4 * w * w + w)
+    dpe = 27 * w + w
+    n = len(size.return_list)
+    return (temporal_kernel * size.patch ** 2 * 3 * w + w + (1 + g * g) * w + 2 * w
+            + size.layers * block + w + n * (dpe + decoder) + w)
+
