@@ -103,6 +103,42 @@ class ClassifyClip:
                 "label": np.asarray([example["label"]], np.int32)}
 
 
+def captions_of(example: dict) -> list[str]:
+    """The captions of an example (stored joined by newlines; bytes or str)."""
+    text = example["caption"]
+    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    return [c for c in text.split("\n") if c.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptionClip:
+    """A video-text pretraining example: TSN segment sampling (a random frame in each of T
+    segments), a random resized crop, no flip (captions name directions), one of the video's
+    captions drawn at random, tokenized. Output {'video': (1, T, S, S, 3) uint8,
+    'text': (1, context_length) int32}. T=1 makes image-text examples from a video's frame."""
+
+    num_frames: int
+    crop_size: int
+    min_crop_area: float = 0.5
+    context_length: int = 77
+
+    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        from internvideo_jax.text.tokenizer import get_tokenizer
+        n = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
+        idx = sampling.segment_indices(n, self.num_frames, rng)
+        frames = decode.decode_video_frames(example["video"], idx)
+        box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
+                                                 scale=(self.min_crop_area, 1.0))
+        clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
+        captions = captions_of(example)
+        if not captions:
+            raise ValueError(f"video {example.get('video_id', '?')!r} has no caption: multimodal "
+                             f"training needs a captioned dataset (annotation format 'captions').")
+        caption = captions[int(rng.integers(len(captions)))]
+        ids = get_tokenizer(self.context_length)([caption])  # (1, L)
+        return {"video": np.ascontiguousarray(clip)[None], "text": ids}
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalViews:
     """Test-time views of one video: `num_clips` temporal clips x `num_crops` (1 = centre, 3 =
@@ -115,12 +151,14 @@ class EvalViews:
     crop_size: int
     num_clips: int = 1
     num_crops: int = 1
-    sampler: str = "dense"
+    sampler: str = "dense"  # dense | segment | uniform
 
     def __call__(self, example: dict, index: int) -> dict:
         n = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
         if self.sampler == "segment":  # TSN test views: the middle frame of each segment
             clips = [sampling.segment_indices(n, self.num_frames, None)] * self.num_clips
+        elif self.sampler == "uniform":  # multimodal: linspace over the whole video
+            clips = [sampling.uniform_indices(n, self.num_frames)] * self.num_clips
         else:
             clips = sampling.dense_test_views(n, self.num_frames, self.stride, self.num_clips)
         frames = decode.decode_video_frames(example["video"], np.concatenate(clips))

@@ -25,6 +25,12 @@ _CAPTION_VERB = {
     "rotating counterclockwise": "rotates counterclockwise",
     "growing": "grows bigger", "shrinking": "shrinks",
 }
+# Zero-shot classification of the demo's classes from text: each class named as its captions say it,
+# in prompts that look like captions (averaged over the templates: prompt ensembling).
+ZERO_SHOT_CLASSNAMES = tuple(_CAPTION_VERB[c] for c in CLASSES)
+ZERO_SHOT_TEMPLATES = ("a small red triangle {}", "a large blue square {}",
+                       "a small green pentagon {}", "a large white hexagon {}",
+                       "a large yellow triangle {}", "a small magenta square {}")
 COLOURS = {
     "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40),
     "cyan": (40, 220, 230), "magenta": (220, 50, 220), "white": (245, 245, 245),

@@ -29,37 +29,53 @@ def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -
             "mean_class_accuracy": float(np.mean(per_class)), "videos": int(len(labels))}
 
 
-def evaluate(task, params, mesh, config) -> dict:
-    """Evaluate `params` on config.eval.split with the task's multi-view protocol."""
+def eval_data_config(config):
+    """config.data for one ordered pass over config.eval.split."""
     data = config.data.copy_and_resolve_references()
     with data.unlocked():
         data.split = config.eval.split
         data.num_workers = 0  # one ordered pass; decode threads still run in parallel
+    return data
+
+
+def map_over_split(fn, params, mesh, config, views: builders.EvalViews) -> dict:
+    """Run fn(params, video (B, V, T, S, S, 3) uint8) -> (B, ...) over every video of
+    config.eval.split, gathered over processes.
+
+    Returns {'outputs': (N, ...), 'label': (N,), 'index': (N,) source index} for the N videos of
+    the split (the last batch's padding removed), as NumPy.
+    """
     batch = config.eval.batch_size
     dp = sharding.data_parallel_size(mesh)
     if batch % dp or batch % jax.process_count():
         raise ValueError(f"eval.batch_size={batch} must be a multiple of the {dp} data-parallel "
                          f"devices.")
-    ds, _ = builders.eval_dataset(data, task.eval_views(), batch_size=batch // jax.process_count(),
+    ds, _ = builders.eval_dataset(eval_data_config(config), views,
+                                  batch_size=batch // jax.process_count(),
                                   process_index=jax.process_index(),
                                   process_count=jax.process_count())
+    jitted = jax.jit(fn)
+    outputs, labels, index, valid = [], [], [], []
+    for host in ds:
+        device = sharding.put_batch({"video": host["video"]}, mesh)
+        out = multihost_utils.process_allgather(jitted(params, device["video"]), tiled=True)
+        outputs.append(np.asarray(out))
+        for name, acc in (("label", labels), ("index", index), ("valid", valid)):
+            acc.append(multihost_utils.process_allgather(host[name], tiled=True))
+    keep = np.concatenate(valid).astype(bool)
+    return {"outputs": np.concatenate(outputs)[keep], "label": np.concatenate(labels)[keep],
+            "index": np.concatenate(index)[keep]}
 
-    @jax.jit
+
+def evaluate(task, params, mesh, config) -> dict:
+    """Evaluate `params` on config.eval.split with the task's multi-view protocol."""
+
     def view_probs(params, video):  # (B, V, T, S, S, 3) -> (B, V, K)
         b, v = video.shape[:2]
         logits = task.logits_fn(params, video.reshape((b * v,) + video.shape[2:]))
         return jax.nn.softmax(logits, axis=-1).reshape(b, v, -1)
 
-    probs, labels, valid = [], [], []
-    for host in ds:
-        device = sharding.put_batch({"video": host["video"]}, mesh)
-        p = multihost_utils.process_allgather(view_probs(params, device["video"]), tiled=True)
-        probs.append(np.asarray(p))
-        labels.append(multihost_utils.process_allgather(host["label"], tiled=True))
-        valid.append(multihost_utils.process_allgather(host["valid"], tiled=True))
-    keep = np.concatenate(valid).astype(bool)
-    scores = video_scores(np.concatenate(probs))[keep]
-    result = accuracy_metrics(scores, np.concatenate(labels)[keep], task.num_classes)
+    got = map_over_split(view_probs, params, mesh, config, task.eval_views())
+    result = accuracy_metrics(video_scores(got["outputs"]), got["label"], task.num_classes)
     result["views"] = int(config.eval.num_clips * config.eval.num_crops)
     return result
-

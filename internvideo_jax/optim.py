@@ -13,8 +13,11 @@ import flax.linen as nn
 import jax
 import optax
 
-NO_DECAY_NAMES = frozenset({"bias", "q_bias", "v_bias", "scale", "mask_token", "pos_embed",
-                            "cls_token", "gamma_1", "gamma_2"})
+NO_DECAY_NAMES = frozenset({
+    "bias", "q_bias", "v_bias", "scale", "mask_token", "pos_embed", "cls_token", "gamma_1",
+    "gamma_2",
+    # CLIP / UniFormerV2 (in_proj_bias is (3, heads, head_dim) here, 1-D in PyTorch)
+    "in_proj_bias", "positional_embedding", "class_embedding", "temporal_cls_token"})
 
 
 def decay_mask(params: Any) -> Any:

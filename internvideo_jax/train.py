@@ -219,9 +219,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                 break
         ckpt.close()
         _close(data_iter)
-        if hasattr(task, "eval_views") and int(state.step) >= d["total_steps"]:
-            from internvideo_jax.evaluate import evaluate
-            result = evaluate(task, state.params, mesh, config)
+        if hasattr(task, "evaluate") and int(state.step) >= d["total_steps"]:
+            result = task.evaluate(state.params, mesh, config)
             writer.write(d["total_steps"], {f"eval_{k}": v for k, v in result.items()})
         writer.close()
     return state

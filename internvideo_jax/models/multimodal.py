@@ -2,7 +2,7 @@
 
 VideoTextModel(video (B, T, H, W, 3) normalised, ids (B, 77)) ->
   {'video': (B, E) video features, 'text': (B, E) text features, 'logit_scale': (),
-   'caption_logits': (B, 76, vocab) next-token logits for ids[:, 1:]}
+   'caption_logits': (B, n-1, vocab) next-token logits for ids[:, 1:n]}
 encode_video / encode_text give the (unnormalised) features alone, for evaluation.
 Images are T=1 videos.
 """
@@ -68,10 +68,13 @@ class VideoTextModel(nn.Module):
         """(B, 77) int ids -> (B, E)."""
         return self.textual(ids)
 
-    def __call__(self, video: jax.Array, ids: jax.Array, deterministic: bool = True) -> dict:
+    def __call__(self, video: jax.Array, ids: jax.Array, deterministic: bool = True,
+                 caption_length: int | None = None) -> dict:
+        """caption_length: the decoder reads ids[:, :caption_length] (default: all)."""
         video_features, visual_tokens = self.visual(video, deterministic)
         out = {"video": video_features, "text": self.textual(ids),
                "logit_scale": self.logit_scale}
         if self.caption:
-            out["caption_logits"] = self.decoder(visual_tokens, ids[:, :-1])  # (B, L-1, V)
+            n = caption_length or ids.shape[1]
+            out["caption_logits"] = self.decoder(visual_tokens, ids[:, :n - 1])  # (B, n-1, V)
         return out

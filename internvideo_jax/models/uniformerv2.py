@@ -70,6 +70,60 @@ def inflate_center(kernel_2d: np.ndarray, temporal_kernel: int) -> np.ndarray:
     return out
 
 
+def temporal_patch_embed(video: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """conv1: Conv3d(kernel (k, p, p), stride (s, p, p), padding ((k-1)/2, 0, 0), no bias).
+
+    video (B, T, H, W, C), kernel (k, p, p, C, D) -> (B, T', H/p, W/p, D), T' = T / s (k odd,
+    k >= s). As matmuls over non-overlapping patches: one per temporal tap, summed.
+    """
+    k, p, _, c, d = kernel.shape
+    b, t, h, w, _ = video.shape
+    pad = (k - 1) // 2
+    padded = jnp.pad(video, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
+    t_out = (t + 2 * pad - k) // stride + 1
+    out = 0.0
+    for tap in range(k):
+        frames = padded[:, tap:tap + stride * (t_out - 1) + 1:stride]  # (B, T', H, W, C)
+        patches = frames.reshape(b, t_out, h // p, p, w // p, p, c)
+        out = out + jnp.einsum("bthpwqc,pqcd->bthwd", patches, kernel[tap])
+    return out  # (B, T', H/p, W/p, D)
+
+
+class DepthwiseConv3d(nn.Module):
+    """Depthwise Conv3d with bias and zero 'same' padding on (B, T, H, W, C), odd kernel sizes.
+
+    kernel (kt, kh, kw, C) == the PyTorch weight [C, 1, kt, kh, kw] transposed. Computed as a sum
+    of kt*kh*kw shifted, per-channel-scaled copies: XLA fuses it into one elementwise pass, where
+    its grouped-convolution kernels (especially their gradients) are ~10x slower on CPU.
+    """
+
+    kernel_size: tuple[int, int, int]
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kt, kh, kw = self.kernel_size
+        c = x.shape[-1]
+        bound = 1.0 / np.sqrt(kt * kh * kw)  # PyTorch's default: fan_in = 1 channel x kernel
+
+        def init(rng, shape, dtype=jnp.float32):
+            return jax.random.uniform(rng, shape, dtype, -bound, bound)
+
+        kernel = self.param("kernel", nn.with_logical_partitioning(
+            init, (None, None, None, "embed")), (kt, kh, kw, c), jnp.float32).astype(self.dtype)
+        bias = self.param("bias", nn.with_logical_partitioning(zeros, ("embed",)), (c,),
+                          jnp.float32).astype(self.dtype)
+        _, t, h, w, _ = x.shape
+        xp = jnp.pad(x.astype(self.dtype), ((0, 0), (kt // 2, kt // 2), (kh // 2, kh // 2),
+                                            (kw // 2, kw // 2), (0, 0)))
+        out = jnp.zeros_like(x, dtype=self.dtype) + bias
+        for a in range(kt):
+            for b_ in range(kh):
+                for d in range(kw):
+                    out = out + xp[:, a:a + t, b_:b_ + h, d:d + w] * kernel[a, b_, d]
+        return out  # (B, T, H, W, C)
+
+
 class LocalMHRA(nn.Module):
     """Local UniBlock on patch tokens (B, T, h, w, C): BN -> 1x1x1 -> depthwise (3,1,1) -> 1x1x1.
 
@@ -89,9 +143,7 @@ class LocalMHRA(nn.Module):
                          dtype=jnp.float32, name="bn")(x.astype(jnp.float32)).astype(self.dtype)
         y = nn.Dense(reduced, dtype=self.dtype, name="conv_in", kernel_init=torch_default,
                      bias_init=zeros)(y)  # (B, T, h, w, C')
-        y = nn.Conv(reduced, (3, 1, 1), padding=((1, 1), (0, 0), (0, 0)),
-                    feature_group_count=reduced, dtype=self.dtype, name="conv_t",
-                    kernel_init=torch_default, bias_init=zeros)(y)
+        y = DepthwiseConv3d((3, 1, 1), dtype=self.dtype, name="conv_t")(y)  # (B, T, h, w, C')
         return nn.Dense(c, dtype=self.dtype, name="conv_out", kernel_init=zeros,
                         bias_init=zeros)(y)  # (B, T, h, w, C), zero at init
 
@@ -181,11 +233,8 @@ class UniFormerV2Encoder(nn.Module):
         kernel = self.param("conv1", nn.with_logical_partitioning(
             torch_default, (None, None, None, None, "embed")), (kt, s.patch, s.patch, 3, s.width),
             jnp.float32)
-        x = jax.lax.conv_general_dilated(
-            video.astype(self.dtype), kernel.astype(self.dtype), (st, s.patch, s.patch),
-            [((kt - 1) // 2, (kt - 1) // 2), (0, 0), (0, 0)],
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))  # (B, T', g, g, W)
-        t2, g = x.shape[1], x.shape[2]
+        x = temporal_patch_embed(video.astype(self.dtype), kernel.astype(self.dtype), st)
+        t2, g = x.shape[1], s.grid
         x = x.reshape(b * t2, g * g, s.width)  # (B*T', hw, W)
         scale = s.width ** -0.5
         cls = self.param("class_embedding", nn.with_logical_partitioning(
@@ -210,9 +259,8 @@ class UniFormerV2Encoder(nn.Module):
             if i in s.return_list:
                 frames = x.reshape(b, t2, 1 + g * g, s.width)
                 patches = frames[:, :, 1:].reshape(b, t2, g, g, s.width)
-                patches = patches + nn.Conv(
-                    s.width, (3, 3, 3), padding=1, feature_group_count=s.width, dtype=self.dtype,
-                    kernel_init=torch_default, bias_init=zeros, name=f"dpe_{j}")(patches)
+                patches = patches + DepthwiseConv3d((3, 3, 3), dtype=self.dtype,
+                                                    name=f"dpe_{j}")(patches)
                 tokens = jnp.concatenate(
                     [frames[:, :, :1], patches.reshape(b, t2, g * g, s.width)], axis=2)
                 tokens = tokens.reshape(b, t2 * (1 + g * g), s.width)  # (B, T'(1+hw), W)

@@ -9,9 +9,9 @@ The trainer (internvideo_jax/train.py) is shared; each task module provides a cl
   train_dataset(seed, local_batch, process_index, process_count, start_step=0)
                                          -> (grain IterDataset, epoch size); start_step > 0
                                          starts the stream where that many steps ended
-Optional (classification tasks): eval_views(), logits_fn(params, video), load_pretrained(params,
-pretrained) -> (params, loaded, kept); the trainer then evaluates at the end and loads
-config.init_from before step 0.
+Optional: evaluate(params, mesh, config) -> dict of scalars (run at the end of training and by
+`--mode=evaluate`); load_pretrained(params, pretrained) -> (params, loaded, kept) (the trainer then
+loads config.init_from before step 0).
 """
 from __future__ import annotations
 
@@ -24,5 +24,8 @@ def get_task(config):
     if config.task == "videomae_finetune":
         from internvideo_jax.tasks.videomae_finetune import VideoMAEFinetuneTask
         return VideoMAEFinetuneTask(config)
+    if config.task == "mm_pretrain":
+        from internvideo_jax.tasks.mm_pretrain import MultimodalPretrainTask
+        return MultimodalPretrainTask(config)
     raise ValueError(f"Unknown task {config.task!r}; known: 'videomae_pretrain', "
-                     f"'videomae_finetune'.")
+                     f"'videomae_finetune', 'mm_pretrain'.")

@@ -78,6 +78,11 @@ class VideoMAEFinetuneTask:
         return builders.EvalViews(d.num_frames, d.stride, d.crop_size, e.num_clips, e.num_crops,
                                   d.sampler)
 
+    def evaluate(self, params, mesh, config) -> dict:
+        """Multi-view top-1/top-5 on config.eval.split (internvideo_jax.evaluate)."""
+        from internvideo_jax.evaluate import evaluate
+        return evaluate(self, params, mesh, config)
+
     def logits_fn(self, params, video: jax.Array) -> jax.Array:
         """(B, T, S, S, 3) uint8 -> (B, classes) float32 logits, deterministic."""
         return self.model.apply({"params": params}, self.normalize(video)).astype(jnp.float32)

@@ -1,0 +1,127 @@
+"""Multimodal video-text pretraining: contrastive (global-batch negatives) + caption loss.
+
+Batch: {'video': (B, T, S, S, 3) uint8, 'text': (B, 77) int32 CLIP ids of one of the video's
+captions}. Loss = model.contrastive_weight * InfoNCE + model.caption_weight * caption CE, the caption decoder
+reading the first model.caption_length ids (77: all; shorter saves compute when captions are short,
+captions cut there lose their end-of-text target).
+Evaluation (end of training, or `--mode=evaluate`): text-to-video / video-to-text retrieval on
+config.eval.split (every caption of every video; raw and dual softmax) and zero-shot
+classification from eval.zero_shot_classnames x eval.zero_shot_templates (prompt ensembling).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from input_pipelines import builders, normalization
+from internvideo_jax import losses, retrieval
+from internvideo_jax.models import multimodal
+from internvideo_jax.text.tokenizer import get_tokenizer
+
+
+class MultimodalPretrainTask:
+    def __init__(self, config):
+        m, d = config.model, config.data
+        self.size = multimodal.get_size(m.size)
+        if d.crop_size != self.size.video.image_size:
+            raise ValueError(f"model.size={m.size!r} takes {self.size.video.image_size}px "
+                             f"frames: set data.crop_size={self.size.video.image_size}.")
+        if m.contrastive_weight <= 0 and m.caption_weight <= 0:
+            raise ValueError("model.contrastive_weight and model.caption_weight are both 0: "
+                             "nothing to train.")
+        self.config, self.data = config, d
+        self.video_shape = (d.num_frames, d.crop_size, d.crop_size, 3)
+        self.mean, self.std = (np.asarray(v, np.float32) for v in normalization.get(d.normalization))
+        self.context_length = self.size.text.context_length
+        self.model = multimodal.VideoTextModel(
+            self.size, caption=m.caption_weight > 0, drop_path_rate=m.drop_path_rate,
+            dtype=jnp.dtype(m.dtype))
+
+    def init_batch(self, batch_size: int) -> dict:
+        return {"video": np.zeros((batch_size,) + self.video_shape, np.uint8),
+                "text": np.zeros((batch_size, self.context_length), np.int32)}
+
+    def init_variables(self, rng: jax.Array, batch: dict) -> dict:
+        return self.model.init(rng, self.normalize(batch["video"]), batch["text"])
+
+    def normalize(self, video_uint8: jax.Array) -> jax.Array:
+        x = (video_uint8.astype(jnp.float32) / 255.0 - self.mean) / self.std
+        return x.astype(self.model.dtype)
+
+    def loss_fn(self, params, batch: dict, rng: jax.Array, train: bool):
+        m = self.config.model
+        out = self.model.apply({"params": params}, self.normalize(batch["video"]), batch["text"],
+                               deterministic=not train, rngs={"dropout": rng},
+                               caption_length=m.caption_length)
+        contrastive, logits = losses.contrastive_loss(out["video"], out["text"],
+                                                      out["logit_scale"])
+        loss = m.contrastive_weight * contrastive
+        metrics = {"contrastive": contrastive,
+                   "temperature": 1.0 / jnp.exp(jnp.clip(out["logit_scale"], 0, jnp.log(100.0))),
+                   # in-batch video->text top-1 over the global batch
+                   "batch_v2t_top1": jnp.mean(jnp.argmax(logits, 1) == jnp.arange(len(logits)))}
+        if "caption_logits" in out:
+            caption = losses.caption_loss(out["caption_logits"],
+                                          batch["text"][:, :m.caption_length])
+            loss = loss + m.caption_weight * caption
+            metrics["caption"] = caption
+        return loss, {"loss": loss, **metrics}
+
+    def train_dataset(self, seed: int, local_batch: int, process_index: int, process_count: int,
+                      start_step: int = 0):
+        d = self.data
+        first = builders.open_data_source(d)[0]
+        if not builders.captions_of(first):
+            raise ValueError(f"{d.dataset}:{d.split} has no captions (its first video has none): "
+                             f"multimodal pretraining needs a captioned dataset.")
+        clip = builders.CaptionClip(d.num_frames, d.crop_size, self.config.augment.min_crop_area,
+                                    self.context_length)
+        return builders.train_stream(d, clip, seed=seed, local_batch=local_batch,
+                                     process_index=process_index, process_count=process_count,
+                                     start_step=start_step)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def eval_views(self) -> builders.EvalViews:
+        d = self.data
+        return builders.EvalViews(d.num_frames, 1, d.crop_size, 1, 1, "uniform")
+
+    def video_features(self, params, video: jax.Array) -> jax.Array:
+        """(B, V, T, S, S, 3) uint8 -> (B, E) L2-normalised, mean over views, renormalised."""
+        b, v = video.shape[:2]
+        f = self.model.apply({"params": params}, self.normalize(
+            video.reshape((b * v,) + video.shape[2:])), method="encode_video")
+        f = multimodal.clip.l2_normalize(f).reshape(b, v, -1).mean(axis=1)
+        return multimodal.clip.l2_normalize(f)
+
+    def text_features(self, params, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """(N, E) L2-normalised features of texts (computed replicated on every process)."""
+        encode = jax.jit(lambda p, ids: multimodal.clip.l2_normalize(
+            self.model.apply({"params": p}, ids, method="encode_text")))
+        ids = get_tokenizer(self.context_length)(texts)
+        out = [np.asarray(encode(params, ids[i:i + batch_size]))
+               for i in range(0, len(ids), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.size.text.embed_dim))
+
+    def evaluate(self, params, mesh, config) -> dict:
+        from internvideo_jax.evaluate import eval_data_config, map_over_split
+        e = config.eval
+        got = map_over_split(self.video_features, params, mesh, config, self.eval_views())
+        videos = got["outputs"]  # (N, E), order of got['index']
+        source = builders.open_data_source(eval_data_config(config))
+        texts, text_to_video = [], []
+        for row, index in enumerate(got["index"]):
+            for caption in builders.captions_of(source[int(index)]):
+                texts.append(caption)
+                text_to_video.append(row)
+        result = {"videos": len(videos), "texts": len(texts)}
+        scale = float(np.exp(np.clip(np.asarray(params["logit_scale"]), 0, np.log(100.0))))
+        if texts:
+            sim = scale * self.text_features(params, texts) @ videos.T  # (texts, videos)
+            result.update(retrieval.retrieval_metrics(sim, np.asarray(text_to_video)))
+        if e.zero_shot_classnames:
+            classes = retrieval.class_text_features(
+                lambda t: self.text_features(params, t), list(e.zero_shot_classnames),
+                list(e.zero_shot_templates))
+            result.update(retrieval.zero_shot_accuracy(videos, classes, got["label"]))
+        return result
