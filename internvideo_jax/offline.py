@@ -1,0 +1,103 @@
+"""Evaluation and feature extraction from a finished checkpoint, without training.
+
+  python -m internvideo_jax.main --mode=evaluate --config experiments/mm_pretrain.py:tiny \
+      --workdir workdirs/demo_mm            # -> workdir/eval_<split>.json, printed
+  python -m internvideo_jax.main --mode=extract_features --config ... --workdir W
+      # -> W/features/<split>/<video_id>.npy (one per video) and W/features/<split>.npz
+      #    (video_id, features (N, E), label), for the task's config.eval.split
+
+Parameters come from config.init_from when set (a workdir, a checkpoint step or a params-only
+checkpoint), else from the workdir's latest checkpoint; they must match the task's model exactly
+(missing or unexpected tensors are refused with their names).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from input_pipelines import builders
+from internvideo_jax import checkpointing, sharding
+from internvideo_jax.convert.common import flatten
+from internvideo_jax.tasks import get_task
+
+
+def restore_params(task, path: str, mesh) -> dict:
+    """The task's parameters from a checkpoint at `path`, placed with the model's shardings."""
+    params, _ = checkpointing.load_params(path)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        boxed = jax.eval_shape(
+            lambda r: task.init_variables(r, task.init_batch(1))["params"], jax.random.key(0))
+        shardings = sharding.logical_shardings(boxed, mesh)
+    expected = {"/".join(k): v for k, v in flatten(nn.meta.unbox(boxed)).items()}
+    got = {"/".join(k): v for k, v in flatten(params).items()}
+    missing, unexpected = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+    if missing or unexpected:
+        raise ValueError(f"The checkpoint at {path} does not fit config.model: missing "
+                         f"{missing[:20]}{'...' if len(missing) > 20 else ''}, unexpected "
+                         f"{unexpected[:20]}{'...' if len(unexpected) > 20 else ''}.")
+    wrong = [f"{k}: {tuple(got[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if tuple(got[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ValueError(f"The checkpoint at {path} has tensors of other shapes: {wrong[:20]}.")
+    return jax.device_put(params, shardings)
+
+
+def _setup(config, workdir: str):
+    mesh = sharding.make_mesh(config.mesh.to_dict())
+    task = get_task(config)
+    source = config.get("init_from") or workdir
+    return mesh, task, restore_params(task, source, mesh), source
+
+
+def evaluate(config, workdir: str) -> dict:
+    """task.evaluate on config.eval.split; writes workdir/eval_<split>.json and returns it."""
+    mesh, task, params, source = _setup(config, workdir)
+    if not hasattr(task, "evaluate"):
+        raise ValueError(f"task {config.task!r} has no evaluation.")
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        result = task.evaluate(params, mesh, config)
+    result = {"checkpoint": source, "split": config.eval.split, **result}
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, f"eval_{config.eval.split}.json"), "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+def _file_name(video_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("_") or "video"
+
+
+def extract_features(config, workdir: str) -> str:
+    """Per-video features of config.eval.split (the task's video_features: for mm_pretrain the
+    L2-normalised video embedding). Returns the .npz path."""
+    from internvideo_jax.evaluate import eval_data_config, map_over_split
+    mesh, task, params, _ = _setup(config, workdir)
+    if not hasattr(task, "video_features"):
+        raise ValueError(f"task {config.task!r} defines no video features to extract.")
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        got = map_over_split(task.video_features, params, mesh, config, task.eval_views())
+    source = builders.open_data_source(eval_data_config(config))
+    ids = []
+    for index in got["index"]:
+        vid = source[int(index)].get("video_id", str(index))
+        ids.append(vid.decode() if isinstance(vid, bytes) else str(vid))
+    out_dir = os.path.join(workdir, "features", config.eval.split)
+    path = out_dir + ".npz"
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        used: set[str] = set()
+        for vid, feature in zip(ids, got["outputs"]):
+            name = _file_name(vid)
+            while name in used:  # distinct ids that sanitise alike stay distinct files
+                name += "_"
+            used.add(name)
+            np.save(os.path.join(out_dir, name + ".npy"), feature.astype(np.float32))
+        np.savez(path, video_id=np.asarray(ids), features=got["outputs"].astype(np.float32),
+                 label=got["label"])
+    return path
