@@ -6,7 +6,7 @@ Presets: tiny, vit_b_k400, vit_b_ssv2.
               so no flip), 8 frames, initialised from the demo's pretraining run (the encoder's
               weights do not depend on the frame count), 2 clips x 3 crops at test.
                 python -m internvideo_jax.main --config experiments/finetune.py:tiny \
-                  --config.init_from=workdirs/demo --workdir workdirs/demo_finetune
+                  --config.init_from=workdirs/demo/pretrain --workdir workdirs/demo/finetune
               Prints eval_top1 on the validation split at the end (chance: 0.125). Measured: 0.53
               top-1 (6 views, 200 videos) after 300 steps, 4.5 min on 2 CPU cores (0.145 from a
               random initialisation).

@@ -6,10 +6,17 @@ Presets: tiny, b16, l14.
         encoder and a 2-layer caption decoder, from scratch, on the embedded dataset's captions
         ("a small red triangle moves to the left"), 8 frames of 64x64, batch 32.
           python -m internvideo_jax.main --config experiments/mm_pretrain.py:tiny \
-            --workdir workdirs/demo_mm
+            --workdir workdirs/demo/multimodal
         At the end it evaluates on the 200 validation videos: text-to-video / video-to-text
         retrieval over their 200 captions (chance R@1 0.5%) and zero-shot classification of the
-        8 motions from prompts (chance 12.5%). Measured numbers: see README.md.
+        shape's colour from prompts ("a small {} triangle", ...; 8 colours, chance 12.5%; the true
+        colour read from each caption). Measured (2 CPU cores, 9 min 37 s): t2v R@1 11.0, R@5 47,
+        MdR 6; v2t R@1 8.5; zero-shot colour top-1 94.5.
+        The motion classes are not learned by this tiny from-scratch run: zero-shot on the 8
+        motions (eval.zero_shot_classnames/templates = synthetic_videos.ZERO_SHOT_CLASSNAMES /
+        ZERO_SHOT_TEMPLATES, zero_shot_labels='label') gave 11.0 top-1, chance level, and a
+        linear probe on its video features 15%: within a batch of 32 the captions are told apart
+        by colour, shape and size, so nothing forces the video tower to see motion.
   b16   UniFormerV2-B/16 (CLIP ViT-B/16, global UniBlocks on layers 8-11) + CLIP B/16 text tower
         + a 4-layer caption decoder, 8 frames at 224, CLIP normalisation, bfloat16; point
         data.dataset at a captioned dataset (packed with `python -m input_pipelines.build pack
@@ -39,8 +46,9 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.augment = config_dict.ConfigDict(dict(min_crop_area=0.5))
     c.eval = config_dict.ConfigDict(dict(
         split="validation", batch_size=32,
-        zero_shot_classnames=list(synthetic_videos.ZERO_SHOT_CLASSNAMES),
-        zero_shot_templates=list(synthetic_videos.ZERO_SHOT_TEMPLATES)))
+        zero_shot_classnames=list(synthetic_videos.COLOURS),
+        zero_shot_templates=list(synthetic_videos.ZERO_SHOT_COLOUR_TEMPLATES),
+        zero_shot_labels="caption"))
     c.batch_size = 32  # global: every example's negatives are the other 31
     c.num_epochs = 10.0
     c.total_steps = -1

@@ -31,6 +31,9 @@ ZERO_SHOT_CLASSNAMES = tuple(_CAPTION_VERB[c] for c in CLASSES)
 ZERO_SHOT_TEMPLATES = ("a small red triangle {}", "a large blue square {}",
                        "a small green pentagon {}", "a large white hexagon {}",
                        "a large yellow triangle {}", "a small magenta square {}")
+# Zero-shot by colour (labels from the captions: eval.zero_shot_labels='caption').
+ZERO_SHOT_COLOUR_TEMPLATES = ("a small {} triangle", "a large {} square", "a small {} circle",
+                              "a large {} hexagon", "a {} pentagon that moves")
 COLOURS = {
     "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40),
     "cyan": (40, 220, 230), "magenta": (220, 50, 220), "white": (245, 245, 245),

@@ -85,3 +85,19 @@ def class_text_features(encode, classnames: list[str], templates: list[str]) -> 
         mean = f.mean(axis=0)
         out.append(mean / np.linalg.norm(mean))
     return np.stack(out)
+
+
+def labels_from_captions(captions: list[list[str]], classnames: list[str]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Per video, the index of the one class name that appears (as whole words, any case) in
+    its captions; (labels (N,), keep (N,) bool: False where none or several appear)."""
+    import re
+    patterns = [re.compile(r"\b" + re.escape(n.lower()) + r"\b") for n in classnames]
+    labels = np.zeros(len(captions), np.int64)
+    keep = np.zeros(len(captions), bool)
+    for i, texts in enumerate(captions):
+        text = " ".join(texts).lower()
+        hits = [k for k, p in enumerate(patterns) if p.search(text)]
+        if len(hits) == 1:
+            labels[i], keep[i] = hits[0], True
+    return labels, keep

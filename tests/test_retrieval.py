@@ -72,3 +72,11 @@ def test_zero_shot_accuracy_and_prompt_ensembling():
     videos = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     acc = retrieval.zero_shot_accuracy(videos, feats, np.array([0, 1, 1]))
     assert acc["zero_shot_top1"] == pytest.approx(200 / 3)
+
+
+def test_labels_from_captions_whole_words_exactly_one():
+    captions = [["a small red triangle"], ["A RED square", "it is red"], ["a redder circle"],
+                ["red and blue"], ["a blue thing"]]
+    labels, keep = retrieval.labels_from_captions(captions, ["red", "blue"])
+    np.testing.assert_array_equal(keep, [True, True, False, False, True])
+    np.testing.assert_array_equal(labels[keep], [0, 0, 1])

@@ -75,6 +75,23 @@ def test_demo_loss_falls(tmp_path):
     assert last < 0.8 * first and last < 0.95
 
 
+@pytest.mark.slow
+def test_demo_runs_every_stage(tmp_path):
+    """The README's demo command, every stage shortened to 20 steps: the stages chain (the
+    fine-tuning loads the pretraining run) and the summary has every headline number."""
+    env = dict(os.environ, INTERNVIDEO_DATA_DIR=os.environ.get(
+        "INTERNVIDEO_DATA_DIR", os.path.join(os.path.expanduser("~"), ".cache", "internvideo_jax",
+                                             "data")))
+    out = subprocess.run([sys.executable, "-m", "internvideo_jax.demo", "--workdir",
+                          str(tmp_path), "--steps", "20"], cwd=REPO, check=True, env=env,
+                         timeout=1500, capture_output=True, text=True).stdout
+    summary = json.loads(out[out.index("{", out.index("demo summary")):])
+    assert summary["multimodal_videos"] == 200 and summary["multimodal_texts"] == 200
+    for key in ("pretrain_loss_last", "finetune_top1_pct", "t2v_R@1_pct", "zero_shot_top1_pct"):
+        assert np.isfinite(summary[key]), key
+    assert f"initialised from {os.path.join(tmp_path, 'pretrain')}" in out
+
+
 def test_checkpoint_restores_under_another_sharding_strategy(data_dir, tmp_path):
     """Saved with pure data parallelism on 8 devices, resumed with data=2 x fsdp=2 x tensor=2:
     the next losses equal the uninterrupted run's (rtol 1e-5: only the reduction order differs)."""

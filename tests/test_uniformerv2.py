@@ -111,7 +111,7 @@ def test_global_blocks_start_as_the_mean_cls_and_local_blocks_as_identity():
     video = jax.random.normal(jax.random.key(3), (2, 4, 64, 64, 3))
     plain = u.UniFormerV2Encoder(s)
     params = plain.init(jax.random.key(4), video)
-    fused, frames = plain.apply(params, video)
+    fused, frames, _ = plain.apply(params, video)
     np.testing.assert_allclose(fused, 0.5 * frames[:, :, 0].mean(axis=1), rtol=1e-5, atol=1e-6)
     local = u.UniFormerV2Encoder(s, local=True)
     lparams = local.init(jax.random.key(4), video)
@@ -122,7 +122,7 @@ def test_global_blocks_start_as_the_mean_cls_and_local_blocks_as_identity():
     for k in nn.meta.unbox(params["params"]):
         if not k.startswith("resblocks_"):
             shared[k] = nn.meta.unbox(params["params"])[k]
-    out, _ = local.apply({"params": shared, "batch_stats": lparams["batch_stats"]}, video)
+    out, _, _ = local.apply({"params": shared, "batch_stats": lparams["batch_stats"]}, video)
     np.testing.assert_allclose(out, fused, rtol=1e-5, atol=1e-6)
 
 

@@ -205,7 +205,10 @@ class QueryDecoder(nn.Module):
 
 
 class UniFormerV2Encoder(nn.Module):
-    """Video (B, T, H, W, 3) normalised -> (fused feature (B, W), last tokens (B, T', 1+hw, W)).
+    """Video (B, T, H, W, 3) normalised -> (fused feature (B, W), frames (B, T', 1+hw, W): the
+    last layer's per-frame tokens, video tokens (B, T'(1+hw), W): what the last global UniBlock
+    read, i.e. those frames with the dpe added to their patches, the only tokens that carry
+    motion (backbone attention is within a frame)).
 
     temporal_kernel/temporal_stride: conv1's temporal (k, s) (1, 1 by default; 3, 2 = the
     reference's temporal downsample, padding (k-1)/2). T=1 (images) works with k = s = 1.
@@ -252,7 +255,7 @@ class UniFormerV2Encoder(nn.Module):
         query = self.param("temporal_cls_token", nn.with_logical_partitioning(
             zeros, (None, None, "embed")), (1, 1, s.width), jnp.float32)
         query = jnp.broadcast_to(query.astype(self.dtype), (b, 1, s.width))  # (B, 1, W)
-        j = 0
+        j, tokens = 0, None
         for i in range(s.layers):
             x = UniBlockLayer(s.heads, stds, t2, self.local, float(backbone_dpr[i]), self.dtype,
                               name=f"resblocks_{i}")(x, deterministic)
@@ -272,7 +275,9 @@ class UniFormerV2Encoder(nn.Module):
                              (s.width,), jnp.float32)
         weight = jax.nn.sigmoid(balance).astype(self.dtype)
         fused = (1 - weight) * query[:, 0] + weight * frames[:, :, 0].mean(axis=1)  # (B, W)
-        return fused, frames
+        if tokens is None:
+            tokens = frames.reshape(b, t2 * (1 + g * g), s.width)
+        return fused, frames, tokens
 
 
 class UniFormerV2Classifier(nn.Module):
@@ -291,7 +296,7 @@ class UniFormerV2Classifier(nn.Module):
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
-        fused, _ = UniFormerV2Encoder(
+        fused, _, _ = UniFormerV2Encoder(
             self.size, self.temporal_kernel, self.temporal_stride, self.local,
             self.backbone_drop_path_rate, self.drop_path_rate, self.mlp_dropout, self.dtype,
             name="backbone")(video, deterministic)
@@ -304,8 +309,9 @@ class UniFormerV2Classifier(nn.Module):
 
 class VideoTower(nn.Module):
     """The released multimodal video encoder (global UniBlocks only): -> (B, embed_dim) feature
-    (fused -> visual_ln_post -> @ visual_proj) and the last layer's tokens after visual_ln_post
-    (B, T'(1+hw), W), which the caption decoder reads. Images are T=1 videos."""
+    (fused -> visual_ln_post -> @ visual_proj) and the tokens the caption decoder reads,
+    visual_ln_post([fused, video tokens]) (B, 1 + T'(1+hw), W): the fused token and the
+    motion-aware tokens of the last global UniBlock. Images are T=1 videos."""
 
     size: UniFormerV2Size
     drop_path_rate: float = 0.0
@@ -315,7 +321,7 @@ class VideoTower(nn.Module):
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
         s = self.size
-        fused, frames = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
+        fused, _, tokens = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
                                            mlp_dropout=self.mlp_dropout, dtype=self.dtype,
                                            name="encoder")(video, deterministic)
         ln_post = ClipLayerNorm(self.dtype, name="visual_ln_post")
@@ -323,7 +329,7 @@ class VideoTower(nn.Module):
             nn.initializers.normal(s.width ** -0.5), ("embed", None)), (s.width, s.embed_dim),
             jnp.float32)
         feature = ln_post(fused) @ proj.astype(self.dtype)  # (B, E)
-        tokens = ln_post(frames.reshape(frames.shape[0], -1, s.width))  # (B, T'(1+hw), W)
+        tokens = ln_post(jnp.concatenate([fused[:, None], tokens], axis=1))  # (B, 1+T'(1+hw), W)
         return feature, tokens
 
 

@@ -6,7 +6,10 @@ reading the first model.caption_length ids (77: all; shorter saves compute when 
 captions cut there lose their end-of-text target).
 Evaluation (end of training, or `--mode=evaluate`): text-to-video / video-to-text retrieval on
 config.eval.split (every caption of every video; raw and dual softmax) and zero-shot
-classification from eval.zero_shot_classnames x eval.zero_shot_templates (prompt ensembling).
+classification from eval.zero_shot_classnames x eval.zero_shot_templates (prompt ensembling), the
+true class being the dataset's label (eval.zero_shot_labels='label', in class-name order) or the one
+class name that the video's caption contains ('caption'; videos naming none or several are left
+out and counted in zero_shot_videos).
 """
 from __future__ import annotations
 
@@ -120,8 +123,18 @@ class MultimodalPretrainTask:
             sim = scale * self.text_features(params, texts) @ videos.T  # (texts, videos)
             result.update(retrieval.retrieval_metrics(sim, np.asarray(text_to_video)))
         if e.zero_shot_classnames:
+            names = list(e.zero_shot_classnames)
+            if e.zero_shot_labels == "label":
+                labels, keep = got["label"], np.ones(len(videos), bool)
+            elif e.zero_shot_labels == "caption":
+                captions = [builders.captions_of(source[int(i)]) for i in got["index"]]
+                labels, keep = retrieval.labels_from_captions(captions, names)
+            else:
+                raise ValueError(f"eval.zero_shot_labels={e.zero_shot_labels!r}: choose 'label' "
+                                 f"(the dataset's labels) or 'caption' (the class name that the "
+                                 f"video's caption contains).")
             classes = retrieval.class_text_features(
-                lambda t: self.text_features(params, t), list(e.zero_shot_classnames),
-                list(e.zero_shot_templates))
-            result.update(retrieval.zero_shot_accuracy(videos, classes, got["label"]))
+                lambda t: self.text_features(params, t), names, list(e.zero_shot_templates))
+            result.update(retrieval.zero_shot_accuracy(videos[keep], classes, labels[keep]))
+            result["zero_shot_videos"] = int(keep.sum())
         return result
