@@ -75,7 +75,7 @@ def summary(workdir: str) -> dict:
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
-    from internvideo_jax.main import enable_compilation_cache
+    from internvideo_jax.xla_cache import enable_compilation_cache
     enable_compilation_cache()
     from internvideo_jax import train
     for stage in _STAGES.value:

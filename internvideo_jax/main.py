@@ -6,8 +6,6 @@ Overrides: --config.batch_size=32 (unknown keys fail). A workdir holding a check
 """
 from __future__ import annotations
 
-import os
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -19,19 +17,10 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "extract_featur
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def enable_compilation_cache() -> None:
-    """Persistent XLA cache: a second run of the same config skips most compilation."""
-    import jax
-    path = os.environ.get("INTERNVIDEO_JAX_CACHE",
-                          os.path.join(os.path.expanduser("~"), ".cache", "internvideo_jax", "xla"))
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+    from internvideo_jax.xla_cache import enable_compilation_cache
     enable_compilation_cache()
     if _MODE.value == "train":
         from internvideo_jax import train

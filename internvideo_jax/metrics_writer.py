@@ -33,7 +33,8 @@ class MetricsWriter:
             self.tb.add_scalar(k, float(v), step)
         line = " ".join(f"{k} {_fmt(v)}" for k, v in scalars.items())
         self.bar.write(f"step {step}/{self.bar.total}: {line}")
-        self.bar.set_postfix(loss=_fmt(scalars.get("loss", float("nan"))), refresh=False)
+        if "loss" in scalars:  # evaluation records have none
+            self.bar.set_postfix(loss=_fmt(scalars["loss"]), refresh=False)
 
     def advance(self, n: int = 1) -> None:
         if self.active:

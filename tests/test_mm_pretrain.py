@@ -35,9 +35,16 @@ def test_caption_clip_draws_among_captions_and_tokenizes():
     assert seen == {tuple(tok("a red square moves up")[0]), tuple(tok("A RED SQUARE GOES UP!")[0])}
 
 
-def test_train_evaluate_and_extract(data_dir, tmp_path):
-    workdir = str(tmp_path / "mm")
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """A 3-step tiny multimodal run on the small demo data (its workdir)."""
+    workdir = str(tmp_path_factory.mktemp("mm"))
     train.train(_mm_config(data_dir), workdir, progress=False)
+    return workdir
+
+
+def test_train_evaluate_and_extract(data_dir, trained):
+    workdir = trained
     records = read_metrics(workdir)
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 3 and all(np.isfinite(losses))
@@ -65,21 +72,17 @@ def test_train_evaluate_and_extract(data_dir, tmp_path):
     np.testing.assert_array_equal(first, got["features"][0])
 
 
-def test_checkpoint_of_another_model_is_refused_with_the_names(data_dir, tmp_path):
-    workdir = str(tmp_path / "mm")
-    train.train(_mm_config(data_dir, total_steps=1, checkpoint_every=1), workdir, progress=False)
+def test_checkpoint_of_another_model_is_refused_with_the_names(data_dir, trained):
     no_decoder = _mm_config(data_dir, **{"model.caption_weight": 0.0})
     with pytest.raises(ValueError, match=r"unexpected \['decoder/"):
-        offline.evaluate(no_decoder, workdir)
+        offline.evaluate(no_decoder, trained)
 
 
 def test_uncaptioned_dataset_fails_at_start(tmp_path):
-    from input_pipelines import sources
     listing = tmp_path / "list.txt"
     video = tmp_path / "v.mp4"
     video.write_bytes(synthetic_videos.make_example(0, 0, size=64, num_frames=16)["video"])
     listing.write_text(f"{video} 0\n")
     c = _mm_config("", **{"data.dataset": f"list:{listing}"})
-    assert sources  # the list: prefix reads straight from the file list
     with pytest.raises(ValueError, match="has no captions"):
         train.train(c, str(tmp_path / "w"), progress=False)
