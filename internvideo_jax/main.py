@@ -1,8 +1,9 @@
 r"""Entry point: python -m internvideo_jax.main --config experiments/X.py:PRESET --workdir DIR.
 
 Overrides: --config.batch_size=32 (unknown keys fail). A workdir holding a checkpoint resumes.
---mode=evaluate runs the task's evaluation alone from the workdir's latest checkpoint (or
---config.init_from); --mode=extract_features writes per-video features (internvideo_jax/offline.py).
+--mode=evaluate runs the task's evaluation alone from the workdir's latest checkpoint (a workdir
+without one: --config.init_from); --mode=extract_features writes per-video features
+(internvideo_jax/offline.py).
 """
 from __future__ import annotations
 

@@ -6,9 +6,10 @@
       # -> W/features/<split>/<video_id>.npy (one per video) and W/features/<split>.npz
       #    (video_id, features (N, E), label), for the task's config.eval.split
 
-Parameters come from config.init_from when set (a workdir, a checkpoint step or a params-only
-checkpoint), else from the workdir's latest checkpoint; they must match the task's model exactly
-(missing or unexpected tensors are refused with their names).
+Parameters come from the workdir's latest checkpoint; a workdir without checkpoints takes them from
+config.init_from (a workdir, a checkpoint step or a params-only checkpoint, e.g. an imported one).
+They must match the task's model exactly (missing or unexpected tensors are refused with their
+names).
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def restore_params(task, path: str, mesh) -> dict:
 def _setup(config, workdir: str):
     mesh = sharding.make_mesh(config.mesh.to_dict())
     task = get_task(config)
-    source = config.get("init_from") or workdir
+    has_run = os.path.isdir(os.path.join(workdir, "checkpoints"))
+    source = workdir if has_run or not config.get("init_from") else config.init_from
     return mesh, task, restore_params(task, source, mesh), source
 
 
