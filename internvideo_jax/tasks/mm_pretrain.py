@@ -97,13 +97,19 @@ class MultimodalPretrainTask:
         f = multimodal.clip.l2_normalize(f).reshape(b, v, -1).mean(axis=1)
         return multimodal.clip.l2_normalize(f)
 
-    def text_features(self, params, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        """(N, E) L2-normalised features of texts (computed replicated on every process)."""
-        encode = jax.jit(lambda p, ids: multimodal.clip.l2_normalize(
-            self.model.apply({"params": p}, ids, method="encode_text")))
-        ids = get_tokenizer(self.context_length)(texts)
-        out = [np.asarray(encode(params, ids[i:i + batch_size]))
-               for i in range(0, len(ids), batch_size)]
+    def text_features(self, params, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(N, E) L2-normalised features of texts (computed replicated on every process), in
+        fixed-size padded batches so that one compilation serves every call."""
+        if not hasattr(self, "_encode_text"):
+            self._encode_text = jax.jit(lambda p, ids: multimodal.clip.l2_normalize(
+                self.model.apply({"params": p}, ids, method="encode_text")))
+        ids = get_tokenizer(self.context_length)(texts)  # (N, L)
+        out = []
+        for i in range(0, len(ids), batch_size):
+            chunk = ids[i:i + batch_size]
+            padded = np.zeros((batch_size, ids.shape[1]), np.int32)
+            padded[:len(chunk)] = chunk
+            out.append(np.asarray(self._encode_text(params, padded))[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, self.size.text.embed_dim))
 
     def evaluate(self, params, mesh, config) -> dict:
