@@ -1,0 +1,74 @@
+"""UniFormerV2 official weights -> ours: an independent PyTorch implementation with the official
+names (tests/reference_uniformerv2.py), random weights everywhere (the zero-initialised parts too),
+must give our model's logits; export gives the same state dict back."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from internvideo_jax.convert import common  # noqa: E402
+from internvideo_jax.convert import uniformerv2 as conv  # noqa: E402
+from internvideo_jax.models import uniformerv2 as u  # noqa: E402
+from tests.reference_uniformerv2 import UniFormerV2  # noqa: E402
+
+SIZE = u.UniFormerV2Size(width=24, layers=3, heads=4, patch=8, image_size=32, embed_dim=24,
+                         return_list=(1, 2))
+
+
+def _randomised_reference(local: bool, kt: int, st: int) -> "UniFormerV2":
+    torch.manual_seed(0)
+    ref = UniFormerV2(image_size=32, patch=8, width=24, layers=3, heads=4, return_list=[1, 2],
+                      local=local, temporal_kernel=kt, temporal_stride=st, num_classes=5)
+    with torch.no_grad():  # no parameter left at zero or one: every tensor must be mapped right
+        for name, p in ref.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if p.ndim > 1 else 0.5)
+                    + (1.0 if name.endswith(("ln_1.weight", "ln_2.weight", "ln_3.weight")) else 0))
+        for name, b in ref.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn_like(b) * 0.2)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand_like(b) + 0.5)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("local,kt,st", [(False, 1, 1), (True, 3, 2)])
+def test_official_weights_give_the_reference_logits(local, kt, st):
+    ref = _randomised_reference(local, kt, st)
+    video = np.random.default_rng(0).normal(size=(2, 3, 8, 32, 32)).astype(np.float32)  # NCTHW
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(video)).numpy()
+    ours = u.UniFormerV2Classifier(SIZE, 5, temporal_kernel=kt, temporal_stride=st, local=local)
+    x = jnp.asarray(video.transpose(0, 2, 3, 4, 1))  # (B, T, H, W, C)
+    target = jax.eval_shape(lambda: nn.meta.unbox(ours.init(jax.random.key(0), x)))
+    state = {k: v.numpy() for k, v in ref.state_dict().items()}
+    variables = conv.import_official(state, target)
+    got = ours.apply(variables, x)
+    # float32, two implementations: max error 3.6e-7 on logits of size ~2 when written
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(expected).max() > 0.1  # not a trivially small output
+
+    back = conv.export_official(variables)
+    assert back.keys() == state.keys()
+    for k, v in state.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        np.testing.assert_array_equal(back[k], v, err_msg=k)
+
+
+def test_missing_and_unexpected_keys_are_listed():
+    ref = _randomised_reference(False, 1, 1)
+    ours = u.UniFormerV2Classifier(SIZE, 5)
+    target = jax.eval_shape(lambda: nn.meta.unbox(ours.init(
+        jax.random.key(0), jnp.zeros((1, 8, 32, 32, 3)))))
+    state = {k: v.numpy() for k, v in ref.state_dict().items()}
+    del state["backbone.transformer.dec.1.ln_3.bias"]
+    state["backbone.transformer.extra.weight"] = np.zeros(3)
+    with pytest.raises(common.ConversionError) as e:
+        conv.import_official({"model_state": {"module." + k: v for k, v in state.items()}},
+                             target)
+    assert e.value.missing == ["backbone.transformer.dec.1.ln_3.bias"]
+    assert e.value.unexpected == ["backbone.transformer.extra.weight"]
