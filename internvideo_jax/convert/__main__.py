@@ -1,4 +1,5 @@
-r"""python -m internvideo_jax.convert {import,export,inspect}: VideoMAE weights in and out.
+r"""python -m internvideo_jax.convert {import,export,inspect}: VideoMAE (in and out) and UniFormerV2
+(in) weights.
 
 Examples:
   # official VideoMAE / InternVideo-MAE .pth (pretraining layout) -> orbax params checkpoint
@@ -10,6 +11,10 @@ Examples:
   # our training run (latest checkpoint of a workdir) -> HF directory or official .pth
   python -m internvideo_jax.convert export --src workdirs/demo --to hf --out ./hf_export
   python -m internvideo_jax.convert export --src workdirs/demo --to pth --out ./export.pth
+  # official UniFormerV2 .pyth -> orbax {'params', 'batch_stats'} (local blocks, temporal kernel
+  # and classes read off the tensors)
+  python -m internvideo_jax.convert import --src k400_b16_f8x224.pyth \
+      --model uniformerv2_classifier --size B/16 --frames 8 --out /ckpt/uniformerv2_b16
   # print a checkpoint's tree, shapes and dtypes (orbax dir, workdir, .pth, .safetensors, HF dir)
   python -m internvideo_jax.convert inspect workdirs/demo
 
@@ -112,12 +117,45 @@ def target_params(model, frames: int, image: int) -> dict:
     return nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *args))["params"]
 
 
+def import_uniformerv2(a) -> dict:
+    """An official UniFormerV2 .pyth/.pth -> our variables {'params', 'batch_stats'}.
+
+    Local UniBlocks, conv1's temporal kernel (3 = the temporal downsample, stride 2) and the class
+    count are read off the tensors; the width/depth/patch preset comes from --size.
+    """
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from internvideo_jax.convert import uniformerv2 as cu
+    from internvideo_jax.models import uniformerv2 as u
+    sd = read_torch_file(a.src)
+    sd = cu.strip_prefixes(dict(sd.get("model_state", sd)), cu.WRAPPER_PREFIXES)
+    size = u.get_size(a.size)
+    conv1 = sd.get("backbone.conv1.weight")
+    if conv1 is None:
+        raise ConversionError("not a UniFormerV2 checkpoint", missing=["backbone.conv1.weight"])
+    width, _, kt, patch, _ = tuple(conv1.shape)
+    if (width, patch) != (size.width, size.patch):
+        raise ConversionError(f"the checkpoint has width {width}, patch {patch}; --size {a.size} "
+                              f"has {size.width}, {size.patch}")
+    head = sd.get("backbone.transformer.proj.2.weight")
+    model = u.UniFormerV2Classifier(
+        size, a.num_classes or (head.shape[0] if head is not None else 0), temporal_kernel=kt,
+        temporal_stride=2 if kt == 3 else 1,
+        local=any(".lmhra1." in k for k in sd))
+    video = jnp.zeros((1, a.frames, size.image_size, size.image_size, 3))
+    target = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), video)))
+    return cu.import_official(sd, target)
+
+
 # ---- commands -----------------------------------------------------------------------------------
 def cmd_import(a) -> None:
     import orbax.checkpoint as ocp
     from internvideo_jax.models.videomae import SIZES
     pretraining = a.model == "videomae_pretrain"
-    if os.path.isdir(a.src):
+    if a.model == "uniformerv2_classifier":
+        params = import_uniformerv2(a)
+    elif os.path.isdir(a.src):
         sd, hf = read_hf_dir(a.src)
         size = VideoMAESize(
             dim=hf["hidden_size"], depth=hf["num_hidden_layers"], heads=hf["num_attention_heads"],
@@ -198,8 +236,10 @@ def main(argv=None) -> None:
     sub = p.add_subparsers(dest="command", required=True)
     i = sub.add_parser("import", help="PyTorch (.pth / HF dir) -> orbax params checkpoint")
     i.add_argument("--src", required=True)
-    i.add_argument("--model", required=True, choices=["videomae_pretrain", "videomae_classifier"])
-    i.add_argument("--size", default="B", help="for .pth files: tiny, S, B, L, H, H_internvideo, g")
+    i.add_argument("--model", required=True,
+                   choices=["videomae_pretrain", "videomae_classifier", "uniformerv2_classifier"])
+    i.add_argument("--size", default="B", help="for .pth files: tiny, S, B, L, H, H_internvideo, g "
+                   "(VideoMAE); tiny, B/16, L/14, L/14@336 (UniFormerV2)")
     i.add_argument("--num-classes", type=int, default=0)
     i.add_argument("--frames", type=int, default=16)
     i.add_argument("--image-size", type=int, default=224)
