@@ -15,8 +15,8 @@ import re
 
 import numpy as np
 
-from internvideo_jax.convert.common import (Path, Rule, flatten, identity, import_state_dict,
-                                           strip_prefixes, to_numpy)
+from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, Path, Rule, clip_transforms, flatten,
+                                           import_state_dict, strip_prefixes, to_numpy)
 
 WRAPPER_PREFIXES = ("module.", "model.", "clip.")
 _VISUAL = ("visual.", "vision_model.", "visual_projection.", "logit_scale")
@@ -41,8 +41,8 @@ def hf_to_openai(state_dict: dict) -> dict[str, np.ndarray]:
         if key == "text_projection.weight":
             out["text_projection"] = value.T
             continue
-        m = re.match(r"^text_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$",
-                     key)
+        m = re.match(
+            r"^text_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$", key)
         if m:
             qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
             continue
@@ -61,29 +61,14 @@ def _name(path: Path) -> str:
     names = [n for n in path if n != "ln"]
     names = [f"transformer.resblocks.{n.split('_')[1]}" if n.startswith("resblocks_") else n
              for n in names]
-    renames = {"scale": "weight", "kernel": "weight", "in_proj_kernel": "in_proj_weight",
-               "out_proj_kernel": "out_proj.weight", "out_proj_bias": "out_proj.bias",
-               "token_embedding": "token_embedding.weight"}
+    renames = {**CLIP_LEAF_NAMES, "token_embedding": "token_embedding.weight"}
     names[-1] = renames.get(names[-1], names[-1])
     return ".".join(names)
 
 
-def _transforms(path: Path, shape: tuple[int, ...]):
-    leaf = path[-1]
-    if leaf == "in_proj_kernel":
-        return (lambda w: w.T.reshape(shape), lambda k: k.reshape(shape[0], -1).T)
-    if leaf == "in_proj_bias":
-        return (lambda b: b.reshape(shape), lambda b: b.reshape(-1))
-    if leaf == "out_proj_kernel":
-        return (lambda w: w.T.reshape(shape), lambda k: k.reshape(-1, shape[-1]).T)
-    if leaf == "kernel":
-        return (lambda w: w.T, lambda k: k.T)
-    return identity, identity
-
-
 def text_rules(text_params: dict) -> list[Rule]:
     """Rules for a clip.TextEncoder parameter tree (OpenAI names)."""
-    return [Rule(path, _name(path), *_transforms(path, tuple(v.shape)))
+    return [Rule(path, _name(path), *clip_transforms(path[-1], tuple(v.shape)))
             for path, v in flatten(text_params).items()]
 
 

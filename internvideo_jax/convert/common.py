@@ -48,6 +48,27 @@ def linear_to_ours(x: np.ndarray) -> np.ndarray:
     return x.T
 
 
+# Our FusedAttention (models/clip.py) <- PyTorch nn.MultiheadAttention, by our leaf name:
+# in_proj_weight [3W, W] -> (W, 3, heads, hd); in_proj_bias [3W] -> (3, heads, hd);
+# out_proj.weight [W, W] -> (heads, hd, W); then any other 'kernel' is a Linear weight transposed.
+# Our leaf names -> the PyTorch ones in CLIP-style modules.
+CLIP_LEAF_NAMES = {"scale": "weight", "kernel": "weight", "in_proj_kernel": "in_proj_weight",
+                   "out_proj_kernel": "out_proj.weight", "out_proj_bias": "out_proj.bias"}
+
+
+def clip_transforms(leaf: str, shape: tuple[int, ...]) -> tuple[Transform, Transform]:
+    """(to_ours, to_torch) for a CLIP-style parameter (attention, Linear, everything else as is)."""
+    if leaf == "in_proj_kernel":
+        return (lambda w: w.T.reshape(shape), lambda k: k.reshape(shape[0], -1).T)
+    if leaf == "in_proj_bias":
+        return (lambda b: b.reshape(shape), lambda b: b.reshape(-1))
+    if leaf == "out_proj_kernel":
+        return (lambda w: w.T.reshape(shape), lambda k: k.reshape(-1, shape[-1]).T)
+    if leaf == "kernel":
+        return (lambda w: w.T, lambda k: k.T)
+    return identity, identity
+
+
 def flatten(tree: dict, prefix: Path = ()) -> dict[Path, np.ndarray]:
     out = {}
     for k, v in tree.items():

@@ -1,15 +1,14 @@
 """UniFormerV2 weights: the official .pyth layout (OpenGVLab/UniFormerV2) <-> our variables.
 
 Our UniFormerV2Classifier variables {'params': ..., 'batch_stats': ...} map one to one onto the
-official keys (spec.md section 2):
-  params/backbone/conv1                      backbone.conv1.weight [W, 3, k, p, p] -> (k, p, p, 3, W)
-  .../resblocks_i/attn/in_proj_kernel         backbone.transformer.resblocks.i.attn.in_proj_weight
-                                              [3W, W] -> (W, 3, heads, hd); in_proj_bias [3W] -> (3, heads, hd)
-  .../attn/out_proj_kernel                    ...attn.out_proj.weight [W, W] -> (heads, hd, W)
-  .../lmhra{1,2}/bn, conv_in, conv_t, conv_out  ...lmhra{1,2}.pos_embed.{0,1,2,3} (BN running stats
-                                              in 'batch_stats'; num_batches_tracked is not used)
-  params/backbone/dpe_j, dec_j, temporal_cls_token, balance   backbone.transformer.{dpe.j, dec.j, ...}
-  params/proj_norm, proj_head                 backbone.transformer.proj.0, proj.2
+official keys (spec.md section 2), under backbone. / backbone.transformer.:
+  backbone/conv1 (k, p, p, 3, W)              <- conv1.weight [W, 3, k, p, p]
+  resblocks_i/attn/in_proj_kernel, _bias      <- resblocks.i.attn.in_proj_weight [3W, W] / bias [3W]
+      as (W, 3, heads, hd) / (3, heads, hd); out_proj_kernel (heads, hd, W) <- out_proj.weight
+  resblocks_i/lmhra{1,2}/bn, conv_in, conv_t, conv_out   <- lmhra{1,2}.pos_embed.{0,1,2,3}
+      (BN running statistics in 'batch_stats'; num_batches_tracked is not used)
+  dpe_j, dec_j, temporal_cls_token, balance   <- dpe.j, dec.j, temporal_cls_token, balance
+  proj_norm, proj_head (outside the backbone) <- proj.0, proj.2
 Released files hold the state dict raw or under 'model_state', sometimes with a 'module.' prefix.
 """
 from __future__ import annotations
@@ -18,8 +17,9 @@ import re
 
 import numpy as np
 
-from internvideo_jax.convert.common import (Path, Rule, export_state_dict, flatten, identity,
-                                           import_state_dict, strip_prefixes)
+from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, Path, Rule, clip_transforms,
+                                           export_state_dict, flatten, import_state_dict,
+                                           strip_prefixes)
 
 WRAPPER_PREFIXES = ("module.",)
 _LMHRA_PARTS = {"bn": "0", "conv_in": "1", "conv_t": "2", "conv_out": "3"}
@@ -29,20 +29,12 @@ def _transforms(path: Path, shape: tuple[int, ...]):
     leaf, module = path[-1], path[-2]
     if leaf == "conv1":  # (k, p, p, 3, W) <- [W, 3, k, p, p]
         return (lambda w: w.transpose(2, 3, 4, 1, 0), lambda k: k.transpose(4, 3, 0, 1, 2))
-    if leaf == "in_proj_kernel":  # (W, 3, h, hd) <- [3W, W]
-        return (lambda w: w.T.reshape(shape), lambda k: k.reshape(shape[0], -1).T)
-    if leaf == "in_proj_bias":  # (3, h, hd) <- [3W]
-        return (lambda b: b.reshape(shape), lambda b: b.reshape(-1))
-    if leaf == "out_proj_kernel":  # (h, hd, W) <- [W, W]
-        return (lambda w: w.T.reshape(shape), lambda k: k.reshape(-1, shape[-1]).T)
-    if leaf == "kernel" and (module in ("conv_t",) or module.startswith("dpe_")):
+    if leaf == "kernel" and (module == "conv_t" or module.startswith("dpe_")):
         # depthwise (kt, kh, kw, C) <- [C, 1, kt, kh, kw]
         return (lambda w: w[:, 0].transpose(1, 2, 3, 0), lambda k: k.transpose(3, 0, 1, 2)[:, None])
-    if leaf == "kernel" and module in ("conv_in", "conv_out"):  # (Cin, Cout) <- [Cout, Cin, 1, 1, 1]
+    if leaf == "kernel" and module in ("conv_in", "conv_out"):  # (Cin, Cout) <- [Cout, Cin, 1,1,1]
         return (lambda w: w[:, :, 0, 0, 0].T, lambda k: k.T[:, :, None, None, None])
-    if leaf == "kernel":  # Linear
-        return (lambda w: w.T, lambda k: k.T)
-    return identity, identity
+    return clip_transforms(leaf, shape)  # attention, Linear, the rest as is
 
 
 def _official_name(path: Path) -> str:
@@ -67,9 +59,7 @@ def _official_name(path: Path) -> str:
             out += ["pos_embed", _LMHRA_PARTS[name]]
         else:
             out.append(name)
-    renames = {"scale": "weight", "kernel": "weight", "mean": "running_mean",
-               "var": "running_var", "in_proj_kernel": "in_proj_weight",
-               "out_proj_kernel": "out_proj.weight", "out_proj_bias": "out_proj.bias"}
+    renames = {**CLIP_LEAF_NAMES, "mean": "running_mean", "var": "running_var"}
     if collection == "params" and body[0] == "conv1":
         return "backbone.conv1.weight"
     out[-1] = renames.get(out[-1], out[-1])
@@ -86,7 +76,7 @@ def official_rules(variables: dict) -> list[Rule]:
 
 
 def import_official(state_dict: dict, target_variables: dict) -> dict:
-    """An official UniFormerV2 state dict -> our variables, strictly (see common.import_state_dict)."""
+    """An official UniFormerV2 state dict -> our variables, strictly (common.import_state_dict)."""
     state_dict = state_dict.get("model_state", state_dict)
     state_dict = strip_prefixes(dict(state_dict), WRAPPER_PREFIXES)
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith(".num_batches_tracked")}

@@ -1,7 +1,7 @@
 """The caption decoder of multimodal pretraining (CoCa-style, as in the InternVideo release).
 
-visual tokens (B, M, Cv) -> attention pooler: `num_queries` learned queries attend to them (LayerNorm
-on the tokens and on the queries) -> pooled (B, Q, D).
+visual tokens (B, M, Cv) -> attention pooler: `num_queries` learned queries attend to them
+(LayerNorm on the tokens and on the queries) -> pooled (B, Q, D).
 text ids (B, L) -> own token embedding (B, L, D) -> `layers` x [parallel causal block, cross block]
   - parallel block: LN (no bias) then, in parallel, causal multi-query self-attention (heads query
     heads, one shared key/value head, rotary positions on q and k) and a SwiGLU feed-forward; both

@@ -1,9 +1,9 @@
 """Multimodal video-text pretraining: contrastive (global-batch negatives) + caption loss.
 
 Batch: {'video': (B, T, S, S, 3) uint8, 'text': (B, 77) int32 CLIP ids of one of the video's
-captions}. Loss = model.contrastive_weight * InfoNCE + model.caption_weight * caption CE, the caption decoder
-reading the first model.caption_length ids (77: all; shorter saves compute when captions are short,
-captions cut there lose their end-of-text target).
+captions}. Loss = model.contrastive_weight * InfoNCE + model.caption_weight * caption CE, the
+caption decoder reading the first model.caption_length ids (77: all; shorter saves compute when
+captions are short, captions cut there lose their end-of-text target).
 Evaluation (end of training, or `--mode=evaluate`): text-to-video / video-to-text retrieval on
 config.eval.split (every caption of every video; raw and dual softmax) and zero-shot
 classification from eval.zero_shot_classnames x eval.zero_shot_templates (prompt ensembling), the
@@ -35,7 +35,8 @@ class MultimodalPretrainTask:
                              "nothing to train.")
         self.config, self.data = config, d
         self.video_shape = (d.num_frames, d.crop_size, d.crop_size, 3)
-        self.mean, self.std = (np.asarray(v, np.float32) for v in normalization.get(d.normalization))
+        mean_std = normalization.get(d.normalization)
+        self.mean, self.std = (np.asarray(v, np.float32) for v in mean_std)
         self.context_length = self.size.text.context_length
         self.model = multimodal.VideoTextModel(
             self.size, caption=m.caption_weight > 0, drop_path_rate=m.drop_path_rate,
