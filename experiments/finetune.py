@@ -40,6 +40,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.eval = config_dict.ConfigDict(dict(split="validation", num_clips=2, num_crops=3,
                                          batch_size=16))
     c.batch_size = 16
+    c.grad_accum_steps = 1  # > 1: micro-batches scanned, one update (same batch_size)
     c.num_epochs = 30.0
     c.total_steps = -1
     c.optim = config_dict.ConfigDict(dict(

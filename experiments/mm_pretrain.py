@@ -46,10 +46,12 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.augment = config_dict.ConfigDict(dict(min_crop_area=0.5))
     c.eval = config_dict.ConfigDict(dict(
         split="validation", batch_size=32,
-        zero_shot_classnames=list(synthetic_videos.COLOURS),
-        zero_shot_templates=list(synthetic_videos.ZERO_SHOT_COLOUR_TEMPLATES),
+        # tuples, so that --config.eval.zero_shot_classnames="('a', 'b')" can override them
+        zero_shot_classnames=tuple(synthetic_videos.COLOURS),
+        zero_shot_templates=tuple(synthetic_videos.ZERO_SHOT_COLOUR_TEMPLATES),
         zero_shot_labels="caption"))
     c.batch_size = 32  # global: every example's negatives are the other 31
+    c.grad_accum_steps = 1  # > 1: micro-batches scanned, one update (same batch_size)
     c.num_epochs = 10.0
     c.total_steps = -1
     c.optim = config_dict.ConfigDict(dict(
@@ -67,7 +69,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     elif preset in ("b16", "l14"):
         c.model.update(size="B/16" if preset == "b16" else "L/14", dtype="bfloat16")
         c.data.update(dataset="webvid", crop_size=224, num_workers=16)
-        c.eval.update(batch_size=64, zero_shot_classnames=[], zero_shot_templates=[])
+        c.eval.update(batch_size=64, zero_shot_classnames=(), zero_shot_templates=())
         c.batch_size = 4096
         c.num_epochs = 10.0
         c.optim.update(base_lr=1e-4, min_lr=1e-6, warmup_epochs=1.0, weight_decay=0.2)

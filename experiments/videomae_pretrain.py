@@ -36,6 +36,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         prefetch_batches=2, max_bad_videos=100, num_repeats=1,
         short_video="clamp"))
     c.batch_size = 16  # global, over all devices and processes
+    c.grad_accum_steps = 1  # > 1: micro-batches scanned, one update (same batch_size)
     c.num_epochs = 20.0
     c.total_steps = -1  # > 0 overrides num_epochs
     c.optim = config_dict.ConfigDict(dict(

@@ -39,6 +39,11 @@ def check_batch(config, mesh) -> int:
             f"batch_size={global_batch} is not divisible by the {dp} data-parallel devices "
             f"(mesh data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']}): set "
             f"--config.batch_size to a multiple of {dp}.")
+    accum = int(config.get("grad_accum_steps", 1))
+    if accum < 1 or global_batch % (dp * accum):
+        raise ValueError(
+            f"batch_size={global_batch} is not divisible by {dp} data-parallel devices x "
+            f"grad_accum_steps={accum}: each micro-batch must split evenly over the devices.")
     if global_batch % procs:
         raise ValueError(f"batch_size={global_batch} is not divisible by the {procs} processes: "
                          f"set --config.batch_size to a multiple of {procs}.")
@@ -107,11 +112,48 @@ def create_state(task, tx, mesh, rng: jax.Array, init: bool = True) -> tuple[Any
     return jax.jit(unboxed_init_fn, out_shardings=shardings)(rng), shardings
 
 
-def make_train_step(task, tx, schedule, base_rng: jax.Array):
+def micro_batches(batch: dict, accum_steps: int) -> dict:
+    """(B, ...) -> (accum_steps, B / accum_steps, ...), micro-batch i = rows i, i + k, i + 2k, ...
+
+    Strided, not contiguous: a batch sharded over devices in contiguous blocks gives every device
+    an equal share of every micro-batch, so each micro-step uses all devices.
+    """
+    def split(x):
+        b = x.shape[0]
+        x = x.reshape((b // accum_steps, accum_steps) + x.shape[1:]).swapaxes(0, 1)
+        return nn.with_logical_constraint(x, (None, "act_batch") + (None,) * (x.ndim - 2))
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(task, tx, schedule, base_rng: jax.Array, accum_steps: int = 1):
+    """The jittable step. accum_steps > 1: the batch is cut into that many micro-batches
+    (`micro_batches`) whose gradients and metrics are averaged in a lax.scan before one optimizer
+    update: the same update as the whole batch for losses that are means over equal-sized
+    examples (VideoMAE, classification), at 1/accum_steps of the activation memory. For the
+    contrastive loss each micro-batch's negatives are its own examples only."""
+    grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+
+    def grads_and_metrics(params, batch, rng):
+        (_, metrics), grads = grad_fn(params, batch, rng, True)
+        return grads, metrics
+
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(base_rng, state.step)  # a resumed run draws the same numbers
-        grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
-        (_, metrics), grads = grad_fn(state.params, batch, rng, True)
+        if accum_steps == 1:
+            grads, metrics = grads_and_metrics(state.params, batch, rng)
+        else:
+            micro = micro_batches(batch, accum_steps)
+
+            def body(total, xs):
+                i, mb = xs
+                out = grads_and_metrics(state.params, mb, jax.random.fold_in(rng, i))
+                return jax.tree.map(jnp.add, total, out), None
+
+            first = jax.tree.map(lambda x: x[0], micro)
+            zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(
+                grads_and_metrics, state.params, first, rng))
+            total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
+            grads, metrics = jax.tree.map(lambda x: x / accum_steps, total)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
@@ -187,7 +229,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         # ---- Step -------------------------------------------------------------------------------
         batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim)
                            for k, v in task.init_batch(1).items()}
-        step_fn = jax.jit(make_train_step(task, tx, schedule, step_rng),
+        step_fn = jax.jit(make_train_step(task, tx, schedule, step_rng,
+                                          int(config.get("grad_accum_steps", 1))),
                           in_shardings=(state_shardings, batch_shardings),
                           out_shardings=(state_shardings, sharding.replicated(mesh)),
                           donate_argnums=(0,))

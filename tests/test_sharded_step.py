@@ -20,7 +20,7 @@ from internvideo_jax.tasks import get_task
 from tests.helpers import tiny_config
 
 
-def _one_step(config, mesh, batch):
+def _one_step(config, mesh, batch, accum_steps=1):
     task = get_task(config)
     d = {"peak_lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 0, "total_steps": 10}
     tx, schedule = train.make_optimizer(config, d)
@@ -28,7 +28,7 @@ def _one_step(config, mesh, batch):
         state, shardings = train.create_state(task, tx, mesh, jax.random.key(0))
         before = jax.device_get(state.params)
         bs = {k: sharding.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
-        step = jax.jit(train.make_train_step(task, tx, schedule, jax.random.key(1)),
+        step = jax.jit(train.make_train_step(task, tx, schedule, jax.random.key(1), accum_steps),
                        in_shardings=(shardings, bs), out_shardings=(shardings, None))
         state, metrics = step(state, sharding.put_batch(batch, mesh))
         return before, jax.device_get(state.params), jax.device_get(metrics), state
@@ -63,3 +63,33 @@ def test_sharded_step_equals_single_device_step(data_dir):
     # And the step did change the parameters (the comparison above is not vacuous).
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), after1, before1)
     assert max(jax.tree.leaves(moved)) > 1e-4
+
+
+def test_gradient_accumulation_equals_the_whole_batch_step(data_dir):
+    """4 micro-batches of 2 (scanned, on 8 devices: data=4 x fsdp=2) give the update of one
+    batch of 8: the masked MSE is a mean over equal-sized examples, so the mean of micro-batch
+    gradients is the whole-batch gradient. Same tolerances as above."""
+    config = tiny_config(data_dir)  # no drop path: the micro-steps draw other random numbers
+    rng = np.random.default_rng(1)
+    batch = {"video": rng.integers(0, 256, (8, 16, 64, 64, 3)).astype(np.uint8),
+             "mask": np.stack([tube_mask((8, 8, 8), 0.9, rng) for _ in range(8)])}
+    mesh = sharding.make_mesh({"data": 4, "fsdp": 2, "tensor": 1}, jax.devices()[:8])
+    _, whole, m1, _ = _one_step(config, mesh, batch)
+    before, accumulated, m4, _ = _one_step(config, mesh, batch, accum_steps=4)
+    np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m4["grad_norm"], m1["grad_norm"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-5),
+                 accumulated, whole)
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), accumulated, before)
+    assert max(jax.tree.leaves(moved)) > 1e-4
+    # micro-batch i takes rows i, i + 4: every device holds part of every micro-batch
+    micro = train.micro_batches({"x": np.arange(8)}, 4)["x"]
+    np.testing.assert_array_equal(micro, [[0, 4], [1, 5], [2, 6], [3, 7]])
+
+
+def test_batch_not_divisible_by_accumulation_fails_early(data_dir):
+    import pytest
+    config = tiny_config(data_dir, grad_accum_steps=3)
+    mesh = sharding.make_mesh({"data": 8, "fsdp": 1, "tensor": 1}, jax.devices()[:8])
+    with pytest.raises(ValueError, match="grad_accum_steps=3"):
+        train.check_batch(config, mesh)
