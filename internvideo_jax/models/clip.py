@@ -147,7 +147,11 @@ class InitStds:
 
 
 class ResidualAttentionBlock(nn.Module):
-    """CLIP block: x + attn(ln_1 x), then x + mlp(ln_2 x) (with optional drop path)."""
+    """CLIP block: x + attn(ln_1 x), then x + mlp(ln_2 x) (with optional drop path).
+
+    before_attention / after_attention are identity hooks; UniFormerV2's backbone layer puts its
+    local UniBlocks there (models/uniformerv2.UniBlockLayer).
+    """
 
     num_heads: int
     stds: InitStds
@@ -156,14 +160,22 @@ class ResidualAttentionBlock(nn.Module):
     causal: bool = False
     dtype: Dtype = jnp.float32
 
+    def before_attention(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        return x
+
+    def after_attention(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        return x
+
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         d = x.shape[-1]
         drop = DropPath(self.drop_path)
+        x = self.before_attention(x, deterministic)
         y = FusedAttention(self.num_heads, self.stds.attn, self.stds.proj, dtype=self.dtype,
                            name="attn")(ClipLayerNorm(self.dtype, name="ln_1")(x),
                                         causal=self.causal)
         x = constrain(x + drop(y, deterministic), "act_batch", "act_length", "act_embed")
+        x = self.after_attention(x, deterministic)
         y = ClipMlp(int(d * self.mlp_ratio), self.stds.fc, self.stds.proj, dtype=self.dtype,
                     name="mlp")(ClipLayerNorm(self.dtype, name="ln_2")(x))
         return constrain(x + drop(y, deterministic), "act_batch", "act_length", "act_embed")

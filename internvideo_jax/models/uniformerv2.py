@@ -148,15 +148,12 @@ class LocalMHRA(nn.Module):
                         bias_init=zeros)(y)  # (B, T, h, w, C), zero at init
 
 
-class UniBlockLayer(nn.Module):
-    """One backbone layer: [lmhra1] -> CLIP attention + MLP block with lmhra2 in between."""
+class UniBlockLayer(ResidualAttentionBlock):
+    """One backbone layer: the CLIP block with local UniBlocks (when `local`) before attention
+    (lmhra1) and between attention and MLP (lmhra2)."""
 
-    num_heads: int
-    stds: InitStds
-    num_frames: int  # T' (after temporal downsampling)
+    num_frames: int = 1  # T' (after temporal downsampling)
     local: bool = False
-    drop_path: float = 0.0
-    dtype: Dtype = jnp.float32
 
     def _local(self, x, name, deterministic):
         # x (B*T, 1 + hw, C): the patch tokens as a video, residual local MHRA, back.
@@ -167,19 +164,11 @@ class UniBlockLayer(nn.Module):
             LocalMHRA(dtype=self.dtype, name=name)(patches, deterministic), deterministic)
         return jnp.concatenate([x[:, :1], patches.reshape(bt, n - 1, c)], axis=1)
 
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-        drop = DropPath(self.drop_path)
-        if self.local:
-            x = self._local(x, "lmhra1", deterministic)
-        y = FusedAttention(self.num_heads, self.stds.attn, self.stds.proj, dtype=self.dtype,
-                           name="attn")(ClipLayerNorm(self.dtype, name="ln_1")(x))
-        x = constrain(x + drop(y, deterministic), "act_batch", "act_length", "act_embed")
-        if self.local:
-            x = self._local(x, "lmhra2", deterministic)
-        y = ClipMlp(4 * x.shape[-1], self.stds.fc, self.stds.proj, dtype=self.dtype,
-                    name="mlp")(ClipLayerNorm(self.dtype, name="ln_2")(x))
-        return constrain(x + drop(y, deterministic), "act_batch", "act_length", "act_embed")
+    def before_attention(self, x, deterministic):
+        return self._local(x, "lmhra1", deterministic) if self.local else x
+
+    def after_attention(self, x, deterministic):
+        return self._local(x, "lmhra2", deterministic) if self.local else x
 
 
 class QueryDecoder(nn.Module):
@@ -257,8 +246,9 @@ class UniFormerV2Encoder(nn.Module):
         query = jnp.broadcast_to(query.astype(self.dtype), (b, 1, s.width))  # (B, 1, W)
         j, tokens = 0, None
         for i in range(s.layers):
-            x = UniBlockLayer(s.heads, stds, t2, self.local, float(backbone_dpr[i]), self.dtype,
-                              name=f"resblocks_{i}")(x, deterministic)
+            x = UniBlockLayer(s.heads, stds, drop_path=float(backbone_dpr[i]), dtype=self.dtype,
+                              num_frames=t2, local=self.local, name=f"resblocks_{i}")(
+                                  x, deterministic)
             if i in s.return_list:
                 frames = x.reshape(b, t2, 1 + g * g, s.width)
                 patches = frames[:, :, 1:].reshape(b, t2, g, g, s.width)
