@@ -27,8 +27,11 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.task = "videomae_finetune"
     c.seed = 0
     c.init_from = ""  # a pretraining workdir or params checkpoint; '' = from scratch
+    # pos_embed_grid: the checkpoint's (t, h, w) token grid when frames/resolution differ from
+    # it, e.g. (8, 14, 14) for a 16x224 checkpoint at 32x384; () = the same grid.
     c.model = config_dict.ConfigDict(dict(
-        size="tiny", num_classes=8, drop_path_rate=0.1, dropout=0.0, dtype="float32"))
+        size="tiny", num_classes=8, drop_path_rate=0.1, dropout=0.0, dtype="float32",
+        pos_embed_grid=()))
     c.data = config_dict.ConfigDict(dict(
         dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=16,
         stride=2, crop_size=64, sampler="dense", flip=False, normalization="imagenet",
@@ -45,7 +48,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.total_steps = -1
     c.optim = config_dict.ConfigDict(dict(
         base_lr=1e-3, min_lr=1e-6, warmup_epochs=5.0, b1=0.9, b2=0.999, eps=1e-8,
-        weight_decay=0.05, grad_clip=0.0, layer_decay=0.75))
+        weight_decay=0.05, grad_clip=0.0, layer_decay=0.75,
+        ema_decay=0.0))  # > 0: keep an EMA of the weights (evaluated instead of the weights)
     c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.log_every = 10
     c.checkpoint_every = 200

@@ -64,6 +64,14 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
 def load_params(path: str) -> tuple[dict, dict]:
     """Parameters (as numpy, on the host) and the run's config.json, from a workdir (its latest
     checkpoint), a checkpoint step directory, or a params-only checkpoint (convert import)."""
+    variables, meta = load_variables(path)
+    return variables["params"], meta
+
+
+def load_variables(path: str, ema: bool = False) -> tuple[dict, dict]:
+    """{'params', ...model state (e.g. 'batch_stats')} as numpy, and the run's config.json, from
+    the same places as load_params. ema=True takes the EMA weights of a train state that has them.
+    A variables checkpoint (convert import: {'params', 'batch_stats'}) is returned as it is."""
     import numpy as np
     meta = {}
     if os.path.isdir(os.path.join(path, "checkpoints")):
@@ -80,5 +88,9 @@ def load_params(path: str) -> tuple[dict, dict]:
     with ocp.StandardCheckpointer() as ckptr:
         tree = ckptr.restore(os.path.abspath(path))
     if "params" in tree and "opt_state" in tree:  # a train state
-        tree = tree["params"]
+        params = tree["ema_params"] if ema and tree.get("ema_params") is not None \
+            else tree["params"]
+        tree = {"params": params, **(tree.get("model_state") or {})}
+    elif "params" not in tree:  # a params-only checkpoint
+        tree = {"params": tree}
     return jax.tree.map(np.asarray, tree), meta

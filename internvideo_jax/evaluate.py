@@ -6,11 +6,14 @@ the last batch excluded), gathered over processes.
 """
 from __future__ import annotations
 
+import json
+import os
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from input_pipelines import builders
+from input_pipelines import builders, label_map
 from internvideo_jax import sharding
 
 
@@ -67,15 +70,70 @@ def map_over_split(fn, params, mesh, config, views: builders.EvalViews) -> dict:
             "index": np.concatenate(index)[keep]}
 
 
-def evaluate(task, params, mesh, config) -> dict:
-    """Evaluate `params` on config.eval.split with the task's multi-view protocol."""
+def video_ids(config, indices: np.ndarray) -> list[str]:
+    """The video_id of each source index of config.eval.split (the index when there is none)."""
+    source = builders.open_data_source(eval_data_config(config))
+    out = []
+    for index in indices:
+        vid = source[int(index)].get("video_id", str(index))
+        out.append(vid.decode() if isinstance(vid, bytes) else str(vid))
+    return out
 
-    def view_probs(params, video):  # (B, V, T, S, S, 3) -> (B, V, K)
+
+def eval_label_map(config) -> dict:
+    """{'names', 'sha256', 'source'} of config.eval.split's dataset."""
+    data = eval_data_config(config)
+    names, origin = label_map.class_names(builders.open_data_source(data), data.labels,
+                                          config.model.num_classes)
+    return {"names": names, "sha256": label_map.fingerprint(names), "source": origin}
+
+
+def describe_protocol(p: dict) -> str:
+    """One line: how the numbers were measured."""
+    return (f"protocol: {p['frames']} frames ({p['sampler']}, stride {p['stride']}) x "
+            f"{p['clips']} clips x {p['crops']} crops, short side -> {p['crop_size']}, "
+            f"{p['crop_size']}px crops, {p['normalization']} mean {p['mean']} std {p['std']}, "
+            f"label map {p['label_map']['source']} ({len(p['label_map']['names'])} classes, "
+            f"sha256 {p['label_map']['sha256'][:12]})")
+
+
+def evaluate(task, variables, mesh, config, out_dir: str | None = None,
+             stored_protocol: dict | None = None) -> dict:
+    """Evaluate `variables` ({'params', ...model state}) on config.eval.split with the task's
+    multi-view protocol.
+
+    The split's label map must equal the one the model was trained with (`stored_protocol`, from
+    the checkpoint, else the task's training split): a different one is refused. With out_dir:
+    writes scores_<split>.npz (video_id, label, view_probs (N, V, K), scores (N, K), class_names,
+    protocol as JSON: the input of `python -m internvideo_jax.ensemble`) and confusion_<split>.png.
+    """
+    protocol = task.protocol()
+    current = eval_label_map(config)
+    reference = (stored_protocol or protocol)["label_map"]
+    label_map.check_same(reference, current, f"{config.data.dataset}:{config.eval.split}")
+
+    def view_probs(variables, video):  # (B, V, T, S, S, 3) -> (B, V, K)
         b, v = video.shape[:2]
-        logits = task.logits_fn(params, video.reshape((b * v,) + video.shape[2:]))
+        logits = task.logits_fn(variables, video.reshape((b * v,) + video.shape[2:]))
         return jax.nn.softmax(logits, axis=-1).reshape(b, v, -1)
 
-    got = map_over_split(view_probs, params, mesh, config, task.eval_views())
-    result = accuracy_metrics(video_scores(got["outputs"]), got["label"], task.num_classes)
+    got = map_over_split(view_probs, variables, mesh, config, task.eval_views())
+    scores = video_scores(got["outputs"])
+    result = accuracy_metrics(scores, got["label"], task.num_classes)
     result["views"] = int(config.eval.num_clips * config.eval.num_crops)
+    print(f"eval {config.eval.split}: top-1 {100 * result['top1']:.2f} top-5 "
+          f"{100 * result['top5']:.2f} mean class {100 * result['mean_class_accuracy']:.2f} "
+          f"({result['videos']} videos); {describe_protocol(protocol)}", flush=True)
+    if out_dir and jax.process_index() == 0:
+        from internvideo_jax import plots
+        os.makedirs(out_dir, exist_ok=True)
+        split = config.eval.split
+        np.savez(os.path.join(out_dir, f"scores_{split}.npz"),
+                 video_id=np.asarray(video_ids(config, got["index"])), label=got["label"],
+                 view_probs=got["outputs"].astype(np.float32), scores=scores.astype(np.float32),
+                 class_names=np.asarray(current["names"]), protocol=json.dumps(protocol))
+        counts = plots.confusion_matrix(scores.argmax(1), got["label"], task.num_classes)
+        plots.write_confusion_png(
+            counts, current["names"], os.path.join(out_dir, f"confusion_{split}.png"),
+            f"{split}: top-1 {100 * result['top1']:.1f}% of {result['videos']} videos")
     return result

@@ -27,12 +27,14 @@ from internvideo_jax.convert.common import flatten
 from internvideo_jax.tasks import get_task
 
 
-def restore_params(task, path: str, mesh) -> dict:
-    """The task's parameters from a checkpoint at `path`, placed with the model's shardings."""
-    params, _ = checkpointing.load_params(path)
+def restore_variables(task, path: str, mesh, ema: bool = False) -> tuple[dict, dict]:
+    """The task's variables ({'params', ...model state}) from a checkpoint at `path`, placed with
+    the model's shardings, and the run's metadata (config.json, with the protocol when stored).
+    ema: the EMA weights when the run kept them."""
+    params, meta = checkpointing.load_variables(path, ema)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-        boxed = jax.eval_shape(
-            lambda r: task.init_variables(r, task.init_batch(1))["params"], jax.random.key(0))
+        boxed = jax.eval_shape(lambda r: task.init_variables(r, task.init_batch(1)),
+                               jax.random.key(0))
         shardings = sharding.logical_shardings(boxed, mesh)
     expected = {"/".join(k): v for k, v in flatten(nn.meta.unbox(boxed)).items()}
     got = {"/".join(k): v for k, v in flatten(params).items()}
@@ -45,7 +47,7 @@ def restore_params(task, path: str, mesh) -> dict:
              if tuple(got[k].shape) != tuple(v.shape)]
     if wrong:
         raise ValueError(f"The checkpoint at {path} has tensors of other shapes: {wrong[:20]}.")
-    return jax.device_put(params, shardings)
+    return jax.device_put(params, shardings), meta
 
 
 def _setup(config, workdir: str):
@@ -53,17 +55,27 @@ def _setup(config, workdir: str):
     task = get_task(config)
     has_run = os.path.isdir(os.path.join(workdir, "checkpoints"))
     source = workdir if has_run or not config.get("init_from") else config.init_from
-    return mesh, task, restore_params(task, source, mesh), source
+    ema = float(config.get("optim", {}).get("ema_decay", 0.0)) > 0
+    variables, meta = restore_variables(task, source, mesh, ema)
+    return mesh, task, variables, meta, source
 
 
 def evaluate(config, workdir: str) -> dict:
-    """task.evaluate on config.eval.split; writes workdir/eval_<split>.json and returns it."""
-    mesh, task, params, source = _setup(config, workdir)
+    """task.evaluate on config.eval.split; writes workdir/eval_<split>.json (and, for
+    classification, scores_<split>.npz and confusion_<split>.png) and returns the metrics.
+    A checkpoint that stored its protocol refuses a dataset with another label map."""
+    mesh, task, variables, meta, source = _setup(config, workdir)
     if not hasattr(task, "evaluate"):
         raise ValueError(f"task {config.task!r} has no evaluation.")
+    stored = meta.get("protocol")
+    if stored is None and hasattr(task, "protocol"):
+        print(f"note: {source} stores no evaluation protocol or label map (an imported "
+              f"checkpoint?): the label map cannot be checked.")
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-        result = task.evaluate(params, mesh, config)
+        result = task.evaluate(variables, mesh, config, out_dir=workdir, stored_protocol=stored)
     result = {"checkpoint": source, "split": config.eval.split, **result}
+    if hasattr(task, "protocol"):
+        result["protocol"] = task.protocol()
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, f"eval_{config.eval.split}.json"), "w") as f:
@@ -79,16 +91,13 @@ def extract_features(config, workdir: str) -> str:
     """Per-video features of config.eval.split (the task's video_features: for mm_pretrain the
     L2-normalised video embedding). Returns the .npz path."""
     from internvideo_jax.evaluate import eval_data_config, map_over_split
-    mesh, task, params, _ = _setup(config, workdir)
+    from internvideo_jax.evaluate import video_ids
+    mesh, task, variables, _, _ = _setup(config, workdir)
     if not hasattr(task, "video_features"):
         raise ValueError(f"task {config.task!r} defines no video features to extract.")
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-        got = map_over_split(task.video_features, params, mesh, config, task.eval_views())
-    source = builders.open_data_source(eval_data_config(config))
-    ids = []
-    for index in got["index"]:
-        vid = source[int(index)].get("video_id", str(index))
-        ids.append(vid.decode() if isinstance(vid, bytes) else str(vid))
+        got = map_over_split(task.video_features, variables, mesh, config, task.eval_views())
+    ids = video_ids(config, got["index"])
     out_dir = os.path.join(workdir, "features", config.eval.split)
     path = out_dir + ".npz"
     if jax.process_index() == 0:

@@ -29,6 +29,13 @@ class TrainState:
     step: jax.Array  # () int32: optimizer steps taken
     params: Any
     opt_state: Any
+    model_state: Any = flax.struct.field(default_factory=dict)  # e.g. {'batch_stats': ...}
+    ema_params: Any = None  # the exponential moving average of params (optim.ema_decay > 0)
+
+    def eval_variables(self) -> dict:
+        """What evaluation runs: the EMA weights when kept, with the model state."""
+        params = self.params if self.ema_params is None else self.ema_params
+        return {"params": params, **self.model_state}
 
 
 def check_batch(config, mesh) -> int:
@@ -76,31 +83,40 @@ def derived_values(config, mesh, epoch_size_per_process: int) -> dict:
     }
 
 
-def make_optimizer(config, d: dict,
-                   params: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(config, d: dict, params: Any = None,
+                   trainable: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW with the schedule; with optim.layer_decay < 1 (fine-tuning) the updates are scaled
-    per parameter by the reference's layer-wise rule (`params`: the tree, abstract is enough)."""
+    per parameter by the reference's layer-wise rule (`params`: the tree, abstract is enough).
+    trainable: a tree of bools (the task's `trainable_mask`); frozen parameters get a zero update
+    and no optimizer state (optax.multi_transform keeps Adam's moments for the trainable only)."""
     o = config.optim
     schedule = optim.warmup_cosine(d["peak_lr"], d["min_lr"], d["warmup_steps"], d["total_steps"])
     tx = optim.adamw(schedule, o.b1, o.b2, o.eps, o.weight_decay, o.grad_clip or None)
     decay = o.get("layer_decay", 1.0)
     if decay < 1.0:
         tx = optax.chain(tx, optim.scale_updates(optim.layer_decay_scales(params, decay)))
+    if trainable is not None:
+        labels = jax.tree.map(lambda t: "train" if t else "freeze", trainable)
+        tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
     return tx, schedule
 
 
-def create_state(task, tx, mesh, rng: jax.Array, init: bool = True) -> tuple[Any, Any]:
+def create_state(task, tx, mesh, rng: jax.Array, init: bool = True,
+                 ema: bool = False) -> tuple[Any, Any]:
     """The train state created already sharded (no full host copy): eval_shape, then jit(init).
 
     init=False returns the abstract state (ShapeDtypeStructs carrying the shardings) instead: the
     restore target when a checkpoint exists, so a resumed run never initialises parameters.
+    ema: keep an exponential moving average of the parameters (TrainState.ema_params).
     Returns (state, shardings).
     """
     init_batch = task.init_batch(sharding.data_parallel_size(mesh))
 
     def init_fn(rng):
-        params = task.init_variables(rng, init_batch)["params"]  # logically boxed
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        variables = dict(task.init_variables(rng, init_batch))  # logically boxed
+        params = variables.pop("params")
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          model_state=variables, ema_params=params if ema else None)
 
     def unboxed_init_fn(rng):
         return nn.meta.unbox(init_fn(rng))
@@ -125,39 +141,63 @@ def micro_batches(batch: dict, accum_steps: int) -> dict:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(task, tx, schedule, base_rng: jax.Array, accum_steps: int = 1):
+def make_train_step(task, tx, schedule, base_rng: jax.Array, accum_steps: int = 1,
+                    ema_decay: float = 0.0, trainable: Any = None):
     """The jittable step. accum_steps > 1: the batch is cut into that many micro-batches
     (`micro_batches`) whose gradients and metrics are averaged in a lax.scan before one optimizer
     update: the same update as the whole batch for losses that are means over equal-sized
     examples (VideoMAE, classification), at 1/accum_steps of the activation memory. For the
-    contrastive loss each micro-batch's negatives are its own examples only."""
-    grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+    contrastive loss each micro-batch's negatives are its own examples only.
 
-    def grads_and_metrics(params, batch, rng):
-        (_, metrics), grads = grad_fn(params, batch, rng, True)
-        return grads, metrics
+    Tasks with a mutable model state (`task.mutable`, e.g. BatchNorm statistics) take and return
+    it: loss_fn(params, batch, rng, train, model_state) -> (loss, (metrics, model_state)); with
+    micro-batches the state is threaded through them in order. ema_decay > 0 updates
+    state.ema_params; `trainable` (bools) keeps frozen parameters bit-identical."""
+    stateful = bool(getattr(task, "mutable", ()))
+
+    def loss_with_state(params, model_state, batch, rng):
+        if stateful:
+            return task.loss_fn(params, batch, rng, True, model_state)
+        loss, metrics = task.loss_fn(params, batch, rng, True)
+        return loss, (metrics, model_state)
+
+    grad_fn = jax.value_and_grad(loss_with_state, has_aux=True)
+
+    def grads_and_metrics(params, model_state, batch, rng):
+        (_, (metrics, model_state)), grads = grad_fn(params, model_state, batch, rng)
+        return (grads, metrics), model_state
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(base_rng, state.step)  # a resumed run draws the same numbers
         if accum_steps == 1:
-            grads, metrics = grads_and_metrics(state.params, batch, rng)
+            (grads, metrics), model_state = grads_and_metrics(state.params, state.model_state,
+                                                              batch, rng)
         else:
             micro = micro_batches(batch, accum_steps)
 
-            def body(total, xs):
+            def body(carry, xs):
+                total, model_state = carry
                 i, mb = xs
-                out = grads_and_metrics(state.params, mb, jax.random.fold_in(rng, i))
-                return jax.tree.map(jnp.add, total, out), None
+                out, model_state = grads_and_metrics(state.params, model_state, mb,
+                                                     jax.random.fold_in(rng, i))
+                return (jax.tree.map(jnp.add, total, out), model_state), None
 
             first = jax.tree.map(lambda x: x[0], micro)
             zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(
-                grads_and_metrics, state.params, first, rng))
-            total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
+                grads_and_metrics, state.params, state.model_state, first, rng)[0])
+            (total, model_state), _ = jax.lax.scan(body, (zeros, state.model_state),
+                                                   (jnp.arange(accum_steps), micro))
             grads, metrics = jax.tree.map(lambda x: x / accum_steps, total)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if trainable is not None:  # frozen: the old array itself, not old + 0 (-0.0 stays -0.0)
+            params = jax.tree.map(lambda new, old, t: new if t else old, params, state.params,
+                                  trainable)
+        ema = state.ema_params
+        if ema is not None:
+            ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
         metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
-        return TrainState(state.step + 1, params, opt_state), metrics
+        return TrainState(state.step + 1, params, opt_state, model_state, ema), metrics
 
     return train_step
 
@@ -195,17 +235,25 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         abstract_params = jax.eval_shape(
             lambda r: nn.meta.unbox(task.init_variables(r, task.init_batch(1)))["params"],
             init_rng)
-        tx, schedule = make_optimizer(config, d, abstract_params)
-        state, state_shardings = create_state(task, tx, mesh, init_rng, init=latest is None)
+        trainable = task.trainable_mask(abstract_params) if hasattr(task, "trainable_mask") \
+            else None
+        tx, schedule = make_optimizer(config, d, abstract_params, trainable)
+        ema_decay = float(config.optim.get("ema_decay", 0.0))
+        state, state_shardings = create_state(task, tx, mesh, init_rng, init=latest is None,
+                                              ema=ema_decay > 0)
         init_report = None
         if latest is None and config.get("init_from"):
             pretrained, _ = checkpointing.load_params(config.init_from)
             params, loaded, kept = task.load_pretrained(state.params, pretrained)
-            state = state.replace(params=jax.device_put(params, state_shardings.params))
+            params = jax.device_put(params, state_shardings.params)
+            state = state.replace(params=params,
+                                  ema_params=params if state.ema_params is not None else None)
             init_report = (f"initialised from {config.init_from}: {len(loaded)} tensors loaded, "
                            f"{len(kept)} at their initial values: {kept}")
         data_iter = iter(dataset)
         meta = {"config": config.to_dict(), "derived": d, "data_workers": config.data.num_workers}
+        if hasattr(task, "protocol"):  # evaluation protocol and label map, kept with the weights
+            meta["protocol"] = task.protocol()
         if latest is not None:
             state = ckpt.restore(latest, state, None if by_position else data_iter)
         start = int(state.step)
@@ -213,6 +261,11 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         writer = MetricsWriter(workdir, d["total_steps"], start, progress)
         writer.info(f"derived: {json.dumps(d)}")
         writer.info(f"parameters: {count_params(state.params):,}")
+        if trainable is not None:
+            n = count_params([p for p, t in zip(jax.tree.leaves(state.params),
+                                                jax.tree.leaves(trainable)) if t])
+            writer.info(f"trainable parameters: {n:,} (the rest frozen: no update, no "
+                        f"optimizer state)")
         if init_report:
             writer.info(init_report)
         if latest is not None:
@@ -230,7 +283,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim)
                            for k, v in task.init_batch(1).items()}
         step_fn = jax.jit(make_train_step(task, tx, schedule, step_rng,
-                                          int(config.get("grad_accum_steps", 1))),
+                                          int(config.get("grad_accum_steps", 1)), ema_decay,
+                                          trainable),
                           in_shardings=(state_shardings, batch_shardings),
                           out_shardings=(state_shardings, sharding.replicated(mesh)),
                           donate_argnums=(0,))
@@ -263,7 +317,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         ckpt.close()
         _close(data_iter)
         if hasattr(task, "evaluate") and int(state.step) >= d["total_steps"]:
-            result = task.evaluate(state.params, mesh, config)
+            result = task.evaluate(state.eval_variables(), mesh, config, out_dir=workdir)
             writer.write(d["total_steps"], {f"eval_{k}": v for k, v in result.items()})
         writer.close()
     return state

@@ -75,14 +75,14 @@ def test_missing_and_unexpected_keys_are_listed():
 
 
 def test_import_command_reads_the_architecture_off_the_tensors(tmp_path, monkeypatch):
-    from internvideo_jax.checkpointing import load_params
+    from internvideo_jax.checkpointing import load_variables
     from internvideo_jax.convert.__main__ import main
     monkeypatch.setitem(u.SIZES, "test", SIZE)
     ref = _randomised_reference(True, 3, 2)
     torch.save({"model_state": ref.state_dict()}, tmp_path / "k400.pyth")
     main(["import", "--src", str(tmp_path / "k400.pyth"), "--model", "uniformerv2_classifier",
           "--size", "test", "--frames", "8", "--out", str(tmp_path / "ours")])
-    variables, _ = load_params(str(tmp_path / "ours"))
+    variables, _ = load_variables(str(tmp_path / "ours"))
     video = np.random.default_rng(1).normal(size=(1, 3, 8, 32, 32)).astype(np.float32)
     with torch.no_grad():
         expected = ref(torch.from_numpy(video)).numpy()

@@ -70,6 +70,6 @@ def test_pretrained_shape_mismatch_is_named(data_dir):
                           is_leaf=lambda x: hasattr(x, "value"))
     bad = {"encoder": {"patch_embed": {"kernel": np.zeros((2, 16, 16, 3, 128)),
                                        "bias": np.zeros(128)}}}
-    with pytest.raises(ValueError, match=r"pretrained encoder/patch_embed/kernel has shape "
+    with pytest.raises(ValueError, match=r"pretrained patch_embed/kernel has shape "
                                          r"\(2, 16, 16, 3, 128\)"):
         task.load_pretrained(params, bad)

@@ -74,7 +74,7 @@ def test_train_evaluate_and_extract(data_dir, trained):
 
 def test_checkpoint_of_another_model_is_refused_with_the_names(data_dir, trained):
     no_decoder = _mm_config(data_dir, **{"model.caption_weight": 0.0})
-    with pytest.raises(ValueError, match=r"unexpected \['decoder/"):
+    with pytest.raises(ValueError, match=r"unexpected \['params/decoder/"):
         offline.evaluate(no_decoder, trained)
 
 

@@ -32,6 +32,7 @@ import sys
 import numpy as np
 
 from internvideo_jax.checkpointing import load_params as latest_params
+from internvideo_jax.checkpointing import load_variables
 from internvideo_jax.convert import videomae as cv
 from internvideo_jax.convert.common import ConversionError, flatten
 from internvideo_jax.models.videomae import VideoMAESize
@@ -214,7 +215,9 @@ def cmd_inspect(a) -> None:
             os.path.isdir(os.path.join(a.src, "checkpoints")):
         tree, _ = read_hf_dir(a.src)
     elif os.path.isdir(a.src):
-        tree, _ = latest_params(a.src)
+        tree, _ = load_variables(a.src)
+        if set(tree) == {"params"}:
+            tree = tree["params"]
         tree = {"/".join(k): v for k, v in flatten(tree).items()}
     else:
         tree = read_torch_file(a.src)

@@ -19,8 +19,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from internvideo_jax.models import layers
+from internvideo_jax.models import layers, pos_embed
 
 Dtype = Any
 
@@ -107,10 +108,23 @@ def gather_tokens(x: jax.Array, idx: jax.Array) -> jax.Array:
     return jnp.take_along_axis(x, idx, axis=1)
 
 
+def position_table(grid: tuple[int, int, int], dim: int,
+                   trained_grid: tuple[int, int, int] | None = None) -> np.ndarray:
+    """The encoder's (t*h*w, dim) sinusoid table for `grid`; built for `trained_grid` and resized
+    to `grid` when that is given and differs."""
+    if not trained_grid or tuple(trained_grid) == tuple(grid):
+        return layers.sinusoid_table(grid[0] * grid[1] * grid[2], dim)
+    source = layers.sinusoid_table(int(np.prod(trained_grid)), dim)
+    return pos_embed.resize_video_table(source, tuple(trained_grid), tuple(grid))
+
+
 class VideoMAEEncoder(nn.Module):
     """Patch embed + sinusoid positions + transformer (+ final norm when `final_norm`).
 
     __call__(video (B, T, H, W, C), visible_idx (B, K) or None) -> tokens (B, K or N, dim).
+    pos_grid: the (t, h, w) token grid whose sinusoid table the weights were trained with, when it
+    differs from the input's (e.g. (8, 14, 14) for a 16x224 checkpoint fine-tuned at 32x384): that
+    table is resized (models/pos_embed.py: bicubic in space, linear in time), as the reference.
     """
 
     size: VideoMAESize
@@ -118,6 +132,7 @@ class VideoMAEEncoder(nn.Module):
     init_values: float = 0.0
     final_norm: bool = True
     dtype: Dtype = jnp.float32
+    pos_grid: tuple[int, int, int] | None = None
 
     @nn.compact
     def __call__(self, video: jax.Array, visible_idx: jax.Array | None = None,
@@ -126,7 +141,7 @@ class VideoMAEEncoder(nn.Module):
         grid = token_grid(video.shape, s)
         x = layers.TubeletEmbed(s.dim, (s.tubelet, s.patch, s.patch), self.dtype,
                                 name="patch_embed")(video)  # (B, N, D)
-        pos = jnp.asarray(layers.sinusoid_table(grid[0] * grid[1] * grid[2], s.dim))  # (N, D)
+        pos = jnp.asarray(position_table(grid, s.dim, self.pos_grid))  # (N, D)
         x = x + pos.astype(x.dtype)[None]
         if visible_idx is not None:
             x = gather_tokens(x, visible_idx)  # (B, K, D)
@@ -225,11 +240,13 @@ class VideoMAEClassifier(nn.Module):
     init_values: float = 0.0
     head_init_scale: float = 0.001
     dtype: Dtype = jnp.float32
+    pos_grid: tuple[int, int, int] | None = None  # see VideoMAEEncoder
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
         x = VideoMAEEncoder(self.size, self.drop_path_rate, self.init_values, final_norm=False,
-                            dtype=self.dtype, name="encoder")(video, None, deterministic)
+                            dtype=self.dtype, pos_grid=self.pos_grid, name="encoder")(
+                                video, None, deterministic)
         x = x.mean(axis=1)  # (B, D)
         x = layers.layer_norm(1e-6, "fc_norm", self.dtype)(x)
         x = nn.Dropout(self.dropout)(x, deterministic=deterministic)

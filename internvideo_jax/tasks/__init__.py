@@ -6,12 +6,17 @@ The trainer (internvideo_jax/train.py) is shared; each task module provides a cl
   init_batch(batch_size) -> dict         zero arrays with the batch's shapes/dtypes, for init
   init_variables(rng, batch) -> dict     model variables (logically boxed)
   loss_fn(params, batch, rng, train)     -> (scalar loss, dict of scalar metrics)
+                                         (tasks with `mutable` collections, e.g. BatchNorm:
+                                         loss_fn(..., model_state) -> (loss, (metrics, state)))
   train_dataset(seed, local_batch, process_index, process_count, start_step=0)
                                          -> (grain IterDataset, epoch size); start_step > 0
                                          starts the stream where that many steps ended
-Optional: evaluate(params, mesh, config) -> dict of scalars (run at the end of training and by
-`--mode=evaluate`); load_pretrained(params, pretrained) -> (params, loaded, kept) (the trainer then
-loads config.init_from before step 0).
+Optional: evaluate(variables, mesh, config, out_dir=None, stored_protocol=None) -> dict of
+scalars (variables = {'params', ...model state}; run at the end of training and by
+`--mode=evaluate`); protocol() -> dict (stored in checkpoints, printed with results);
+load_pretrained(params, pretrained) -> (params, loaded, kept) (the trainer then loads
+config.init_from before step 0); trainable_mask(params) -> tree of bools (frozen parameters get
+no update and no optimizer state).
 """
 from __future__ import annotations
 
@@ -24,8 +29,11 @@ def get_task(config):
     if config.task == "videomae_finetune":
         from internvideo_jax.tasks.videomae_finetune import VideoMAEFinetuneTask
         return VideoMAEFinetuneTask(config)
+    if config.task == "uniformerv2_finetune":
+        from internvideo_jax.tasks.uniformerv2_finetune import UniFormerV2FinetuneTask
+        return UniFormerV2FinetuneTask(config)
     if config.task == "mm_pretrain":
         from internvideo_jax.tasks.mm_pretrain import MultimodalPretrainTask
         return MultimodalPretrainTask(config)
     raise ValueError(f"Unknown task {config.task!r}; known: 'videomae_pretrain', "
-                     f"'videomae_finetune', 'mm_pretrain'.")
+                     f"'videomae_finetune', 'uniformerv2_finetune', 'mm_pretrain', 'cma'.")

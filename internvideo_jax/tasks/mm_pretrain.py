@@ -90,10 +90,10 @@ class MultimodalPretrainTask:
         d = self.data
         return builders.EvalViews(d.num_frames, 1, d.crop_size, 1, 1, "uniform")
 
-    def video_features(self, params, video: jax.Array) -> jax.Array:
+    def video_features(self, variables, video: jax.Array) -> jax.Array:
         """(B, V, T, S, S, 3) uint8 -> (B, E) L2-normalised, mean over views, renormalised."""
         b, v = video.shape[:2]
-        f = self.model.apply({"params": params}, self.normalize(
+        f = self.model.apply(variables, self.normalize(
             video.reshape((b * v,) + video.shape[2:])), method="encode_video")
         f = multimodal.clip.l2_normalize(f).reshape(b, v, -1).mean(axis=1)
         return multimodal.clip.l2_normalize(f)
@@ -113,10 +113,15 @@ class MultimodalPretrainTask:
             out.append(np.asarray(self._encode_text(params, padded))[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, self.size.text.embed_dim))
 
-    def evaluate(self, params, mesh, config) -> dict:
+    def evaluate(self, variables, mesh, config, out_dir: str | None = None,
+                 stored_protocol: dict | None = None) -> dict:
+        """Retrieval and zero-shot metrics of variables['params'] (out_dir, stored_protocol:
+        unused; the classification tasks' interface)."""
         from internvideo_jax.evaluate import eval_data_config, map_over_split
+        del out_dir, stored_protocol
+        params = variables["params"]
         e = config.eval
-        got = map_over_split(self.video_features, params, mesh, config, self.eval_views())
+        got = map_over_split(self.video_features, variables, mesh, config, self.eval_views())
         videos = got["outputs"]  # (N, E), order of got['index']
         source = builders.open_data_source(eval_data_config(config))
         texts, text_to_video = [], []

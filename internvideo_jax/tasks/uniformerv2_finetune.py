@@ -1,0 +1,65 @@
+"""UniFormerV2 fine-tuning for action recognition (tasks/classification.py has the shared recipe).
+
+Model: UniFormerV2Classifier (backbone -> fusion of the query token and the frames' CLS ->
+proj_norm -> dropout -> proj_head). With model.local (SSv2-style local UniBlocks) the BatchNorm
+statistics are model state: batch statistics in training, running averages in evaluation.
+
+init_from: an imported official UniFormerV2 (`convert import --model uniformerv2_classifier`;
+backbone and, when the classes agree, the head) or this project's multimodal pretraining
+(visual/encoder -> backbone; head initialised). A different resolution resizes
+positional_embedding bicubically (models/pos_embed.py); a 2-D conv1 (temporal kernel 1) is
+inflated to model.temporal_kernel at the centre tap, as the reference inflates CLIP.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from internvideo_jax.models import pos_embed, uniformerv2
+from internvideo_jax.tasks.classification import ClassificationTask, copy_matching
+
+
+class UniFormerV2FinetuneTask(ClassificationTask):
+    def build_model(self, config):
+        m = config.model
+        self.size = uniformerv2.get_size(m.size)
+        if config.data.crop_size != self.size.image_size:
+            raise ValueError(f"model.size={m.size!r} takes {self.size.image_size}px frames: set "
+                             f"data.crop_size={self.size.image_size}.")
+        if config.optim.get("layer_decay", 1.0) != 1.0:
+            raise ValueError("optim.layer_decay must be 1.0 for UniFormerV2 (the reference "
+                             "fine-tunes it without layer-wise decay).")
+        self.mutable = ("batch_stats",) if m.local else ()
+        return uniformerv2.UniFormerV2Classifier(
+            self.size, m.num_classes, m.temporal_kernel, m.temporal_stride, m.local,
+            m.backbone_drop_path_rate, m.drop_path_rate, m.mlp_dropout, m.dropout,
+            jnp.dtype(m.dtype))
+
+    @staticmethod
+    def adapt(path, src: np.ndarray, value) -> np.ndarray:
+        name = path[-1]
+        if name == "positional_embedding" and src.shape != value.shape:
+            side = int(round((value.shape[0] - 1) ** 0.5))
+            return pos_embed.resize_cls_table(src, (side, side))
+        if name == "conv1" and src.shape[0] == 1 and value.shape[0] > 1:
+            return uniformerv2.inflate_center(src[0], value.shape[0])
+        return src
+
+    def load_pretrained(self, params: dict, pretrained: dict) -> tuple[dict, list, list]:
+        from internvideo_jax.convert.common import flatten, unflatten
+        source = flatten(pretrained)
+        target = flatten(params)
+        if any(p[:2] == ("visual", "encoder") for p in source):  # multimodal pretraining
+            target, loaded = copy_matching(target, source, ("backbone",), ("visual", "encoder"),
+                                           self.adapt)
+        else:
+            heads = ("proj_norm", "proj_head")
+            same_classes = source.get(("proj_head", "bias"), np.zeros(0)).shape == \
+                target[("proj_head", "bias")].shape
+            keep_head = {k: v for k, v in source.items() if k[0] not in heads or same_classes}
+            target, loaded = copy_matching(target, keep_head, (), (), self.adapt)
+        if not loaded:
+            raise ValueError("init_from holds no UniFormerV2 backbone tensors (expected "
+                             "'backbone/...' or a multimodal 'visual/encoder/...' tree).")
+        kept = sorted(set("/".join(p) for p in target) - set(loaded))
+        return unflatten(target), loaded, kept
