@@ -242,7 +242,12 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         state, state_shardings = create_state(task, tx, mesh, init_rng, init=latest is None,
                                               ema=ema_decay > 0)
         init_report = None
-        if latest is None and config.get("init_from"):
+        if latest is None and hasattr(task, "initial_params"):
+            params, init_report = task.initial_params(state.params)
+            params = jax.device_put(params, state_shardings.params)
+            state = state.replace(params=params,
+                                  ema_params=params if state.ema_params is not None else None)
+        elif latest is None and config.get("init_from"):
             pretrained, _ = checkpointing.load_params(config.init_from)
             params, loaded, kept = task.load_pretrained(state.params, pretrained)
             params = jax.device_put(params, state_shardings.params)

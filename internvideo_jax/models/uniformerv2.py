@@ -286,17 +286,27 @@ class UniFormerV2Classifier(nn.Module):
     cls_dropout: float = 0.5
     dtype: Dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
-        fused, _, _ = UniFormerV2Encoder(
+    def setup(self):
+        self.backbone = UniFormerV2Encoder(
             self.size, self.temporal_kernel, self.temporal_stride, self.local,
-            self.backbone_drop_path_rate, self.drop_path_rate, self.mlp_dropout, self.dtype,
-            name="backbone")(video, deterministic)
-        y = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name="proj_norm")(
-            fused.astype(jnp.float32))
-        y = nn.Dropout(self.cls_dropout)(y, deterministic=deterministic)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="proj_head",
-                        kernel_init=torch_default, bias_init=zeros)(y.astype(self.dtype))
+            self.backbone_drop_path_rate, self.drop_path_rate, self.mlp_dropout, self.dtype)
+        self.proj_norm = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32)
+        self.proj_dropout = nn.Dropout(self.cls_dropout)
+        self.proj_head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=torch_default,
+                                  bias_init=zeros)
+
+    def features(self, video: jax.Array, deterministic: bool = True):
+        """-> UniFormerV2Encoder's (fused (B, W), frames, video tokens (B, T'(1+hw), W))."""
+        return self.backbone(video, deterministic)
+
+    def classify(self, fused: jax.Array, deterministic: bool = True) -> jax.Array:
+        """(B, W) fused feature -> (B, classes) logits."""
+        y = self.proj_dropout(self.proj_norm(fused.astype(jnp.float32)),
+                              deterministic=deterministic)
+        return self.proj_head(y.astype(self.dtype))
+
+    def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
+        return self.classify(self.features(video, deterministic)[0], deterministic)
 
 
 class VideoTower(nn.Module):

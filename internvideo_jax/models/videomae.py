@@ -242,21 +242,30 @@ class VideoMAEClassifier(nn.Module):
     dtype: Dtype = jnp.float32
     pos_grid: tuple[int, int, int] | None = None  # see VideoMAEEncoder
 
-    @nn.compact
-    def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
-        x = VideoMAEEncoder(self.size, self.drop_path_rate, self.init_values, final_norm=False,
-                            dtype=self.dtype, pos_grid=self.pos_grid, name="encoder")(
-                                video, None, deterministic)
-        x = x.mean(axis=1)  # (B, D)
-        x = layers.layer_norm(1e-6, "fc_norm", self.dtype)(x)
-        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    def setup(self):
+        self.encoder = VideoMAEEncoder(self.size, self.drop_path_rate, self.init_values,
+                                       final_norm=False, dtype=self.dtype, pos_grid=self.pos_grid)
+        self.fc_norm = layers.layer_norm(1e-6, "fc_norm", self.dtype)
+        self.head_dropout = nn.Dropout(self.dropout)
         scale = self.head_init_scale
 
         def head_init(rng, shape, dtype=jnp.float32):
             # The reference: trunc_normal(std=0.02), then weight *= init_scale (bias is 0).
             return nn.initializers.truncated_normal(0.02)(rng, shape, dtype) * scale
 
-        return nn.Dense(
-            self.num_classes, dtype=self.dtype, name="head",
+        self.head = nn.Dense(
+            self.num_classes, dtype=self.dtype,
             kernel_init=nn.with_logical_partitioning(head_init, ("embed", "vocab")),
-            bias_init=nn.with_logical_partitioning(layers.zeros, ("vocab",)))(x)  # (B, classes)
+            bias_init=nn.with_logical_partitioning(layers.zeros, ("vocab",)))
+
+    def tokens(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
+        """(B, T, H, W, C) -> encoder tokens (B, N, D) (what the head pools)."""
+        return self.encoder(video, None, deterministic)
+
+    def classify(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
+        """(B, N, D) tokens -> (B, classes) logits: mean, fc_norm, dropout, head."""
+        x = self.fc_norm(tokens.mean(axis=1))  # (B, D)
+        return self.head(self.head_dropout(x, deterministic=deterministic))  # (B, classes)
+
+    def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
+        return self.classify(self.tokens(video, deterministic), deterministic)

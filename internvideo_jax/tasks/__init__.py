@@ -15,7 +15,8 @@ Optional: evaluate(variables, mesh, config, out_dir=None, stored_protocol=None) 
 scalars (variables = {'params', ...model state}; run at the end of training and by
 `--mode=evaluate`); protocol() -> dict (stored in checkpoints, printed with results);
 load_pretrained(params, pretrained) -> (params, loaded, kept) (the trainer then loads
-config.init_from before step 0); trainable_mask(params) -> tree of bools (frozen parameters get
+config.init_from before step 0); initial_params(params) -> (params, report) (used instead,
+when defined, for a fresh run); trainable_mask(params) -> tree of bools (frozen parameters get
 no update and no optimizer state).
 """
 from __future__ import annotations
@@ -32,6 +33,9 @@ def get_task(config):
     if config.task == "uniformerv2_finetune":
         from internvideo_jax.tasks.uniformerv2_finetune import UniFormerV2FinetuneTask
         return UniFormerV2FinetuneTask(config)
+    if config.task == "cma":
+        from internvideo_jax.tasks.cma import CMATask
+        return CMATask(config)
     if config.task == "mm_pretrain":
         from internvideo_jax.tasks.mm_pretrain import MultimodalPretrainTask
         return MultimodalPretrainTask(config)

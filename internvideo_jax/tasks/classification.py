@@ -11,6 +11,7 @@ statistics (internvideo_jax/train.py threads them through the step).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,11 @@ import optax
 
 from input_pipelines import builders, label_map, normalization
 from internvideo_jax import mixup
+
+
+def to_unit_range(video_uint8: jax.Array) -> jax.Array:
+    """uint8 pixels -> float32 on [0, 1]."""
+    return video_uint8.astype(jnp.float32) / 255.0
 
 
 class ClassificationTask:
@@ -42,27 +48,36 @@ class ClassificationTask:
                 "label": np.zeros((batch_size,), np.int32)}
 
     def init_variables(self, rng: jax.Array, batch: dict) -> dict:
-        return self.model.init(rng, self.normalize(batch["video"]))
+        return self.model.init(rng, *self.model_inputs(to_unit_range(batch["video"])))
 
-    def normalize(self, video_uint8: jax.Array) -> jax.Array:
-        x = (video_uint8.astype(jnp.float32) / 255.0 - self.mean) / self.std
-        return x.astype(self.model.dtype)
+    def model_inputs(self, video: jax.Array) -> tuple[jax.Array, ...]:
+        """Video on [0, 1] (B, T, S, S, 3) float32 -> the model's positional inputs."""
+        return (((video - self.mean) / self.std).astype(self.model.dtype),)
 
     def apply(self, variables: dict, video: jax.Array, train: bool,
-              rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
-        """Normalised video -> (logits (B, K) float32, the model state after the call)."""
+              rng: jax.Array | None = None) -> tuple[Any, dict]:
+        """Video on [0, 1] -> (the model's output, the model state after the call)."""
         rngs = {"dropout": rng} if rng is not None else {}
+        inputs = self.model_inputs(video)
         if train and self.mutable:
-            logits, state = self.model.apply(variables, video, deterministic=False, rngs=rngs,
-                                             mutable=list(self.mutable))
-            return logits.astype(jnp.float32), dict(state)
-        logits = self.model.apply(variables, video, deterministic=not train, rngs=rngs)
-        return logits.astype(jnp.float32), {k: variables[k] for k in self.mutable}
+            out, state = self.model.apply(variables, *inputs, deterministic=False, rngs=rngs,
+                                          mutable=list(self.mutable))
+            return out, dict(state)
+        out = self.model.apply(variables, *inputs, deterministic=not train, rngs=rngs)
+        return out, {k: variables[k] for k in self.mutable}
+
+    def logits_of(self, output) -> jax.Array:
+        """The model's output -> (B, K) float32 class logits."""
+        return output.astype(jnp.float32)
+
+    def loss_of(self, output, targets: jax.Array) -> tuple[jax.Array, dict]:
+        """(loss, extra metrics) of the model's output against soft targets (B, K)."""
+        return optax.softmax_cross_entropy(self.logits_of(output), targets).mean(), {}
 
     def loss_fn(self, params, batch: dict, rng: jax.Array, train: bool, model_state=None):
         a = self.config.augment
         mix_rng, drop_rng = jax.random.split(rng)
-        video = self.normalize(batch["video"])
+        video = to_unit_range(batch["video"])  # mixing commutes with the (affine) normalisation
         if train and (a.mixup_alpha > 0 or a.cutmix_alpha > 0):
             video, targets = mixup.mixup_cutmix(
                 mix_rng, video, batch["label"], self.num_classes, mixup_alpha=a.mixup_alpha,
@@ -71,16 +86,16 @@ class ClassificationTask:
         else:
             targets = mixup.smooth_one_hot(batch["label"], self.num_classes,
                                            a.label_smoothing if train else 0.0)
-        logits, model_state = self.apply({"params": params, **(model_state or {})}, video,
+        output, model_state = self.apply({"params": params, **(model_state or {})}, video,
                                          train, drop_rng)
-        loss = optax.softmax_cross_entropy(logits, targets).mean()
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        metrics = {"loss": loss, "accuracy": accuracy}
+        loss, extra = self.loss_of(output, targets)
+        accuracy = jnp.mean(jnp.argmax(self.logits_of(output), -1) == batch["label"])
+        metrics = {"loss": loss, "accuracy": accuracy, **extra}
         return (loss, (metrics, model_state)) if self.mutable else (loss, metrics)
 
     def logits_fn(self, variables: dict, video: jax.Array) -> jax.Array:
         """(B, T, S, S, 3) uint8 -> (B, classes) float32 logits, deterministic."""
-        return self.apply(variables, self.normalize(video), train=False)[0]
+        return self.logits_of(self.apply(variables, to_unit_range(video), train=False)[0])
 
     # ---- data -------------------------------------------------------------------------------
     def train_dataset(self, seed: int, local_batch: int, process_index: int, process_count: int,

@@ -35,31 +35,38 @@ class UniFormerV2FinetuneTask(ClassificationTask):
             m.backbone_drop_path_rate, m.drop_path_rate, m.mlp_dropout, m.dropout,
             jnp.dtype(m.dtype))
 
-    @staticmethod
-    def adapt(path, src: np.ndarray, value) -> np.ndarray:
-        name = path[-1]
-        if name == "positional_embedding" and src.shape != value.shape:
-            side = int(round((value.shape[0] - 1) ** 0.5))
-            return pos_embed.resize_cls_table(src, (side, side))
-        if name == "conv1" and src.shape[0] == 1 and value.shape[0] > 1:
-            return uniformerv2.inflate_center(src[0], value.shape[0])
-        return src
-
     def load_pretrained(self, params: dict, pretrained: dict) -> tuple[dict, list, list]:
-        from internvideo_jax.convert.common import flatten, unflatten
-        source = flatten(pretrained)
-        target = flatten(params)
-        if any(p[:2] == ("visual", "encoder") for p in source):  # multimodal pretraining
-            target, loaded = copy_matching(target, source, ("backbone",), ("visual", "encoder"),
-                                           self.adapt)
-        else:
-            heads = ("proj_norm", "proj_head")
-            same_classes = source.get(("proj_head", "bias"), np.zeros(0)).shape == \
-                target[("proj_head", "bias")].shape
-            keep_head = {k: v for k, v in source.items() if k[0] not in heads or same_classes}
-            target, loaded = copy_matching(target, keep_head, (), (), self.adapt)
-        if not loaded:
-            raise ValueError("init_from holds no UniFormerV2 backbone tensors (expected "
-                             "'backbone/...' or a multimodal 'visual/encoder/...' tree).")
-        kept = sorted(set("/".join(p) for p in target) - set(loaded))
-        return unflatten(target), loaded, kept
+        return load_uniformerv2(params, pretrained)
+
+
+def _adapt(path, src: np.ndarray, value) -> np.ndarray:
+    name = path[-1]
+    if name == "positional_embedding" and src.shape != value.shape:
+        side = int(round((value.shape[0] - 1) ** 0.5))
+        return pos_embed.resize_cls_table(src, (side, side))
+    if name == "conv1" and src.shape[0] == 1 and value.shape[0] > 1:
+        return uniformerv2.inflate_center(src[0], value.shape[0])
+    return src
+
+
+def load_uniformerv2(params: dict, pretrained: dict) -> tuple[dict, list, list]:
+    """A UniFormerV2Classifier's params from a classifier checkpoint (backbone, and the head when
+    its classes agree) or a multimodal one (visual/encoder -> backbone). Returns (params, loaded
+    paths, paths left at their initial value)."""
+    from internvideo_jax.convert.common import flatten, unflatten
+    source = flatten(pretrained)
+    target = flatten(params)
+    if any(p[:2] == ("visual", "encoder") for p in source):  # multimodal pretraining
+        target, loaded = copy_matching(target, source, ("backbone",), ("visual", "encoder"),
+                                       _adapt)
+    else:
+        heads = ("proj_norm", "proj_head")
+        same_classes = source.get(("proj_head", "bias"), np.zeros(0)).shape == \
+            target[("proj_head", "bias")].shape
+        keep_head = {k: v for k, v in source.items() if k[0] not in heads or same_classes}
+        target, loaded = copy_matching(target, keep_head, (), (), _adapt)
+    if not loaded:
+        raise ValueError("init_from holds no UniFormerV2 backbone tensors (expected "
+                         "'backbone/...' or a multimodal 'visual/encoder/...' tree).")
+    kept = sorted(set("/".join(p) for p in target) - set(loaded))
+    return unflatten(target), loaded, kept
