@@ -1,17 +1,24 @@
 r"""The demo: every stage of InternVideo, tiny, on the embedded dataset, with real training.
 
-  python -m internvideo_jax.demo --workdir workdirs/demo [--stages pretrain,finetune,multimodal]
+  python -m internvideo_jax.demo --workdir workdirs/demo [--stages pretrain,finetune,...]
 
 Stages (each a normal run in its own workdir, resumable; a finished stage is not retrained):
-  pretrain    masked video pretraining (experiments/videomae_pretrain.py:tiny) -> WORKDIR/pretrain
-  finetune    action recognition from it (experiments/finetune.py:tiny), evaluated with 2 clips
-              x 3 crops on the validation split -> WORKDIR/finetune
-  multimodal  video-text contrastive + caption pretraining (experiments/mm_pretrain.py:tiny),
-              then retrieval and zero-shot classification on the validation split
-              -> WORKDIR/multimodal
-At the end it prints one summary: loss before/after pretraining, fine-tuned top-1, retrieval R@1
-and zero-shot top-1 next to chance. Each stage is also runnable alone with
-`python -m internvideo_jax.main --config <its config> --workdir <its workdir>`.
+  pretrain      masked video pretraining (experiments/videomae_pretrain.py:tiny) -> pretrain/
+  linear_probe  a linear classifier on the frozen pretrained encoder's features
+                (internvideo_jax/linear_probe.py) -> linear_probe/
+  finetune      action recognition from it (experiments/finetune.py:tiny), evaluated with 2 clips
+                x 3 crops on the validation split -> finetune/
+  multimodal    video-text contrastive + caption pretraining (experiments/mm_pretrain.py:tiny),
+                then retrieval and zero-shot classification on the validation split
+                -> multimodal/
+  uniformerv2   action recognition from the multimodal video encoder
+                (experiments/finetune_uniformerv2.py:tiny) -> uniformerv2/
+  cma           Cross-Model Attention over the frozen finetune and uniformerv2 models
+                (experiments/cma.py:tiny) -> cma/; the summary also gives the score-averaging
+                ensemble of the two (internvideo_jax/ensemble.py), CMA's baseline
+At the end it prints one summary: loss before/after pretraining, top-1 of every classifier,
+retrieval R@1 and zero-shot top-1, next to chance. Each stage is also runnable alone (the
+commands are in the experiments' docstrings).
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-STAGES = ("pretrain", "finetune", "multimodal")
+STAGES = ("pretrain", "linear_probe", "finetune", "multimodal", "uniformerv2", "cma")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Parent directory of the stages.")
 _STAGES = flags.DEFINE_list("stages", list(STAGES), f"Which of {STAGES} to run, in order.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Override every stage's total_steps (0: presets).")
@@ -31,10 +38,19 @@ def stage_config(stage: str, workdir: str, steps: int = 0):
     if stage == "pretrain":
         from experiments.videomae_pretrain import get_config
         c = get_config("tiny")
-    elif stage == "finetune":
+    elif stage in ("finetune", "linear_probe"):
         from experiments.finetune import get_config
         c = get_config("tiny")
         c.init_from = os.path.join(workdir, "pretrain")
+    elif stage == "uniformerv2":
+        from experiments.finetune_uniformerv2 import get_config
+        c = get_config("tiny")
+        c.init_from = os.path.join(workdir, "multimodal")
+    elif stage == "cma":
+        from experiments.cma import get_config
+        c = get_config("tiny")
+        c.model.videomae_from = os.path.join(workdir, "finetune")
+        c.model.uniformer_from = os.path.join(workdir, "uniformerv2")
     elif stage == "multimodal":
         from experiments.mm_pretrain import get_config
         c = get_config("tiny")
@@ -54,12 +70,24 @@ def summary(workdir: str) -> dict:
         losses = [r["loss"] for r in read_metrics(pre) if "loss" in r]
         out["pretrain_loss_first"] = losses[0]
         out["pretrain_loss_last"] = float(np.mean(losses[-3:]))
-    ft = os.path.join(workdir, "finetune")
-    if os.path.exists(os.path.join(ft, "metrics.jsonl")):
-        evals = [r for r in read_metrics(ft) if "eval_top1" in r]
-        if evals:  # classification accuracy is stored as a fraction
-            out["finetune_top1_pct"] = 100 * evals[-1]["eval_top1"]
-            out["finetune_top5_pct"] = 100 * evals[-1]["eval_top5"]
+    probe = os.path.join(workdir, "linear_probe", "linear_probe.json")
+    if os.path.exists(probe):
+        with open(probe) as f:
+            out["linear_probe_top1_pct"] = 100 * json.load(f)["top1"]
+    for stage in ("finetune", "uniformerv2", "cma"):
+        path = os.path.join(workdir, stage)
+        if os.path.exists(os.path.join(path, "metrics.jsonl")):
+            evals = [r for r in read_metrics(path) if "eval_top1" in r]
+            if evals:  # classification accuracy is stored as a fraction
+                out[f"{stage}_top1_pct"] = 100 * evals[-1]["eval_top1"]
+                out[f"{stage}_top5_pct"] = 100 * evals[-1]["eval_top5"]
+    scores = [os.path.join(workdir, s, "scores_validation.npz") for s in ("finetune", "uniformerv2")]
+    if all(os.path.exists(p) for p in scores):
+        from internvideo_jax.ensemble import ensemble, load_scores
+        from internvideo_jax.evaluate import accuracy_metrics
+        mean, info = ensemble([load_scores(p) for p in scores])
+        out["ensemble_top1_pct"] = 100 * accuracy_metrics(mean, info["label"],
+                                                          mean.shape[1])["top1"]
     mm = os.path.join(workdir, "multimodal")
     if os.path.exists(os.path.join(mm, "metrics.jsonl")):
         evals = [r for r in read_metrics(mm) if "eval_t2v_R@1" in r]
@@ -81,7 +109,11 @@ def main(argv) -> None:
     for stage in _STAGES.value:
         print(f"==== demo stage: {stage} ====", flush=True)
         config = stage_config(stage, _WORKDIR.value, _STEPS.value)
-        train.train(config, os.path.join(_WORKDIR.value, stage))
+        if stage == "linear_probe":
+            from internvideo_jax import linear_probe
+            linear_probe.run(config, os.path.join(_WORKDIR.value, stage))
+        else:
+            train.train(config, os.path.join(_WORKDIR.value, stage))
     result = summary(_WORKDIR.value)
     print("==== demo summary (chance: top-1 12.5% of 8 classes; R@1 1/videos) ====")
     print(json.dumps(result, indent=1))

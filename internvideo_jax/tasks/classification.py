@@ -120,8 +120,9 @@ class ClassificationTask:
         return {"names": names, "sha256": label_map.fingerprint(names), "source": origin}
 
     # ---- evaluation -------------------------------------------------------------------------
-    def eval_views(self) -> builders.EvalViews:
-        d, e = self.data, self.config.eval
+    def eval_views(self, config=None) -> builders.EvalViews:
+        """The test views of (config or the task's config).eval."""
+        d, e = self.data, (config or self.config).eval
         return builders.EvalViews(d.num_frames, d.stride, d.crop_size, e.num_clips, e.num_crops,
                                   d.sampler)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from internvideo_jax.models import videomae
-from internvideo_jax.tasks.classification import ClassificationTask, copy_matching
+from internvideo_jax.tasks.classification import (ClassificationTask, copy_matching,
+                                                  to_unit_range)
 
 
 class VideoMAEFinetuneTask(ClassificationTask):
@@ -26,6 +27,14 @@ class VideoMAEFinetuneTask(ClassificationTask):
         return videomae.VideoMAEClassifier(
             self.size, m.num_classes, drop_path_rate=m.drop_path_rate, dropout=m.dropout,
             dtype=jnp.dtype(m.dtype), pos_grid=grid)
+
+    def pooled_features(self, variables: dict, video):
+        """(B, V, T, S, S, 3) uint8 views -> (B, V, D): the mean of the encoder's tokens (what
+        fc_norm and the head read; the linear probe's features)."""
+        b, v = video.shape[:2]
+        x = self.model_inputs(to_unit_range(video.reshape((b * v,) + video.shape[2:])))[0]
+        tokens = self.model.apply(variables, x, method="tokens")  # (B*V, N, D)
+        return tokens.mean(axis=1).astype(jnp.float32).reshape(b, v, -1)
 
     def load_pretrained(self, params: dict, pretrained: dict) -> tuple[dict, list, list]:
         """Copy a pretraining checkpoint's encoder into the classifier.
