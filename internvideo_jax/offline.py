@@ -21,7 +21,6 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from input_pipelines import builders
 from internvideo_jax import checkpointing, sharding
 from internvideo_jax.convert.common import flatten
 from internvideo_jax.tasks import get_task
@@ -90,8 +89,7 @@ def _file_name(video_id: str) -> str:
 def extract_features(config, workdir: str) -> str:
     """Per-video features of config.eval.split (the task's video_features: for mm_pretrain the
     L2-normalised video embedding). Returns the .npz path."""
-    from internvideo_jax.evaluate import eval_data_config, map_over_split
-    from internvideo_jax.evaluate import video_ids
+    from internvideo_jax.evaluate import map_over_split, video_ids
     mesh, task, variables, _, _ = _setup(config, workdir)
     if not hasattr(task, "video_features"):
         raise ValueError(f"task {config.task!r} defines no video features to extract.")
