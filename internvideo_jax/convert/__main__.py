@@ -44,6 +44,8 @@ def read_torch_file(path: str) -> dict:
         from safetensors.numpy import load_file
         return load_file(path)
     import torch
+    # Not memory-mapped on purpose: each tensor's storage is freed as soon as its converted copy
+    # exists (cmd_import), where a mapping would stay resident until the very end.
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -149,9 +151,30 @@ def import_uniformerv2(a) -> dict:
     return cu.import_official(sd, target)
 
 
-# ---- commands -----------------------------------------------------------------------------------
-def cmd_import(a) -> None:
+def as_jax_arrays(params: dict) -> dict:
+    """numpy leaves (views into the source tensors) -> jax arrays, one at a time: each source
+    tensor is freed once its last view is converted, so the host holds ~1x the model throughout.
+    (Saving numpy leaves would make orbax copy every array twice.)"""
+    import jax.numpy as jnp
+    from internvideo_jax.convert.common import unflatten
+    flat = flatten(params)
+    del params
+    for key in list(flat):
+        flat[key] = jnp.asarray(flat[key])
+    return unflatten(flat)
+
+
+def save_params(params: dict, out: str) -> None:
+    """An orbax params checkpoint, written with at most 1 GB of arrays in flight."""
     import orbax.checkpoint as ocp
+    handler = ocp.StandardCheckpointHandler(save_concurrent_gb=1)
+    with ocp.Checkpointer(handler) as ckptr:
+        ckptr.save(os.path.abspath(out), args=ocp.args.StandardSave(params), force=True)
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def import_params(a) -> dict:
+    """--src as our parameter tree (numpy leaves, possibly views into the source tensors)."""
     from internvideo_jax.models.videomae import SIZES
     pretraining = a.model == "videomae_pretrain"
     if a.model == "uniformerv2_classifier":
@@ -182,9 +205,12 @@ def cmd_import(a) -> None:
         num_classes = a.num_classes or (sd["head.weight"].shape[0] if "head.weight" in sd else 0)
         model = build_model(a.model, size, num_classes)
         params = cv.import_official(sd, target_params(model, a.frames, a.image_size))
-    with ocp.StandardCheckpointer() as ckptr:  # async: the context waits for the commit
-        ckptr.save(os.path.abspath(a.out), params, force=True)
-        ckptr.wait_until_finished()
+    return params
+
+
+def cmd_import(a) -> None:
+    params = as_jax_arrays(import_params(a))  # the source state dict is gone after the call
+    save_params(params, a.out)
     n = sum(int(np.prod(v.shape)) for v in flatten(params).values())
     print(f"imported {len(flatten(params))} tensors ({n:,} parameters) into {a.out}")
 

@@ -113,7 +113,7 @@ def import_state_dict(rules: list[Rule], state_dict: dict, target_shapes: dict[P
         if tuple(value.shape) != expected:
             mismatched.append((r.key, tuple(to_numpy(state_dict[r.key]).shape), expected))
             continue
-        flat[r.path] = value.astype(np.float32)
+        flat[r.path] = value.astype(np.float32, copy=False)  # no second copy of the model
     unexpected = sorted(k for k in state_dict if k not in rule_keys)
     unfilled = sorted("/".join(p) for p in target_shapes if p not in {r.path for r in rules})
     if missing or unexpected or mismatched or unfilled:
