@@ -99,3 +99,28 @@ def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
         out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v,
                                                         global_shape)
     return out
+
+
+def bytes_per_device(tree: Any) -> dict:
+    """{'total': bytes of the logical arrays, 'max_device': the most any one device holds,
+    'min_device': the least}: how the shardings really split a tree of jax.Arrays (a replicated
+    array counts fully on every device, an FSDP-sharded one by its shard)."""
+    per_device: dict[Any, int] = {}
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        if not isinstance(leaf, jax.Array):
+            continue
+        total += leaf.size * leaf.dtype.itemsize
+        for shard in leaf.addressable_shards:
+            per_device[shard.device] = per_device.get(shard.device, 0) + \
+                shard.data.size * shard.data.dtype.itemsize
+    values = list(per_device.values()) or [0]
+    return {"total": total, "max_device": max(values), "min_device": min(values)}
+
+
+def describe_placement(name: str, tree: Any) -> str:
+    """One line: total and per-device bytes of a tree, e.g. for params and optimizer state."""
+    b = bytes_per_device(tree)
+    share = b["max_device"] / b["total"] if b["total"] else 0.0
+    return (f"{name}: {b['total'] / 2**20:,.1f} MiB in all, {b['max_device'] / 2**20:,.1f} MiB "
+            f"on the fullest device ({100 * share:.1f}%)")

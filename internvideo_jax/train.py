@@ -266,6 +266,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         writer = MetricsWriter(workdir, d["total_steps"], start, progress)
         writer.info(f"derived: {json.dumps(d)}")
         writer.info(f"parameters: {count_params(state.params):,}")
+        for name, tree in (("params", state.params), ("optimizer state", state.opt_state)):
+            writer.info(sharding.describe_placement(name, tree))
         if trainable is not None:
             n = count_params([p for p, t in zip(jax.tree.leaves(state.params),
                                                 jax.tree.leaves(trainable)) if t])

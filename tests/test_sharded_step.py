@@ -93,3 +93,35 @@ def test_batch_not_divisible_by_accumulation_fails_early(data_dir):
     mesh = sharding.make_mesh({"data": 8, "fsdp": 1, "tensor": 1}, jax.devices()[:8])
     with pytest.raises(ValueError, match="grad_accum_steps=3"):
         train.check_batch(config, mesh)
+
+
+def test_bytes_per_device_follow_the_strategy(data_dir):
+    """Data parallel: every device holds all parameters. FSDP over 8: each holds its shard of every
+    'embed'-sharded tensor, so the fullest device holds about 1/8 (plus the small replicated
+    tensors); the optimizer state is placed like the parameters. Checked against a count by hand
+    from the shapes and the partition specs."""
+    config = tiny_config(data_dir)
+    task = get_task(config)
+    tx, _ = train.make_optimizer(config, {"peak_lr": 1e-3, "min_lr": 0.0, "warmup_steps": 0,
+                                          "total_steps": 10})
+    out = {}
+    for name, axes in (("dp", {"data": 8, "fsdp": 1, "tensor": 1}),
+                       ("fsdp", {"data": 1, "fsdp": 8, "tensor": 1})):
+        mesh = sharding.make_mesh(axes)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+            state, _ = train.create_state(task, tx, mesh, jax.random.key(0))
+        out[name] = (sharding.bytes_per_device(state.params),
+                     sharding.bytes_per_device(state.opt_state))
+        if name == "fsdp":  # by hand: a leaf's bytes / the mesh sizes of the axes in its spec
+            want = 0
+            for leaf in jax.tree.leaves(state.params):
+                axes_used = [a for entry in leaf.sharding.spec if entry is not None
+                             for a in ((entry,) if isinstance(entry, str) else entry)]
+                want += leaf.nbytes // int(np.prod([mesh.shape[a] for a in axes_used]))
+            assert out[name][0]["max_device"] == want
+    dp, fsdp = out["dp"], out["fsdp"]
+    assert dp[0]["max_device"] == dp[0]["total"] == fsdp[0]["total"]
+    assert fsdp[0]["max_device"] < 0.2 * fsdp[0]["total"]
+    # Adam's two moments: twice the parameters' bytes, split the same way (+ the step counts).
+    assert abs(fsdp[1]["max_device"] - 2 * fsdp[0]["max_device"]) <= 64
+    assert "MiB on the fullest device" in sharding.describe_placement("params", state.params)
