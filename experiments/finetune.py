@@ -54,6 +54,7 @@ def classification_config(task: str) -> config_dict.ConfigDict:
         base_lr=1e-3, min_lr=1e-6, warmup_epochs=5.0, b1=0.9, b2=0.999, eps=1e-8,
         weight_decay=0.05, grad_clip=0.0, layer_decay=0.75,
         ema_decay=0.0))  # > 0: keep an EMA of the weights (evaluated instead of the weights)
+    c.peak_tflops = 0.0  # per-device peak for the logged MFU; 0 = by device kind (flops.py)
     c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.log_every = 10
     c.checkpoint_every = 200
@@ -67,7 +68,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     # it, e.g. (8, 14, 14) for a 16x224 checkpoint at 32x384; () = the same grid.
     c.model = config_dict.ConfigDict(dict(
         size="tiny", num_classes=8, drop_path_rate=0.1, dropout=0.0, dtype="float32",
-        pos_embed_grid=()))
+        pos_embed_grid=(), remat="none"))  # remat: none | full | dots | dots_no_batch
     if preset == "tiny":
         # The tiny model and small data want a larger lr than the ViT-B recipe.
         c.num_epochs = 6.0

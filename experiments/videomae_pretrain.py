@@ -29,7 +29,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.seed = 0
 
     c.model = config_dict.ConfigDict(dict(
-        size="tiny", mask_ratio=0.9, drop_path_rate=0.0, norm_pix_loss=True, dtype="float32"))
+        size="tiny", mask_ratio=0.9, drop_path_rate=0.0, norm_pix_loss=True, dtype="float32",
+        remat="none"))  # none | full | dots | dots_no_batch: what blocks keep for backward
     c.data = config_dict.ConfigDict(dict(
         dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=16, stride=2, crop_size=64,
         flip=False, normalization="imagenet", num_workers=0, num_threads=2,
@@ -42,6 +43,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.optim = config_dict.ConfigDict(dict(
         base_lr=1.5e-4, min_lr=1e-5, warmup_epochs=40.0, b1=0.9, b2=0.95, eps=1e-8,
         weight_decay=0.05, grad_clip=0.0))
+    c.peak_tflops = 0.0  # per-device peak for the logged MFU; 0 = by device kind (flops.py)
     c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.log_every = 10
     c.checkpoint_every = 100

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from input_pipelines.robust import BadVideoTracker
-from internvideo_jax import checkpointing, optim, sharding
+from internvideo_jax import checkpointing, flops, optim, sharding
 from internvideo_jax.metrics_writer import MetricsWriter
 from internvideo_jax.tasks import get_task
 
@@ -296,6 +296,14 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                           out_shardings=(state_shardings, sharding.replicated(mesh)),
                           donate_argnums=(0,))
 
+        # Throughput: model FLOPs of a step (3x forward, analytic) against the devices' peak.
+        step_flops = 3 * task.flops_per_example() * d["global_batch"] \
+            if hasattr(task, "flops_per_example") else None
+        peak = config.get("peak_tflops", 0.0) * 1e12 or flops.peak_flops(jax.devices()[0])
+        if step_flops:
+            writer.info(f"model FLOPs per step: {step_flops / 1e12:.3f} TFLOP; device peak: "
+                        f"{f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown (no MFU)'}")
+
         # ---- Loop -------------------------------------------------------------------------------
         bad_videos = BadVideoTracker(config.data.max_bad_videos)
         pending, data_wait, t_last = [], 0.0, time.perf_counter()
@@ -315,6 +323,11 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                 scalars.update(step_time=elapsed / len(values),
                                clips_per_s=d["global_batch"] * len(values) / elapsed,
                                data_wait=data_wait / elapsed, bad_videos=bad_videos.count)
+                if step_flops:
+                    per_device = step_flops * len(values) / elapsed / jax.device_count()
+                    scalars["tflops_per_device"] = per_device / 1e12
+                    if peak:
+                        scalars["mfu"] = per_device / peak
                 writer.write(done, scalars)
                 pending, data_wait, t_last = [], 0.0, now
             if done % config.checkpoint_every == 0 or done == d["total_steps"]:

@@ -248,8 +248,29 @@ class Block(nn.Module):
         return y * gamma.astype(y.dtype)
 
 
+# Rematerialisation policies by name: what a block keeps from its forward pass for the backward.
+REMAT_POLICIES = {
+    "none": None,  # keep everything (no recomputation)
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only the block's input
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs, recompute the rest
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # weights' matmuls
+}
+
+
+def remat_block(remat: str):
+    """Block, or Block under jax.checkpoint with the named policy (REMAT_POLICIES)."""
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"Unknown remat policy {remat!r}; choose one of {sorted(REMAT_POLICIES)}.")
+    if remat == "none":
+        return Block
+    return nn.remat(Block, policy=REMAT_POLICIES[remat], static_argnums=(2,))
+
+
 class Transformer(nn.Module):
-    """A stack of `depth` Blocks with drop path linearly spaced 0..drop_path_rate over depth."""
+    """A stack of `depth` Blocks with drop path linearly spaced 0..drop_path_rate over depth.
+
+    remat: a REMAT_POLICIES name; parameters and outputs are the same for every policy, only
+    the memory/compute trade of the backward pass changes."""
 
     depth: int
     num_heads: int
@@ -258,11 +279,13 @@ class Transformer(nn.Module):
     init_values: float = 0.0
     norm_eps: float = 1e-6
     dtype: Dtype = jnp.float32
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         rates = np.linspace(0.0, self.drop_path_rate, self.depth) if self.depth else []
+        block = remat_block(self.remat)
         for i in range(self.depth):
-            x = Block(self.num_heads, self.mlp_dim, float(rates[i]), self.init_values,
+            x = block(self.num_heads, self.mlp_dim, float(rates[i]), self.init_values,
                       self.norm_eps, self.dtype, name=f"blocks_{i}")(x, deterministic)
         return x

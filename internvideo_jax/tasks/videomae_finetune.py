@@ -26,7 +26,12 @@ class VideoMAEFinetuneTask(ClassificationTask):
                              f"the checkpoint, e.g. (8, 14, 14) for 16 frames at 224.")
         return videomae.VideoMAEClassifier(
             self.size, m.num_classes, drop_path_rate=m.drop_path_rate, dropout=m.dropout,
-            dtype=jnp.dtype(m.dtype), pos_grid=grid)
+            dtype=jnp.dtype(m.dtype), pos_grid=grid, remat=m.get("remat", "none"))
+
+    def flops_per_example(self) -> float:
+        """Forward FLOPs of one clip (internvideo_jax/flops.py)."""
+        from internvideo_jax.flops import videomae_classifier_flops
+        return videomae_classifier_flops(self.size, self.video_shape, self.num_classes)
 
     def pooled_features(self, variables: dict, video):
         """(B, V, T, S, S, 3) uint8 views -> (B, V, D): the mean of the encoder's tokens (what

@@ -29,11 +29,17 @@ class VideoMAEPretrainTask:
         self.mask_ratio = m.mask_ratio
         self.model = videomae.VideoMAEPretrain(
             self.size, mask_ratio=m.mask_ratio, drop_path_rate=m.drop_path_rate,
-            dtype=jnp.dtype(m.dtype))
+            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"))
 
     @property
     def num_tokens(self) -> int:
         return int(np.prod(self.grid))
+
+    def flops_per_example(self) -> float:
+        """Forward FLOPs of one clip (internvideo_jax/flops.py)."""
+        from internvideo_jax.flops import videomae_pretrain_flops
+        return videomae_pretrain_flops(self.size, self.video_shape,
+                                       self.model.num_masked((1,) + self.video_shape))
 
     def init_batch(self, batch_size: int) -> dict:
         mask = np.zeros((batch_size, self.num_tokens), bool)

@@ -1,0 +1,162 @@
+r"""VideoMAE pretraining step throughput: ours (jax.jit) against HF transformers'
+VideoMAEForPreTraining (PyTorch), same architecture, batch and mask, in one run.
+
+Both sides run a full training step: normalisation of the uint8 clip, forward, norm-pixel MSE on
+the masked tokens, backward, AdamW update. Setting: 16 frames at 224x224, tubelet 2, patch 16,
+90% tube masking (the same boolean mask for both), float32 on CPU (--dtype bfloat16 for ours on an
+accelerator; HF then runs under torch.autocast with its SDPA attention). clips/s is the best of
+--repeats timed steps after --warmup untimed ones. MFU = model FLOPs (internvideo_jax/flops.py,
+3x the forward) per second over the machine's peak: the published bf16 peak of a known
+accelerator, else a measured one (the best f32 matmul FLOP/s of a 2048^3 jitted matmul).
+
+  pip install torch==2.13.0 transformers==5.24.0    # the benchmark's extra
+  python benchmarks/train_step.py --sizes S,B --batch 2
+Prints one JSON line per (size, implementation) and markdown rows for docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FRAMES, IMAGE, MASK_RATIO = 16, 224, 0.9
+MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def make_batch(size, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(video (B, T, H, W, 3) uint8, mask (B, N) bool) with int(0.9 * hw) tokens masked per tube."""
+    from input_pipelines.masking import tube_mask
+    rng = np.random.default_rng(seed)
+    video = rng.integers(0, 256, (batch, FRAMES, IMAGE, IMAGE, 3), dtype=np.uint8)
+    grid = (FRAMES // size.tubelet, IMAGE // size.patch, IMAGE // size.patch)
+    mask = np.stack([tube_mask(grid, MASK_RATIO, rng) for _ in range(batch)])
+    return video, mask.reshape(batch, -1)
+
+
+def time_steps(step, warmup: int, repeats: int) -> float:
+    """Best wall time of `repeats` calls of step() after `warmup` calls (step() must block)."""
+    for _ in range(warmup):
+        step()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def ours(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: int,
+         repeats: int) -> float:
+    import flax.linen as nn
+    import jax
+    from experiments.videomae_pretrain import get_config
+    from internvideo_jax import sharding, train
+    from internvideo_jax.tasks import get_task
+    config = get_config("tiny")
+    config.model.update(size=size_name, dtype=dtype, mask_ratio=MASK_RATIO)
+    config.data.update(num_frames=FRAMES, crop_size=IMAGE)
+    config.mesh.update(data=1, fsdp=1, tensor=1)
+    task = get_task(config)
+    mesh = sharding.make_mesh(config.mesh.to_dict(), jax.devices()[:1])
+    d = {"peak_lr": 1.5e-4, "min_lr": 0.0, "warmup_steps": 0, "total_steps": 1000}
+    tx, schedule = train.make_optimizer(config, d)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        state, shardings = train.create_state(task, tx, mesh, jax.random.key(0))
+        fn = jax.jit(train.make_train_step(task, tx, schedule, jax.random.key(1)),
+                     donate_argnums=(0,))
+        batch = sharding.put_batch({"video": video, "mask": mask}, mesh)
+        holder = [state]
+
+        def step():
+            holder[0], metrics = fn(holder[0], batch)
+            jax.block_until_ready(metrics["loss"])
+
+        return time_steps(step, warmup, repeats)
+
+
+def hf(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: int,
+       repeats: int) -> float:
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+    from internvideo_jax.models.videomae import get_size
+    s = get_size(size_name)
+    config = VideoMAEConfig(
+        image_size=IMAGE, patch_size=s.patch, num_frames=FRAMES, tubelet_size=s.tubelet,
+        hidden_size=s.dim, num_hidden_layers=s.depth, num_attention_heads=s.heads,
+        intermediate_size=s.mlp_dim, decoder_hidden_size=s.decoder_dim,
+        decoder_num_hidden_layers=s.decoder_depth, decoder_num_attention_heads=s.decoder_heads,
+        decoder_intermediate_size=s.decoder_mlp_dim, norm_pix_loss=True, layer_norm_eps=1e-6,
+        qkv_bias=True, use_mean_pooling=False, attn_implementation="sdpa")
+    model = VideoMAEForPreTraining(config).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    raw = torch.from_numpy(video)
+    bool_mask = torch.from_numpy(mask)
+    mean, std = torch.from_numpy(MEAN), torch.from_numpy(STD)
+    autocast = dtype == "bfloat16"
+
+    def step():
+        pixels = ((raw.float() / 255.0 - mean) / std).permute(0, 1, 4, 2, 3)  # (B, T, C, H, W)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(pixel_values=pixels, bool_masked_pos=bool_mask).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return time_steps(step, warmup, repeats)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="S,B")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args()
+    import jax
+    from internvideo_jax import flops
+    from internvideo_jax.models.videomae import VideoMAEPretrain, get_size
+    device = jax.devices()[0]
+    peak = flops.peak_flops(device)
+    peak_kind = "published bf16"
+    if peak is None:
+        peak, peak_kind = flops.measured_matmul_peak(), "measured f32 matmul"
+    rows = []
+    for name in a.sizes.split(","):
+        size = get_size(name)
+        video, mask = make_batch(size, a.batch)
+        num_masked = VideoMAEPretrain(size, MASK_RATIO).num_masked((1, FRAMES, IMAGE, IMAGE, 3))
+        step_flops = 3 * a.batch * flops.videomae_pretrain_flops(size, (FRAMES, IMAGE, IMAGE, 3),
+                                                                 num_masked)
+        result = {}
+        for impl, fn in (("hf_transformers", hf), ("ours", ours)):
+            seconds = fn(name, video, mask, a.dtype, a.warmup, a.repeats)
+            result[impl] = {"size": name, "impl": impl, "batch": a.batch, "dtype": a.dtype,
+                            "step_s": round(seconds, 3), "clips_per_s": a.batch / seconds,
+                            "model_tflops_per_s": step_flops / seconds / 1e12,
+                            "mfu": step_flops / seconds / peak}
+            print(json.dumps(result[impl]), flush=True)
+        speedup = result["ours"]["clips_per_s"] / result["hf_transformers"]["clips_per_s"]
+        rows.append((name, result, speedup))
+    print(f"\npeak: {peak / 1e12:.2f} TFLOP/s ({peak_kind}) on {device.device_kind}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d')}")
+    print("| size | batch | dtype | HF clips/s | ours clips/s | speed-up | HF MFU | our MFU |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r, speedup in rows:
+        h, o = r["hf_transformers"], r["ours"]
+        print(f"| ViT-{name} | {a.batch} | {a.dtype} | {h['clips_per_s']:.3f} | "
+              f"{o['clips_per_s']:.3f} | {speedup:.2f}x | {100 * h['mfu']:.1f}% | "
+              f"{100 * o['mfu']:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
