@@ -4,6 +4,8 @@ Overrides: --config.batch_size=32 (unknown keys fail). A workdir holding a check
 --mode=evaluate runs the task's evaluation alone from the workdir's latest checkpoint (a workdir
 without one: --config.init_from); --mode=extract_features writes per-video features
 (internvideo_jax/offline.py).
+Multi-host: started from the environment (INTERNVIDEO_COORDINATOR / INTERNVIDEO_DISTRIBUTED=auto,
+see internvideo_jax/distributed.py), checked before any work; logs and metrics from host 0.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+    from internvideo_jax import distributed
+    if distributed.initialize_from_env():  # multi-host: environment (internvideo_jax/distributed)
+        distributed.startup_check()
     from internvideo_jax.xla_cache import enable_compilation_cache
     enable_compilation_cache()
     if _MODE.value == "train":

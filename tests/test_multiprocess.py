@@ -32,3 +32,45 @@ def test_two_processes_read_disjoint_complete_epochs_and_train(data_dir, tmp_pat
     assert out[0]["epochs"][0] != out[0]["epochs"][1]  # reshuffled each epoch
     assert out[0]["final_step"] == out[1]["final_step"] == 2
     assert len(out[0]["losses"]) == 2 and np.all(np.isfinite(out[0]["losses"]))
+
+
+def _run_pair(mode: str, tmp_path) -> list[dict]:
+    port = portpicker.pick_unused_port()
+    env = dict(os.environ, PYTHONPATH=REPO)
+    for k in ("INTERNVIDEO_COORDINATOR", "INTERNVIDEO_DISTRIBUTED"):
+        env.pop(k, None)
+    procs = [subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tests", "distributed_check_worker.py"), mode,
+         str(port), str(i), str(tmp_path / f"{mode}{i}.json")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    return [json.loads((tmp_path / f"{mode}{i}.json").read_text()) for i in range(2)]
+
+
+def test_two_process_steps_equal_the_single_process_steps(tmp_path):
+    """The same global batches, supplied half by each of 2 processes (4 devices each), give the
+    losses and parameters of one process with 8 devices. Tolerance: float32 round-off of
+    reductions done in another order (the gloo all-reduce), ~1e-7 relative; a missing or
+    wrong cross-process reduction changes the loss at the 1e-2 level."""
+    from tests.step_equivalence import run_steps
+    out = _run_pair("ok", tmp_path)
+    assert all("error" not in o for o in out), out
+    assert out[0]["hosts"] == out[1]["hosts"] == 2
+    losses, sums = run_steps(process_rows=False)
+    for o in out:
+        np.testing.assert_allclose(o["losses"], losses, rtol=1e-5)
+        np.testing.assert_allclose(o["param_sums"], sums, rtol=1e-4, atol=1e-5)
+
+
+def test_startup_check_refuses_a_host_with_other_code(tmp_path):
+    out = _run_pair("stale", tmp_path)
+    for o in out:  # both processes refuse, and name process 1
+        assert "Hosts disagree" in o["error"] and "process 1 (" in o["error"], o
+
+
+def test_startup_check_names_the_process_that_does_not_answer(tmp_path):
+    out = _run_pair("missing", tmp_path)
+    assert "processes [1] of 2 did not answer" in out[0]["error"], out[0]
