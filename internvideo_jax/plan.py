@@ -1,0 +1,130 @@
+r"""Fit planner: compile an experiment's train step for a TPU topology on a CPU-only host (or for
+this machine's devices) and report per-chip memory, whether it fits, and the compiler's estimate.
+
+  pip install libtpu==0.0.52     # TPU compiler only; no TPU needed (the planner's extra)
+  python -m internvideo_jax.plan --config experiments/videomae_pretrain.py:vit_h \
+      --topology v5p:4x4x4 [--config.mesh.fsdp=64 ...]
+  python -m internvideo_jax.plan --config experiments/finetune.py:tiny --topology local
+
+The train step is lowered exactly as train.py jits it (same shardings from the one rules table, the
+config's mesh over the topology's chips, the config's global batch, grad accumulation and remat)
+and compiled by XLA for that target. Reported per chip: parameters, optimizer state, the batch
+(argument bytes), activations and scratch (the compiler's temp buffers), generated code; the sum
+against the chip's HBM; model FLOPs per step (internvideo_jax/flops.py) and, where the compiler
+gives one, its estimated step time and the MFU that would imply. Nothing is allocated.
+"""
+from __future__ import annotations
+
+import json
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+HBM_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}  # per chip
+PEAK_TFLOPS = {"v4": 275.0, "v5e": 197.0, "v5p": 459.0, "v6e": 918.0}  # dense bf16 per chip
+
+
+def topology_devices(topology: str):
+    """Devices of a TPU topology ('v5p:4x4x4', compiled for, not present) or 'local'."""
+    if topology == "local":
+        return jax.devices()
+    from jax.experimental import topologies
+    try:
+        return topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
+    except Exception as e:  # no libtpu, or an unknown name
+        raise RuntimeError(f"cannot describe TPU topology {topology!r}: {e}. Install the TPU "
+                           f"compiler (pip install libtpu==0.0.52) and use names such as "
+                           f"v5p:4x4x4, v4:4x4x8, v5e:4x4, v6e:4x4.") from e
+
+
+def _nbytes(tree) -> int:
+    return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
+
+
+def _sharded_bytes(tree, shardings) -> int:
+    """Bytes of one device's shard of every leaf (abstract arrays + their NamedShardings)."""
+    total = 0
+    for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
+        shard = s.shard_shape(x.shape)
+        total += int(np.prod(shard)) * np.dtype(x.dtype).itemsize
+    return total
+
+
+def plan(config, topology: str) -> dict:
+    from internvideo_jax import flops, sharding, train
+    from internvideo_jax.tasks import get_task
+    devices = topology_devices(topology)
+    mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
+    task = get_task(config)
+    train.check_batch(config, mesh)
+    steps = 1000
+    d = {"peak_lr": 1e-4, "min_lr": 0.0, "warmup_steps": 10, "total_steps": steps}
+    rng = jax.random.key(0)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        abstract_params = jax.eval_shape(
+            lambda r: nn.meta.unbox(task.init_variables(r, task.init_batch(1)))["params"], rng)
+        trainable = task.trainable_mask(abstract_params) if hasattr(task, "trainable_mask") \
+            else None
+        tx, schedule = train.make_optimizer(config, d, abstract_params, trainable)
+        ema = float(config.optim.get("ema_decay", 0.0))
+        state, state_shardings = train.create_state(task, tx, mesh, rng, init=False, ema=ema > 0)
+        batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype,
+                                         sharding=sharding.batch_sharding(mesh, v.ndim))
+                 for k, v in task.init_batch(1).items()}
+        step = jax.jit(train.make_train_step(task, tx, schedule, rng,
+                                             int(config.get("grad_accum_steps", 1)), ema,
+                                             trainable),
+                       in_shardings=(state_shardings, {k: v.sharding for k, v in batch.items()}),
+                       out_shardings=(state_shardings, sharding.replicated(mesh)),
+                       donate_argnums=(0,))
+        compiled = step.lower(state, batch).compile()
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    gib = 2.0 ** 30
+    per_chip = {
+        "params_gib": _sharded_bytes(state.params, state_shardings.params) / gib,
+        "optimizer_state_gib": _sharded_bytes(state.opt_state, state_shardings.opt_state) / gib,
+        "arguments_gib": memory.argument_size_in_bytes / gib,
+        "activations_and_temp_gib": memory.temp_size_in_bytes / gib,
+        "code_gib": memory.generated_code_size_in_bytes / gib,
+    }
+    # Donated state: outputs alias the arguments, so peak = arguments + temp + code.
+    per_chip["total_gib"] = (per_chip["arguments_gib"] + per_chip["activations_and_temp_gib"]
+                             + per_chip["code_gib"])
+    kind = topology.split(":")[0] if topology != "local" else devices[0].device_kind
+    hbm = HBM_GIB.get(kind)
+    report = {
+        "topology": topology, "chips": len(devices), "mesh": dict(mesh.shape),
+        "global_batch": config.batch_size, "parameters": _nbytes(state.params) // 4,
+        "per_chip": {k: round(v, 3) for k, v in per_chip.items()},
+        "hbm_gib": hbm, "fits": None if hbm is None else per_chip["total_gib"] <= hbm,
+    }
+    if hasattr(task, "flops_per_example"):
+        step_flops = 3 * task.flops_per_example() * config.batch_size
+        report["model_tflop_per_step"] = step_flops / 1e12
+        seconds = cost.get("optimal_seconds")
+        peak = PEAK_TFLOPS.get(kind) or (flops.peak_flops(devices[0]) or 0) / 1e12
+        if seconds and seconds > 0:
+            report["compiler_step_seconds"] = float(seconds)
+            if peak:
+                report["implied_mfu"] = step_flops / len(devices) / float(seconds) / (peak * 1e12)
+    return report
+
+
+def main(argv) -> None:
+    del argv
+    report = plan(_CONFIG.value, _TOPOLOGY.value)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file:preset.",
+                                              lock_config=True)
+    _TOPOLOGY = flags.DEFINE_string("topology", "local",
+                                    "TPU topology (v5p:4x4x4, v4:4x4x8, ...) or 'local'.")
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
