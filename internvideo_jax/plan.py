@@ -30,8 +30,11 @@ def topology_devices(topology: str):
     if topology == "local":
         return jax.devices()
     from jax.experimental import topologies
+    # v4 (and v5p) chips have two TensorCores run as one device ("megacore"), as on a real VM.
+    kwargs = {"chip_config_name": "megacore"} if topology.startswith(("v4", "v5p")) else {}
     try:
-        return topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
+        return topologies.get_topology_desc(platform="tpu", topology_name=topology,
+                                            **kwargs).devices
     except Exception as e:  # no libtpu, or an unknown name
         raise RuntimeError(f"cannot describe TPU topology {topology!r}: {e}. Install the TPU "
                            f"compiler (pip install libtpu==0.0.52) and use names such as "

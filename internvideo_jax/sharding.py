@@ -63,7 +63,12 @@ def make_mesh(mesh_config: dict, devices=None) -> Mesh:
     """A ('data', 'fsdp', 'tensor') mesh with Auto axis types (logical constraints need them)."""
     devices = jax.devices() if devices is None else devices
     shape = mesh_shape(mesh_config, len(devices))
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    try:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    except NotImplementedError:  # e.g. fsdp=8 on a 4x4x4 torus: split a physical axis
+        from jax.experimental import mesh_utils
+        grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+        return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
 def data_parallel_size(mesh: Mesh) -> int:
