@@ -86,9 +86,11 @@ def plan(config, topology: str) -> dict:
     cost = compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     gib = 2.0 ** 30
+    params_bytes = _sharded_bytes(state.params, state_shardings.params)
+    opt_bytes = _sharded_bytes(state.opt_state, state_shardings.opt_state)
     per_chip = {
-        "params_gib": _sharded_bytes(state.params, state_shardings.params) / gib,
-        "optimizer_state_gib": _sharded_bytes(state.opt_state, state_shardings.opt_state) / gib,
+        "params_gib": params_bytes / gib,
+        "optimizer_state_gib": opt_bytes / gib,
         "arguments_gib": memory.argument_size_in_bytes / gib,
         "activations_and_temp_gib": memory.temp_size_in_bytes / gib,
         "code_gib": memory.generated_code_size_in_bytes / gib,
@@ -102,6 +104,8 @@ def plan(config, topology: str) -> dict:
         "topology": topology, "chips": len(devices), "mesh": dict(mesh.shape),
         "global_batch": config.batch_size, "parameters": _nbytes(state.params) // 4,
         "per_chip": {k: round(v, 3) for k, v in per_chip.items()},
+        "per_chip_bytes": {"params": params_bytes, "optimizer_state": opt_bytes,
+                           "temp": int(memory.temp_size_in_bytes)},
         "hbm_gib": hbm, "fits": None if hbm is None else per_chip["total_gib"] <= hbm,
     }
     if hasattr(task, "flops_per_example"):

@@ -152,3 +152,28 @@ def test_remat_policies_change_memory_not_results(data_dir):
     assert saved["none"] > saved["dots"] > saved["dots_no_batch"] > saved["full"], saved
     with pytest.raises(ValueError, match="Unknown remat policy 'some'"):
         layers.remat_block("some")
+
+
+def test_fit_planner_on_the_local_devices(data_dir):
+    """plan() compiles the real train step for the given devices: its per-chip parameter and
+    optimizer-state bytes equal what the trainer really places (bytes_per_device of the created
+    state), and the compiler's buffers are reported."""
+    from internvideo_jax import plan
+    config = tiny_config(data_dir)
+    config.mesh.update(data=1, fsdp=8, tensor=1)
+    report = plan.plan(config, "local")
+    task = get_task(config)
+    mesh = sharding.make_mesh(config.mesh.to_dict())
+    d = {"peak_lr": 1e-3, "min_lr": 0.0, "warmup_steps": 0, "total_steps": 10}
+    tx, _ = train.make_optimizer(config, d)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        state, _ = train.create_state(task, tx, mesh, jax.random.key(0))
+    assert report["chips"] == 8 and report["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+    got = report["per_chip_bytes"]
+    assert got["params"] == sharding.bytes_per_device(state.params)["max_device"]
+    assert got["optimizer_state"] == sharding.bytes_per_device(state.opt_state)["max_device"]
+    assert got["params"] < 0.2 * sharding.bytes_per_device(state.params)["total"]  # sharded
+    assert got["temp"] > 0
+    assert report["fits"] is None  # no HBM figure for CPU devices
+    assert report["model_tflop_per_step"] == pytest.approx(
+        3 * task.flops_per_example() * config.batch_size / 1e12)
