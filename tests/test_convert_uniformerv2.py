@@ -1,5 +1,5 @@
 """UniFormerV2 official weights -> ours: an independent PyTorch implementation with the official
-names (tests/reference_uniformerv2.py), random weights everywhere (the zero-initialised parts too),
+names (internvideo_jax/torch_models/uniformerv2.py), random weights everywhere (the zero-initialised parts too),
 must give our model's logits; export gives the same state dict back."""
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ import jax.numpy as jnp  # noqa: E402
 from internvideo_jax.convert import common  # noqa: E402
 from internvideo_jax.convert import uniformerv2 as conv  # noqa: E402
 from internvideo_jax.models import uniformerv2 as u  # noqa: E402
-from tests.reference_uniformerv2 import UniFormerV2  # noqa: E402
+from internvideo_jax.torch_models.uniformerv2 import UniFormerV2  # noqa: E402
 
 SIZE = u.UniFormerV2Size(width=24, layers=3, heads=4, patch=8, image_size=32, embed_dim=24,
                          return_list=(1, 2))
@@ -89,3 +89,31 @@ def test_import_command_reads_the_architecture_off_the_tensors(tmp_path, monkeyp
     model = u.UniFormerV2Classifier(SIZE, 5, temporal_kernel=3, temporal_stride=2, local=True)
     got = model.apply(variables, jnp.asarray(video.transpose(0, 2, 3, 4, 1)))
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_export_command_runs_in_the_pytorch_module(tmp_path):
+    """Our classifier (random weights, BatchNorm statistics included) -> `convert export --to pth`
+    -> the PyTorch module loads it strictly and gives our logits; HF export is refused."""
+    from internvideo_jax.convert.__main__ import main, save_params
+    ours = u.UniFormerV2Classifier(SIZE, 5, temporal_kernel=3, temporal_stride=2, local=True)
+    x = np.random.default_rng(2).normal(size=(2, 8, 32, 32, 3)).astype(np.float32)
+    variables = jax.device_get(nn.meta.unbox(ours.init(jax.random.key(3), x)))
+    leaves, tree = jax.tree.flatten(variables)
+    rng = np.random.default_rng(4)  # non-trivial everywhere, variances positive
+    variables = jax.tree.unflatten(tree, [np.abs(v) + 0.5 if v.ndim == 1 and i % 7 == 0 else
+                                          v + 0.2 * rng.standard_normal(v.shape).astype(v.dtype)
+                                          for i, v in enumerate(leaves)])
+    variables["batch_stats"] = jax.tree.map(lambda v: np.abs(v) + 0.5, variables["batch_stats"])
+    save_params(variables, str(tmp_path / "ours"))
+    main(["export", "--src", str(tmp_path / "ours"), "--to", "pth", "--out",
+          str(tmp_path / "u.pyth")])
+    ref = UniFormerV2(image_size=32, patch=8, width=24, layers=3, heads=4, return_list=[1, 2],
+                      local=True, temporal_kernel=3, temporal_stride=2, num_classes=5)
+    ref.load_state_dict(torch.load(tmp_path / "u.pyth")["model_state"], strict=True)
+    with torch.no_grad():
+        got = ref.eval()(torch.from_numpy(x.transpose(0, 4, 1, 2, 3))).numpy()
+    want = np.asarray(ours.apply(variables, jnp.asarray(x)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(SystemExit, match="no HF transformers implementation"):
+        main(["export", "--src", str(tmp_path / "ours"), "--to", "hf", "--out",
+              str(tmp_path / "hf")])

@@ -1,5 +1,5 @@
-r"""python -m internvideo_jax.convert {import,export,inspect}: VideoMAE (in and out) and UniFormerV2
-(in) weights.
+r"""python -m internvideo_jax.convert {import,export,inspect}: VideoMAE and UniFormerV2 weights,
+in and out.
 
 Examples:
   # official VideoMAE / InternVideo-MAE .pth (pretraining layout) -> orbax params checkpoint
@@ -15,6 +15,9 @@ Examples:
   # and classes read off the tensors)
   python -m internvideo_jax.convert import --src k400_b16_f8x224.pyth \
       --model uniformerv2_classifier --size B/16 --frames 8 --out /ckpt/uniformerv2_b16
+  # a UniFormerV2 fine-tuning run -> official .pyth (runs in PyTorch with
+  # internvideo_jax.torch_models.uniformerv2.UniFormerV2, load_state_dict strict)
+  python -m internvideo_jax.convert export --src workdirs/demo/uniformerv2 --to pth --out u.pyth
   # print a checkpoint's tree, shapes and dtypes (orbax dir, workdir, .pth, .safetensors, HF dir)
   python -m internvideo_jax.convert inspect workdirs/demo
 
@@ -31,7 +34,6 @@ import sys
 
 import numpy as np
 
-from internvideo_jax.checkpointing import load_params as latest_params
 from internvideo_jax.checkpointing import load_variables
 from internvideo_jax.convert import videomae as cv
 from internvideo_jax.convert.common import ConversionError, flatten
@@ -215,8 +217,25 @@ def cmd_import(a) -> None:
     print(f"imported {len(flatten(params))} tensors ({n:,} parameters) into {a.out}")
 
 
+def export_uniformerv2(variables: dict, out: str) -> None:
+    """Our UniFormerV2 classifier variables -> an official .pyth ({'model_state': state dict},
+    float32), loadable with strict=True by internvideo_jax.torch_models.uniformerv2.UniFormerV2."""
+    import torch
+    from internvideo_jax.convert import uniformerv2 as cu
+    sd = {k: torch.from_numpy(np.array(v)) for k, v in cu.export_official(variables).items()}
+    torch.save({"model_state": sd}, out)
+    print(f"wrote {len(sd)} tensors (official UniFormerV2 layout, float32) to {out}")
+
+
 def cmd_export(a) -> None:
-    params, meta = latest_params(a.src)
+    variables, meta = load_variables(a.src)
+    if "backbone" in variables["params"]:  # a UniFormerV2 classifier
+        if a.to != "pth":
+            sys.exit("error: UniFormerV2 has no HF transformers implementation: export it with "
+                     "--to pth (the official .pyth layout).")
+        export_uniformerv2(variables, a.out)
+        return
+    params = variables["params"]
     size = size_from_params(params)
     if a.to == "pth":
         import torch

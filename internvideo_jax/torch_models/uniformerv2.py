@@ -1,7 +1,10 @@
-"""A PyTorch UniFormerV2 written from the reference's description (spec.md section 2), with the
-official module names, so its state_dict has the official keys. Used only by the parity tests:
-it is an independent implementation (channels-first, (L, N*T, C) token layout, nn.MultiheadAttention
-and real Conv3d/BatchNorm3d modules) to check ours against.
+"""A PyTorch UniFormerV2 classifier written from the reference's description, with the official
+module names, so its state_dict has the official .pyth keys: exported weights load with
+load_state_dict(strict=True). Input (N, C, T, H, W) normalised video -> (N, classes) logits.
+
+An implementation independent of ours (channels-first, (L, N*T, C) token layout,
+nn.MultiheadAttention and real Conv3d/BatchNorm3d modules): the parity tests check the JAX model
+against it (tests/test_convert_uniformerv2.py).
 """
 from __future__ import annotations
 
