@@ -18,6 +18,9 @@ Examples:
   # a UniFormerV2 fine-tuning run -> official .pyth (runs in PyTorch with
   # internvideo_jax.torch_models.uniformerv2.UniFormerV2, load_state_dict strict)
   python -m internvideo_jax.convert export --src workdirs/demo/uniformerv2 --to pth --out u.pyth
+  # an InternVideo multimodal checkpoint (Lightning, 'clip.' keys) -> video + text towers
+  python -m internvideo_jax.convert import --src internvideo_mm_b16.ckpt \
+      --model internvideo_multimodal --size B/16 --frames 8 --out /ckpt/mm_b16
   # print a checkpoint's tree, shapes and dtypes (orbax dir, workdir, .pth, .safetensors, HF dir)
   python -m internvideo_jax.convert inspect workdirs/demo
 
@@ -174,6 +177,23 @@ def save_params(params: dict, out: str) -> None:
         ckptr.save(os.path.abspath(out), args=ocp.args.StandardSave(params), force=True)
 
 
+def import_multimodal(a) -> dict:
+    """An InternVideo multimodal Lightning checkpoint ('clip.' keys) -> VideoTextModel params
+    (no caption decoder: its reference layout is not supported; --drop-prefix names it)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from internvideo_jax.convert import multimodal as cm
+    from internvideo_jax.models import multimodal
+    size = multimodal.get_size(a.size)
+    model = multimodal.VideoTextModel(size, caption=False)
+    video = jnp.zeros((1, a.frames, size.video.image_size, size.video.image_size, 3))
+    ids = jnp.zeros((1, size.text.context_length), jnp.int32)
+    target = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), video, ids)))
+    return cm.import_internvideo(read_torch_file(a.src), target["params"],
+                                 tuple(a.drop_prefix))
+
+
 # ---- commands -----------------------------------------------------------------------------------
 def import_params(a) -> dict:
     """--src as our parameter tree (numpy leaves, possibly views into the source tensors)."""
@@ -181,6 +201,8 @@ def import_params(a) -> dict:
     pretraining = a.model == "videomae_pretrain"
     if a.model == "uniformerv2_classifier":
         params = import_uniformerv2(a)
+    elif a.model == "internvideo_multimodal":
+        params = import_multimodal(a)
     elif os.path.isdir(a.src):
         sd, hf = read_hf_dir(a.src)
         size = VideoMAESize(
@@ -235,6 +257,17 @@ def cmd_export(a) -> None:
                      "--to pth (the official .pyth layout).")
         export_uniformerv2(variables, a.out)
         return
+    if "textual" in variables["params"]:  # a multimodal video-text model
+        if a.to != "pth" or "decoder" in variables["params"]:
+            sys.exit("error: a multimodal model exports with --to pth only, and without a caption "
+                     "decoder (its reference layout is not supported): train or import it with "
+                     "model.caption_weight=0.")
+        import torch
+        from internvideo_jax.convert import multimodal as cm
+        sd = {k: torch.from_numpy(v) for k, v in cm.export_internvideo(variables["params"]).items()}
+        torch.save({"state_dict": sd}, a.out)
+        print(f"wrote {len(sd)} tensors (InternVideo 'clip.' layout, float32) to {a.out}")
+        return
     params = variables["params"]
     size = size_from_params(params)
     if a.to == "pth":
@@ -285,13 +318,17 @@ def main(argv=None) -> None:
     i = sub.add_parser("import", help="PyTorch (.pth / HF dir) -> orbax params checkpoint")
     i.add_argument("--src", required=True)
     i.add_argument("--model", required=True,
-                   choices=["videomae_pretrain", "videomae_classifier", "uniformerv2_classifier"])
+                   choices=["videomae_pretrain", "videomae_classifier", "uniformerv2_classifier",
+                            "internvideo_multimodal"])
     i.add_argument("--size", default="B", help="for .pth files: tiny, S, B, L, H, H_internvideo, g "
-                   "(VideoMAE); tiny, B/16, L/14, L/14@336 (UniFormerV2)")
+                   "(VideoMAE); tiny, B/16, L/14, L/14@336 (UniFormerV2, multimodal)")
     i.add_argument("--num-classes", type=int, default=0)
     i.add_argument("--frames", type=int, default=16)
     i.add_argument("--image-size", type=int, default=224)
     i.add_argument("--out", required=True)
+    i.add_argument("--drop-prefix", action="append", default=[],
+                   help="internvideo_multimodal: leave out tensors under this key prefix (after "
+                        "'clip.'), e.g. caption_decoder.; listed, never silent")
     e = sub.add_parser("export", help="our checkpoint -> HF directory or official .pth")
     e.add_argument("--src", required=True, help="workdir, checkpoint step dir or params dir")
     e.add_argument("--to", required=True, choices=["hf", "pth"])

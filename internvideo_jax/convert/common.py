@@ -130,7 +130,8 @@ def export_state_dict(rules: list[Rule], params: dict) -> dict[str, np.ndarray]:
     missing = sorted("/".join(r.path) for r in rules if r.path not in flat)
     if extra or missing:
         raise ConversionError("export", missing, extra)
-    return {r.key: np.ascontiguousarray(r.to_torch(np.asarray(flat[r.path], np.float32)))
+    # np.array(order='C'), not ascontiguousarray: that one turns a 0-d logit_scale into (1,).
+    return {r.key: np.array(r.to_torch(np.asarray(flat[r.path], np.float32)), order="C")
             for r in rules}
 
 
