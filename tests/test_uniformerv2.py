@@ -187,3 +187,29 @@ def test_caption_loss_ignores_padding_by_hand():
     expected = (-np.log(0.5) - np.log(0.25)) / 2
     np.testing.assert_allclose(float(losses.caption_loss(jnp.asarray(logits), jnp.asarray(ids))),
                                expected, rtol=1e-6)
+
+
+def test_remat_keeps_gradients_and_batch_statistics_and_saves_residuals():
+    """remat='full' on the backbone layers (local UniBlocks with BatchNorm in training mode): the
+    same loss gradients and updated running statistics as no remat, fewer saved residuals."""
+    from jax._src.ad_checkpoint import saved_residuals
+    size = u.SIZES["tiny"]
+    video = jax.random.normal(jax.random.key(0), (2, 4, 64, 64, 3))
+    out = {}
+    for policy in ("none", "full"):
+        model = u.UniFormerV2Classifier(size, 5, local=True, remat=policy)
+        variables = nn.meta.unbox(model.init(jax.random.key(1), video))
+
+        def loss(params):
+            logits, state = model.apply({**variables, "params": params}, video,
+                                        deterministic=False, rngs={"dropout": jax.random.key(2)},
+                                        mutable=["batch_stats"])
+            return jnp.sum(logits ** 2), state
+
+        (_, state), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+        saved = sum(int(np.prod(a.shape)) * a.dtype.itemsize
+                    for a, _ in saved_residuals(lambda p: loss(p)[0], variables["params"]))
+        out[policy] = (jax.device_get(grads), jax.device_get(state), saved)
+    for a, b in zip(jax.tree.leaves(out["full"][:2]), jax.tree.leaves(out["none"][:2])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert out["full"][2] < 0.5 * out["none"][2], (out["full"][2], out["none"][2])

@@ -257,13 +257,15 @@ REMAT_POLICIES = {
 }
 
 
-def remat_block(remat: str):
-    """Block, or Block under jax.checkpoint with the named policy (REMAT_POLICIES)."""
+def remat_block(remat: str, block: type | None = None):
+    """`block` (a module class called as (x, deterministic); default Block), or the same under
+    jax.checkpoint with the named policy (REMAT_POLICIES)."""
+    block = Block if block is None else block
     if remat not in REMAT_POLICIES:
         raise ValueError(f"Unknown remat policy {remat!r}; choose one of {sorted(REMAT_POLICIES)}.")
     if remat == "none":
-        return Block
-    return nn.remat(Block, policy=REMAT_POLICIES[remat], static_argnums=(2,))
+        return block
+    return nn.remat(block, policy=REMAT_POLICIES[remat], static_argnums=(2,))
 
 
 class Transformer(nn.Module):

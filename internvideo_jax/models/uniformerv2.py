@@ -25,7 +25,7 @@ import numpy as np
 
 from internvideo_jax.models.clip import (ClipLayerNorm, ClipMlp, FusedAttention, InitStds,
                                          ResidualAttentionBlock)
-from internvideo_jax.models.layers import DropPath, constrain, zeros
+from internvideo_jax.models.layers import DropPath, constrain, remat_block, zeros
 
 Dtype = Any
 # PyTorch's default conv/linear weight init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
@@ -213,6 +213,7 @@ class UniFormerV2Encoder(nn.Module):
     drop_path_rate: float = 0.0
     mlp_dropout: float = 0.5
     dtype: Dtype = jnp.float32
+    remat: str = "none"  # layers.REMAT_POLICIES, for the backbone layers
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
@@ -247,8 +248,9 @@ class UniFormerV2Encoder(nn.Module):
             zeros, (None, None, "embed")), (1, 1, s.width), jnp.float32)
         query = jnp.broadcast_to(query.astype(self.dtype), (b, 1, s.width))  # (B, 1, W)
         j, tokens = 0, None
+        layer = remat_block(self.remat, UniBlockLayer)
         for i in range(s.layers):
-            x = UniBlockLayer(s.heads, stds, drop_path=float(backbone_dpr[i]), dtype=self.dtype,
+            x = layer(s.heads, stds, drop_path=float(backbone_dpr[i]), dtype=self.dtype,
                               num_frames=t2, local=self.local, name=f"resblocks_{i}")(
                                   x, deterministic)
             if i in s.return_list:
@@ -285,11 +287,13 @@ class UniFormerV2Classifier(nn.Module):
     mlp_dropout: float = 0.5
     cls_dropout: float = 0.5
     dtype: Dtype = jnp.float32
+    remat: str = "none"
 
     def setup(self):
         self.backbone = UniFormerV2Encoder(
             self.size, self.temporal_kernel, self.temporal_stride, self.local,
-            self.backbone_drop_path_rate, self.drop_path_rate, self.mlp_dropout, self.dtype)
+            self.backbone_drop_path_rate, self.drop_path_rate, self.mlp_dropout, self.dtype,
+            self.remat)
         self.proj_norm = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32)
         self.proj_dropout = nn.Dropout(self.cls_dropout)
         self.proj_head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=torch_default,
@@ -319,13 +323,14 @@ class VideoTower(nn.Module):
     drop_path_rate: float = 0.0
     mlp_dropout: float = 0.5
     dtype: Dtype = jnp.float32
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
         s = self.size
         fused, _, tokens = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
                                            mlp_dropout=self.mlp_dropout, dtype=self.dtype,
-                                           name="encoder")(video, deterministic)
+                                           remat=self.remat, name="encoder")(video, deterministic)
         ln_post = ClipLayerNorm(self.dtype, name="visual_ln_post")
         proj = self.param("visual_proj", nn.with_logical_partitioning(
             nn.initializers.normal(s.width ** -0.5), ("embed", None)), (s.width, s.embed_dim),

@@ -40,7 +40,7 @@ class MultimodalPretrainTask:
         self.context_length = self.size.text.context_length
         self.model = multimodal.VideoTextModel(
             self.size, caption=m.caption_weight > 0, drop_path_rate=m.drop_path_rate,
-            dtype=jnp.dtype(m.dtype))
+            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"))
 
     def init_batch(self, batch_size: int) -> dict:
         return {"video": np.zeros((batch_size,) + self.video_shape, np.uint8),
