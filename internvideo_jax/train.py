@@ -242,19 +242,17 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         state, state_shardings = create_state(task, tx, mesh, init_rng, init=latest is None,
                                               ema=ema_decay > 0)
         init_report = None
-        if latest is None and hasattr(task, "initial_params"):
+        if latest is None and hasattr(task, "initial_params"):  # e.g. CMA: two checkpoints
             params, init_report = task.initial_params(state.params)
-            params = jax.device_put(params, state_shardings.params)
-            state = state.replace(params=params,
-                                  ema_params=params if state.ema_params is not None else None)
         elif latest is None and config.get("init_from"):
             pretrained, _ = checkpointing.load_params(config.init_from)
             params, loaded, kept = task.load_pretrained(state.params, pretrained)
+            init_report = (f"initialised from {config.init_from}: {len(loaded)} tensors loaded, "
+                           f"{len(kept)} at their initial values: {kept}")
+        if init_report:
             params = jax.device_put(params, state_shardings.params)
             state = state.replace(params=params,
                                   ema_params=params if state.ema_params is not None else None)
-            init_report = (f"initialised from {config.init_from}: {len(loaded)} tensors loaded, "
-                           f"{len(kept)} at their initial values: {kept}")
         data_iter = iter(dataset)
         meta = {"config": config.to_dict(), "derived": d, "data_workers": config.data.num_workers}
         if hasattr(task, "protocol"):  # evaluation protocol and label map, kept with the weights
