@@ -12,7 +12,8 @@ import numpy as np
 PEAK_TFLOPS = {  # dense bf16 peak per device, by jax device_kind
     "NVIDIA H100 80GB HBM3": 989.0, "NVIDIA H100": 989.0, "NVIDIA H200": 989.0,
     "NVIDIA A100-SXM4-80GB": 312.0, "NVIDIA A100-SXM4-40GB": 312.0,
-    "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6 lite": 918.0,
+    # TPU kinds as jax names them (v5p reports itself as 'TPU v5', v5e as 'TPU v5 lite')
+    "TPU v4": 275.0, "TPU v5": 459.0, "TPU v5 lite": 197.0, "TPU v6 lite": 918.0,
 }
 
 
@@ -57,8 +58,10 @@ def peak_flops(device) -> float | None:
     """Dense bf16 peak FLOP/s of a jax device, None when unknown (CPUs: measure it instead,
     `measured_matmul_peak`)."""
     kind = getattr(device, "device_kind", "")
-    for name, tflops in PEAK_TFLOPS.items():
-        if kind.startswith(name):
+    if kind in PEAK_TFLOPS:  # exact first: 'TPU v5' is a prefix of 'TPU v5 lite'
+        return PEAK_TFLOPS[kind] * 1e12
+    for name, tflops in PEAK_TFLOPS.items():  # GPU names carry suffixes (memory, form factor)
+        if name.startswith("NVIDIA") and kind.startswith(name):
             return tflops * 1e12
     return None
 

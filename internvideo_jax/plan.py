@@ -21,8 +21,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-HBM_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}  # per chip
-PEAK_TFLOPS = {"v4": 275.0, "v5e": 197.0, "v5p": 459.0, "v6e": 918.0}  # dense bf16 per chip
+HBM_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}  # per chip (peaks: flops.PEAK_TFLOPS)
 
 
 def topology_devices(topology: str):
@@ -112,11 +111,11 @@ def plan(config, topology: str) -> dict:
         step_flops = 3 * task.flops_per_example() * config.batch_size
         report["model_tflop_per_step"] = step_flops / 1e12
         seconds = cost.get("optimal_seconds")
-        peak = PEAK_TFLOPS.get(kind) or (flops.peak_flops(devices[0]) or 0) / 1e12
+        peak = flops.peak_flops(devices[0])
         if seconds and seconds > 0:
             report["compiler_step_seconds"] = float(seconds)
             if peak:
-                report["implied_mfu"] = step_flops / len(devices) / float(seconds) / (peak * 1e12)
+                report["implied_mfu"] = step_flops / len(devices) / float(seconds) / peak
     return report
 
 
