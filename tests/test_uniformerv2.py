@@ -161,20 +161,21 @@ def test_text_encoder_is_causal_and_pools_at_eot():
     np.testing.assert_allclose(feats[1], tokens[1, 5] @ proj, rtol=1e-5, atol=1e-6)
 
 
-def test_caption_decoder_is_causal():
+def test_caption_decoder_is_causal_and_reads_the_video():
     size = caption_decoder.DECODER_SIZES["tiny"]
     dec = caption_decoder.CaptionDecoder(size)
     visual = jax.random.normal(jax.random.key(1), (1, 10, 32))
-    ids = jnp.array([[49406, 320, 1125, 530, 49407, 0]])
-    params = dec.init(jax.random.key(2), visual, ids)
-    logits = dec.apply(params, visual, ids)
-    changed = ids.at[0, 3].set(2368)
+    text = jax.random.normal(jax.random.key(2), (1, 6, 64))  # the text encoder's tokens
+    params = dec.init(jax.random.key(2), visual, text)
+    logits = dec.apply(params, visual, text)
+    changed = text.at[0, 3].set(jax.random.normal(jax.random.key(4), (64,)))
     logits2 = dec.apply(params, visual, changed)
     np.testing.assert_allclose(logits[0, :3], logits2[0, :3], rtol=1e-5, atol=1e-5)
     assert np.abs(logits[0, 3:] - logits2[0, 3:]).max() > 1e-4
-    # and it reads the video
-    logits3 = dec.apply(params, jax.random.normal(jax.random.key(3), visual.shape), ids)
+    logits3 = dec.apply(params, jax.random.normal(jax.random.key(3), visual.shape), text)
     assert np.abs(logits3 - logits).max() > 1e-4
+    n = sum(x.size for x in jax.tree.leaves(params))
+    assert n == caption_decoder.param_count(size, width=64, vision_width=32)
 
 
 def test_caption_loss_ignores_padding_by_hand():

@@ -18,9 +18,11 @@ Examples:
   # a UniFormerV2 fine-tuning run -> official .pyth (runs in PyTorch with
   # internvideo_jax.torch_models.uniformerv2.UniFormerV2, load_state_dict strict)
   python -m internvideo_jax.convert export --src workdirs/demo/uniformerv2 --to pth --out u.pyth
-  # an InternVideo multimodal checkpoint (Lightning, 'clip.' keys) -> video + text towers
+  # an InternVideo multimodal checkpoint (Lightning: 'clip.*' video + text towers,
+  # 'caption_decoder.*') -> ours; the masked-language-modelling token is left out knowingly
   python -m internvideo_jax.convert import --src internvideo_mm_b16.ckpt \
-      --model internvideo_multimodal --size B/16 --frames 8 --out /ckpt/mm_b16
+      --model internvideo_multimodal --size B/16 --frames 8 \
+      --drop-prefix clip.text_mask_embedding --out /ckpt/mm_b16
   # print a checkpoint's tree, shapes and dtypes (orbax dir, workdir, .pth, .safetensors, HF dir)
   python -m internvideo_jax.convert inspect workdirs/demo
 
@@ -178,20 +180,27 @@ def save_params(params: dict, out: str) -> None:
 
 
 def import_multimodal(a) -> dict:
-    """An InternVideo multimodal Lightning checkpoint ('clip.' keys) -> VideoTextModel params
-    (no caption decoder: its reference layout is not supported; --drop-prefix names it)."""
+    """An InternVideo multimodal Lightning checkpoint ('clip.*' and 'caption_decoder.*' keys) ->
+    VideoTextModel params; the caption decoder is built when the file has one (and it is not
+    left out with --drop-prefix caption_decoder.)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
     from internvideo_jax.convert import multimodal as cm
     from internvideo_jax.models import multimodal
     size = multimodal.get_size(a.size)
-    model = multimodal.VideoTextModel(size, caption=False)
+    checkpoint = read_torch_file(a.src)
+    keys = cm.unwrap(checkpoint)
+    caption = any(k.startswith(cm.DECODER) and not k.startswith(tuple(a.drop_prefix))
+                  for k in keys)
+    model = multimodal.VideoTextModel(size, caption=caption)
     video = jnp.zeros((1, a.frames, size.video.image_size, size.video.image_size, 3))
     ids = jnp.zeros((1, size.text.context_length), jnp.int32)
     target = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), video, ids)))
-    return cm.import_internvideo(read_torch_file(a.src), target["params"],
-                                 tuple(a.drop_prefix))
+    print(f"multimodal {a.size}: video tower, text tower"
+          + (f", caption decoder ({size.decoder.layers} layers)" if caption else
+             " (no caption decoder in the file: train with model.caption_weight=0)"))
+    return cm.import_internvideo(checkpoint, target["params"], tuple(a.drop_prefix))
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -258,15 +267,15 @@ def cmd_export(a) -> None:
         export_uniformerv2(variables, a.out)
         return
     if "textual" in variables["params"]:  # a multimodal video-text model
-        if a.to != "pth" or "decoder" in variables["params"]:
-            sys.exit("error: a multimodal model exports with --to pth only, and without a caption "
-                     "decoder (its reference layout is not supported): train or import it with "
-                     "model.caption_weight=0.")
+        if a.to != "pth":
+            sys.exit("error: a multimodal model exports with --to pth only (the InternVideo "
+                     "Lightning layout).")
         import torch
         from internvideo_jax.convert import multimodal as cm
         sd = {k: torch.from_numpy(v) for k, v in cm.export_internvideo(variables["params"]).items()}
         torch.save({"state_dict": sd}, a.out)
-        print(f"wrote {len(sd)} tensors (InternVideo 'clip.' layout, float32) to {a.out}")
+        print(f"wrote {len(sd)} tensors (InternVideo 'clip.'/'caption_decoder.' layout, float32) "
+              f"to {a.out}")
         return
     params = variables["params"]
     size = size_from_params(params)
@@ -327,8 +336,9 @@ def main(argv=None) -> None:
     i.add_argument("--image-size", type=int, default=224)
     i.add_argument("--out", required=True)
     i.add_argument("--drop-prefix", action="append", default=[],
-                   help="internvideo_multimodal: leave out tensors under this key prefix (after "
-                        "'clip.'), e.g. caption_decoder.; listed, never silent")
+                   help="internvideo_multimodal: leave out tensors under this key prefix (full "
+                        "key, e.g. clip.text_mask_embedding or caption_decoder.); listed, never "
+                        "silent")
     e = sub.add_parser("export", help="our checkpoint -> HF directory or official .pth")
     e.add_argument("--src", required=True, help="workdir, checkpoint step dir or params dir")
     e.add_argument("--to", required=True, choices=["hf", "pth"])

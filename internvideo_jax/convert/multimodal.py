@@ -1,47 +1,56 @@
-"""InternVideo multimodal checkpoints (video tower + CLIP text tower) <-> our VideoTextModel.
+"""InternVideo multimodal checkpoints (video tower, CLIP text tower, caption decoder) <-> our
+VideoTextModel.
 
-The released multimodal checkpoints are Lightning files: {'state_dict': {'clip.<key>': ...}}. Under
-'clip.' (spec.md section 3; the reference's `clip_vit_only_global` video tower):
-  visual.conv1.weight [W, 3, k, p, p], visual.class_embedding, visual.positional_embedding,
-  visual.ln_pre, visual.transformer.resblocks.i.*, visual.transformer.{temporal_cls_token, dpe.j,
-  dec.j.*, balance}                 <- our visual/encoder/*: the UniFormerV2 backbone's names with
+The released multimodal checkpoints are Lightning files: {'state_dict': {...}} with the CLIP model
+under 'clip.' and the caption decoder beside it under 'caption_decoder.' (spec.md section 3; the
+reference's `clip_vit_only_global` video tower and CoTrain CaptionDecoder):
+  clip.visual.conv1.weight [W, 3, k, p, p], clip.visual.{class_embedding, positional_embedding,
+  ln_pre}, clip.visual.transformer.resblocks.i.*, clip.visual.transformer.{temporal_cls_token,
+  dpe.j, dec.j.*, balance}          <- our visual/encoder/*: the UniFormerV2 backbone's names with
                                        'backbone.' read as 'visual.' (no classifier head)
-  visual_ln_post.{weight, bias}, visual_proj [W, E]    <- visual/visual_ln_post, visual/visual_proj
-  token_embedding.weight, positional_embedding, transformer.resblocks.i.*, ln_final,
-  text_projection                   <- textual/* (OpenAI CLIP names, convert/clip.py)
-  logit_scale                       <- logit_scale
-The caption decoder's reference key names are not known to us: a checkpoint that has decoder
-tensors is refused listing them, unless they are named with --drop-prefix (printed, never silent),
-and the imported model is built without a decoder (model.caption_weight=0).
+  clip.visual_ln_post.{weight, bias}, clip.visual_proj [W, E]  <- visual/visual_ln_post, visual_proj
+  clip.token_embedding.weight, clip.positional_embedding, clip.transformer.resblocks.i.*,
+  clip.ln_final, clip.text_projection  <- textual/* (OpenAI CLIP names, convert/clip.py)
+  clip.logit_scale                  <- logit_scale
+  caption_decoder.*                 <- decoder/* (convert/caption_decoder.py)
+A bare state dict without the 'clip.' prefix is read as the CLIP part. Parts of the reference's
+training module that our model does not have (clip.text_mask_embedding for masked language
+modelling, the momentum encoder clip_k.*, text_decoder.*, visual_decoder.*, ...) are refused
+unless named with --drop-prefix (then printed, never silent).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from internvideo_jax.convert import caption_decoder as conv_dec
 from internvideo_jax.convert import clip as conv_clip
 from internvideo_jax.convert import uniformerv2 as conv_uni
-from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, Path, Rule, export_state_dict,
-                                           flatten, identity, import_state_dict, strip_prefixes)
+from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, ConversionError, Path, Rule,
+                                           export_state_dict, flatten, identity,
+                                           import_state_dict, strip_prefixes)
 
-WRAPPER_PREFIXES = ("module.", "model.", "clip.")
+WRAPPER_PREFIXES = ("module.", "model.")
+DECODER = "caption_decoder."
+# reference training-module parts we do not build, and what they are (for the refusal's hint)
+REFERENCE_ONLY = {"clip.text_mask_embedding": "the masked-language-modelling token",
+                  "clip_k.": "the momentum encoder", "text_decoder.": "the MLM head",
+                  "visual_decoder.": "the masked-video head", "rank_output.": "a QA head"}
 
 
-def _rule(path: Path, value) -> Rule:
+def _clip_name(path: Path, value) -> tuple[str, tuple]:
     shape = tuple(value.shape)
     if path[:2] == ("visual", "encoder"):
         backbone = ("params", "backbone") + path[2:]
         name = "visual." + conv_uni._official_name(backbone)[len("backbone."):]
-        return Rule(path, name, *conv_uni._transforms(backbone, shape))
+        return name, conv_uni._transforms(backbone, shape)
     if path[:2] == ("visual", "visual_ln_post"):
-        return Rule(path, f"visual_ln_post.{CLIP_LEAF_NAMES.get(path[-1], path[-1])}", identity,
-                    identity)
+        return f"visual_ln_post.{CLIP_LEAF_NAMES.get(path[-1], path[-1])}", (identity, identity)
     if path in (("visual", "visual_proj"), ("logit_scale",)):
-        return Rule(path, path[-1], identity, identity)
+        return path[-1], (identity, identity)
     if path[0] == "textual":
         text, = conv_clip.text_rules({path[1:][0]: _nest(path[2:], value)})
-        return Rule(path, text.key, text.to_ours, text.to_torch)
-    raise ValueError(f"no official name for {'/'.join(path)}: the caption decoder's reference "
-                     f"layout is not supported; build the model with model.caption_weight=0.")
+        return text.key, (text.to_ours, text.to_torch)
+    raise ValueError(f"no official name for {'/'.join(path)}")
 
 
 def _nest(path: Path, value):
@@ -52,32 +61,59 @@ def _nest(path: Path, value):
 
 
 def rules(params: dict) -> list[Rule]:
-    """Rules for a VideoTextModel(caption=False) parameter tree."""
-    return [_rule(path, value) for path, value in flatten(params).items()]
+    """Rules for a VideoTextModel parameter tree (with or without the caption decoder)."""
+    out = []
+    for path, value in flatten({k: v for k, v in params.items() if k != "decoder"}).items():
+        name, (to_ours, to_torch) = _clip_name(path, value)
+        out.append(Rule(path, "clip." + name, to_ours, to_torch))
+    if "decoder" in params:
+        out += conv_dec.rules(params["decoder"], DECODER)
+    return out
 
 
 def unwrap(checkpoint: dict) -> dict:
-    """A Lightning file ({'state_dict': ...}) or a raw state dict -> keys without 'clip.'."""
-    state_dict = checkpoint.get("state_dict", checkpoint)
-    return strip_prefixes(dict(state_dict), WRAPPER_PREFIXES)
+    """A Lightning file ({'state_dict': ...}) or a raw state dict -> keys as in the Lightning
+    module ('clip.*', 'caption_decoder.*', ...)."""
+    state_dict = strip_prefixes(dict(checkpoint.get("state_dict", checkpoint)), WRAPPER_PREFIXES)
+    if not any(k.startswith("clip.") for k in state_dict):  # a bare CLIP-part state dict
+        state_dict = {k if k.startswith(DECODER) else "clip." + k: v
+                      for k, v in state_dict.items()}
+    return state_dict
 
 
 def import_internvideo(checkpoint: dict, target_params: dict,
                        drop_prefixes: tuple[str, ...] = ()) -> dict:
     """An InternVideo multimodal checkpoint -> our VideoTextModel params, strictly. Keys under
-    `drop_prefixes` (after 'clip.' is removed) are left out and listed on stdout."""
+    `drop_prefixes` (full keys, e.g. 'clip.text_mask_embedding') are left out and listed."""
     state_dict = unwrap(checkpoint)
-    dropped = sorted(k for k in state_dict if k.startswith(tuple(drop_prefixes))) \
-        if drop_prefixes else []
+    dropped = sorted(k for k in state_dict if drop_prefixes and k.startswith(tuple(drop_prefixes)))
     if dropped:
         print(f"left out as asked ({len(dropped)} tensors under {list(drop_prefixes)}): "
               f"{dropped[:10]}{'...' if len(dropped) > 10 else ''}")
         state_dict = {k: v for k, v in state_dict.items() if k not in set(dropped)}
+    if "decoder" in target_params:
+        state_dict = conv_dec.split_fused(state_dict, target_params["decoder"], DECODER)
     shapes = {p: tuple(v.shape) for p, v in flatten(target_params).items()}
-    return import_state_dict(rules(target_params), state_dict, shapes,
-                             "InternVideo multimodal (clip.*)")
+    try:
+        return import_state_dict(rules(target_params), state_dict, shapes,
+                                 "InternVideo multimodal (clip.*, caption_decoder.*)")
+    except ConversionError as e:
+        hints = sorted({f"{prefix} ({what})" for k in e.unexpected
+                        for prefix, what in REFERENCE_ONLY.items() if k.startswith(prefix)})
+        if "decoder" not in target_params and any(k.startswith(DECODER) for k in e.unexpected):
+            hints.append(f"{DECODER} (the caption decoder: import with model.caption_weight > 0 "
+                         f"to keep it)")
+        if hints:
+            e.args = (e.args[0] + "\nthe reference's training module has parts our model does "
+                      "not build: " + "; ".join(hints) + ". Leave them out knowingly with "
+                      "--drop-prefix <prefix>.",)
+        raise
 
 
 def export_internvideo(params: dict) -> dict[str, np.ndarray]:
-    """Our VideoTextModel params (no decoder) -> the 'clip.'-prefixed state dict, float32."""
-    return {f"clip.{k}": v for k, v in export_state_dict(rules(params), params).items()}
+    """Our VideoTextModel params -> the Lightning state dict ('clip.*', 'caption_decoder.*' with
+    the reference's buffers), float32."""
+    state_dict = export_state_dict(rules(params), params)
+    if "decoder" in params:
+        state_dict = conv_dec.join_fused(state_dict, params["decoder"], DECODER)
+    return state_dict

@@ -1,15 +1,20 @@
-"""The caption decoder of multimodal pretraining (CoCa-style, as in the InternVideo release).
+"""The caption decoder of multimodal pretraining (CoCa-style), laid out as InternVideo's release.
 
-visual tokens (B, M, Cv) -> attention pooler: `num_queries` learned queries attend to them
-(LayerNorm on the tokens and on the queries) -> pooled (B, Q, D).
-text ids (B, L) -> own token embedding (B, L, D) -> `layers` x [parallel causal block, cross block]
-  - parallel block: LN (no bias) then, in parallel, causal multi-query self-attention (heads query
-    heads, one shared key/value head, rotary positions on q and k) and a SwiGLU feed-forward; both
-    added to the residual;
-  - cross block: LN (no bias) then multi-query cross-attention to the pooled tokens (LN on them)
-    plus a parallel SwiGLU feed-forward, added to the residual;
--> predictor: LN -> Linear -> GELU -> LN -> Linear(vocab) -> logits (B, L, vocab).
-The loss (losses.caption_loss) predicts ids[:, 1:] from ids[:, :-1], padding ignored.
+Inputs: the video backbone's last-layer tokens (B, M, Cv) (all T'(1+hw) of them, before
+visual_ln_post) and the text encoder's final tokens (B, L, D) (after ln_final; the text encoder is
+causal, so position i has seen ids[:, :i+1] only).
+  visual_queries (Q, D) -> visual_attn_pooler: multi-query cross-attention to the video tokens
+      (LayerNorm without bias on the queries and on the tokens), no residual
+      -> visual_pooler_norm (LayerNorm) -> pooled (B, Q, D)
+  text tokens -> text_norm (LayerNorm) -> `layers` x [causal_i, cross_i]
+    causal_i: x + attn(n) + ff(n), n = LN(x) without bias: parallel causal multi-query self-attention
+      (`heads` query heads, one shared key/value head, rotary positions on q and k) and SwiGLU FF;
+    cross_i: x + cross-attn(n, pooled) + ff(n): multi-query cross-attention to the pooled tokens
+      (no norm on them; they are normalised above) and a parallel SwiGLU FF;
+  -> predictor: LN -> Linear -> GELU (exact) -> LN -> Linear(vocab) -> logits (B, L, vocab).
+The loss (losses.caption_loss) predicts ids[:, 1:] from the tokens at ids[:, :-1], padding ignored.
+The official key for each parameter is in convert/caption_decoder.py; the reference's fused
+q/k/v/ff projection is split here into q, kv and ff_in so that heads and FF hidden can be sharded.
 """
 from __future__ import annotations
 
@@ -27,27 +32,38 @@ Dtype = Any
 
 @dataclasses.dataclass(frozen=True)
 class CaptionDecoderSize:
-    width: int
+    """Width is the text encoder's (the decoder reads its tokens); the reference uses
+    heads = width // 64 and 4 layers."""
+
     layers: int
     heads: int
-    num_queries: int
+    num_queries: int = 256
     ff_mult: int = 4
     vocab_size: int = 49408
 
 
 DECODER_SIZES: dict[str, CaptionDecoderSize] = {
-    "tiny": CaptionDecoderSize(width=64, layers=2, heads=4, num_queries=16),
-    "B/16": CaptionDecoderSize(width=512, layers=4, heads=8, num_queries=256),
-    "L/14": CaptionDecoderSize(width=768, layers=4, heads=12, num_queries=256),
+    "tiny": CaptionDecoderSize(layers=2, heads=4, num_queries=16),
+    "B/16": CaptionDecoderSize(layers=4, heads=8),
+    "L/14": CaptionDecoderSize(layers=4, heads=12),
 }
 
+_normal_002 = nn.initializers.normal(0.02)  # the reference's init_weights for every Linear
 
-def _norm(name: str, use_bias: bool = False) -> nn.LayerNorm:
+
+def _norm(name: str, use_bias: bool) -> nn.LayerNorm:
+    """LayerNorm, eps 1e-5, in float32. The reference's CoCa LayerNorm has a weight and a bias
+    buffer that is always zero: use_bias=False."""
     return nn.LayerNorm(epsilon=1e-5, use_bias=use_bias, dtype=jnp.float32, name=name,
                         scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
                                                                 ("embed",)),
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                                ("embed",)))
+
+
+def _proj(out_shape, in_names, out_names, name, dtype, use_bias=False) -> Projection:
+    return Projection(out_shape, in_names, out_names, use_bias=use_bias, dtype=dtype,
+                      kernel_init=_normal_002, name=name)
 
 
 def rotary(x: jax.Array, positions: jax.Array, theta: float = 10000.0) -> jax.Array:
@@ -62,25 +78,14 @@ def rotary(x: jax.Array, positions: jax.Array, theta: float = 10000.0) -> jax.Ar
     return (x * cos + rotated * sin).astype(x.dtype)
 
 
-class SwiGLU(nn.Module):
-    """(B, L, D) -> Linear(2 * ff) -> silu(gate) * value -> Linear(D), no biases."""
-
-    hidden_dim: int
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d = x.shape[-1]
-        h = Projection((2, self.hidden_dim), ("embed",), (None, "mlp"), use_bias=False,
-                       dtype=self.dtype, name="ff_in")(x)  # (B, L, 2, ff)
-        h = constrain(jax.nn.silu(h[..., 1, :]) * h[..., 0, :], "act_batch", "act_length",
-                      "act_mlp")
-        return Projection((d,), ("mlp",), ("embed",), use_bias=False, dtype=self.dtype,
-                          name="ff_out")(h)
+def swiglu(h: jax.Array) -> jax.Array:
+    """(..., 2, ff) [value, gate] -> silu(gate) * value (..., ff)."""
+    return jax.nn.silu(h[..., 1, :]) * h[..., 0, :]
 
 
 class MultiQueryAttention(nn.Module):
-    """heads query heads, one key/value head; causal (with rotary) or cross-attention."""
+    """`heads` query heads and one key/value head on normalised inputs (no biases):
+    x (B, L, D), context (B, S, Dc) or None (self-attention, causal with rotary) -> (B, L, D)."""
 
     heads: int
     causal: bool = False
@@ -90,104 +95,116 @@ class MultiQueryAttention(nn.Module):
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         d = x.shape[-1]
         hd = d // self.heads
-        q = Projection((self.heads, hd), ("embed",), ("heads", "kv"), use_bias=False,
-                       dtype=self.dtype, name="q")(x)  # (B, L, h, hd)
+        q = _proj((self.heads, hd), ("embed",), ("heads", "kv"), "to_q", self.dtype)(x)
         source = x if context is None else context
-        kv = Projection((2, 1, hd), ("embed",), ("qkv", None, "kv"), use_bias=False,
-                        dtype=self.dtype, name="kv")(source)  # (B, S, 2, 1, hd)
+        kv = _proj((2, 1, hd), ("embed",), (None, None, "kv"), "to_kv", self.dtype)(source)
         k, v = kv[:, :, 0], kv[:, :, 1]  # (B, S, 1, hd)
         if self.causal:
             positions = jnp.arange(x.shape[1])
             q, k = rotary(q, positions), rotary(k, positions)
         out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)  # (B, L, h, hd)
-        return Projection((d,), ("heads", "kv"), ("embed",), use_bias=False, dtype=self.dtype,
-                          name="out")(out)
+        return _proj((d,), ("heads", "kv"), ("embed",), "to_out", self.dtype)(out)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: (B, L, D) -> ff_in (2, ff) -> silu(gate) * value -> ff_out -> (B, L, D)."""
+
+    mult: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        h = _proj((2, self.mult * d), ("embed",), (None, "mlp"), "ff_in", self.dtype)(x)
+        h = constrain(swiglu(h), "act_batch", "act_length", "act_mlp")  # (B, L, ff)
+        return _proj((d,), ("mlp",), ("embed",), "ff_out", self.dtype)(h)
 
 
 class ParallelCausalBlock(nn.Module):
+    """x + causal self-attention(LN x) + SwiGLU(LN x)."""
+
     heads: int
     ff_mult: int
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = _norm("norm")(x).astype(self.dtype)
+        h = _norm("norm", use_bias=False)(x).astype(self.dtype)
         attn = MultiQueryAttention(self.heads, causal=True, dtype=self.dtype, name="attn")(h)
-        ff = SwiGLU(self.ff_mult * x.shape[-1], self.dtype, name="ff")(h)
+        ff = FeedForward(self.ff_mult, self.dtype, name="ff")(h)
         return constrain(x + attn + ff, "act_batch", "act_length", "act_embed")
 
 
 class CrossBlock(nn.Module):
+    """x + cross-attention(LN x, pooled) + SwiGLU(LN x)."""
+
     heads: int
     ff_mult: int
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
-        h = _norm("norm")(x).astype(self.dtype)
-        c = _norm("context_norm")(context).astype(self.dtype)
-        attn = MultiQueryAttention(self.heads, dtype=self.dtype, name="attn")(h, c)
-        ff = SwiGLU(self.ff_mult * x.shape[-1], self.dtype, name="ff")(h)
+    def __call__(self, x: jax.Array, pooled: jax.Array) -> jax.Array:
+        h = _norm("norm", use_bias=False)(x).astype(self.dtype)
+        attn = MultiQueryAttention(self.heads, dtype=self.dtype, name="attn")(h, pooled)
+        ff = FeedForward(self.ff_mult, self.dtype, name="ff")(h)
         return constrain(x + attn + ff, "act_batch", "act_length", "act_embed")
 
 
 class AttentionPooler(nn.Module):
-    """num_queries learned queries attend to the visual tokens (B, M, Cv) -> (B, Q, D)."""
+    """Learned queries (Q, D) attend to the video tokens (B, M, Cv) -> (B, Q, D), normalised."""
 
-    width: int
     heads: int
     num_queries: int
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        queries = self.param("queries", nn.with_logical_partitioning(
-            nn.initializers.normal(0.02), (None, "embed")), (self.num_queries, self.width),
-            jnp.float32)
-        q = _norm("ln_q", use_bias=True)(queries).astype(self.dtype)  # (Q, D)
-        kv = _norm("ln_k", use_bias=True)(tokens).astype(self.dtype)  # (B, M, Cv)
-        hd = self.width // self.heads
-        q = Projection((self.heads, hd), ("embed",), ("heads", "kv"), dtype=self.dtype,
-                       name="q")(q)  # (Q, h, hd)
-        k = Projection((self.heads, hd), ("embed",), ("heads", "kv"), dtype=self.dtype,
-                       name="k")(kv)  # (B, M, h, hd)
-        v = Projection((self.heads, hd), ("embed",), ("heads", "kv"), dtype=self.dtype,
-                       name="v")(kv)
-        q = jnp.broadcast_to(q[None], (tokens.shape[0],) + q.shape)  # (B, Q, h, hd)
-        out = jax.nn.dot_product_attention(q, k, v)  # (B, Q, h, hd)
-        return Projection((self.width,), ("heads", "kv"), ("embed",), dtype=self.dtype,
-                          name="out")(out)  # (B, Q, D)
+    def __call__(self, tokens: jax.Array, width: int) -> jax.Array:
+        queries = self.param("visual_queries", nn.with_logical_partitioning(
+            nn.initializers.normal(width ** -0.5), (None, "embed")),
+            (self.num_queries, width), jnp.float32)
+        q = _norm("query_norm", use_bias=False)(queries).astype(self.dtype)  # (Q, D)
+        c = _norm("context_norm", use_bias=False)(tokens).astype(self.dtype)  # (B, M, Cv)
+        q = jnp.broadcast_to(q[None], (tokens.shape[0],) + q.shape)  # (B, Q, D)
+        pooled = MultiQueryAttention(self.heads, dtype=self.dtype, name="attn")(q, c)
+        return _norm("pooled_norm", use_bias=True)(pooled).astype(self.dtype)  # (B, Q, D)
 
 
 class CaptionDecoder(nn.Module):
-    """(visual tokens (B, M, Cv), ids (B, L)) -> next-token logits (B, L, vocab), float32."""
+    """(video tokens (B, M, Cv), text tokens (B, L, D)) -> next-token logits (B, L, vocab), f32."""
 
     size: CaptionDecoderSize
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, visual_tokens: jax.Array, ids: jax.Array) -> jax.Array:
+    def __call__(self, visual_tokens: jax.Array, text_tokens: jax.Array) -> jax.Array:
         s = self.size
-        pooled = AttentionPooler(s.width, s.heads, s.num_queries, self.dtype,
-                                 name="pooler")(visual_tokens)  # (B, Q, D)
-        embed = self.param("token_embedding", nn.with_logical_partitioning(
-            nn.initializers.normal(0.02), ("vocab", "embed")), (s.vocab_size, s.width),
-            jnp.float32)
-        x = jnp.take(embed, ids, axis=0).astype(self.dtype)  # (B, L, D)
+        width = text_tokens.shape[-1]
+        if width % s.heads:
+            raise ValueError(f"caption decoder: {s.heads} heads do not divide the text width "
+                             f"{width}.")
+        pooled = AttentionPooler(s.heads, s.num_queries, self.dtype, name="pooler")(
+            visual_tokens, width)  # (B, Q, D)
+        x = _norm("text_norm", use_bias=True)(text_tokens).astype(self.dtype)  # (B, L, D)
+        x = constrain(x, "act_batch", "act_length", "act_embed")
         for i in range(s.layers):
             x = ParallelCausalBlock(s.heads, s.ff_mult, self.dtype, name=f"causal_{i}")(x)
             x = CrossBlock(s.heads, s.ff_mult, self.dtype, name=f"cross_{i}")(x, pooled)
         x = _norm("predictor_norm_1", use_bias=True)(x).astype(self.dtype)
-        x = nn.Dense(s.width, dtype=self.dtype, name="predictor_fc",
-                     kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                              ("embed", "mlp")),
-                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                            ("mlp",)))(x)
+        x = _proj((width,), ("embed",), ("mlp",), "predictor_fc", self.dtype, use_bias=True)(x)
         x = nn.gelu(x, approximate=False)
         x = _norm("predictor_norm_2", use_bias=True)(x).astype(self.dtype)
-        logits = nn.Dense(s.vocab_size, dtype=self.dtype, name="predictor_out",
-                          kernel_init=nn.with_logical_partitioning(
-                              nn.initializers.xavier_uniform(), ("embed", "vocab")),
-                          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                                 ("vocab",)))(x)
+        logits = _proj((s.vocab_size,), ("embed",), ("vocab",), "predictor_out", self.dtype,
+                       use_bias=True)(x)
         return logits.astype(jnp.float32)  # (B, L, vocab)
+
+
+def param_count(size: CaptionDecoderSize, width: int, vision_width: int) -> int:
+    """Parameters of a CaptionDecoder by formula (a check on the module, used in tests)."""
+    d, hd, ff = width, width // size.heads, size.ff_mult * width
+    attn = d * d + d * 2 * hd + d * d  # to_q, to_kv, to_out
+    block_ff = d * 2 * ff + ff * d
+    pooler = size.num_queries * d + d + vision_width + (d * d + vision_width * 2 * hd + d * d) \
+        + 2 * d
+    layers = size.layers * 2 * (d + attn + block_ff)
+    predictor = 2 * d + (d * d + d) + 2 * d + (d * size.vocab_size + size.vocab_size)
+    return pooler + 2 * d + layers + predictor

@@ -132,14 +132,15 @@ class Projection(nn.Module):
     out_names: tuple[str | None, ...]
     use_bias: bool = True
     dtype: Dtype = jnp.float32
+    kernel_init: Initializer | None = None  # default: xavier uniform over the flattened axes
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         n_in = len(self.in_names)
         in_shape = x.shape[-n_in:]
+        init = self.kernel_init or flat_xavier_uniform(n_in)
         kernel = self.param(
-            "kernel", nn.with_logical_partitioning(flat_xavier_uniform(n_in),
-                                                   self.in_names + self.out_names),
+            "kernel", nn.with_logical_partitioning(init, self.in_names + self.out_names),
             in_shape + tuple(self.out_shape), jnp.float32)
         y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
                                 ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))),

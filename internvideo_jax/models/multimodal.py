@@ -2,7 +2,9 @@
 
 VideoTextModel(video (B, T, H, W, 3) normalised, ids (B, 77)) ->
   {'video': (B, E) video features, 'text': (B, E) text features, 'logit_scale': (),
-   'caption_logits': (B, n-1, vocab) next-token logits for ids[:, 1:n]}
+   'caption_logits': (B, n-1, vocab) next-token logits for ids[:, 1:n]}: the caption decoder reads
+  the video backbone's last-layer tokens and the text encoder's tokens at ids[:, :n-1], as the
+  reference does (its `return_all_feats` of both encoders).
 encode_video / encode_text give the (unnormalised) features alone, for evaluation.
 Images are T=1 videos.
 """
@@ -72,10 +74,10 @@ class VideoTextModel(nn.Module):
     def __call__(self, video: jax.Array, ids: jax.Array, deterministic: bool = True,
                  caption_length: int | None = None) -> dict:
         """caption_length: the decoder reads ids[:, :caption_length] (default: all)."""
-        video_features, visual_tokens = self.visual(video, deterministic)
-        out = {"video": video_features, "text": self.textual(ids),
-               "logit_scale": self.logit_scale}
+        video_features, visual_tokens = self.visual(video, deterministic)  # (B, E), (B, M, W)
+        text_features, text_tokens = self.textual(ids, tokens=True)  # (B, E), (B, 77, Wt)
+        out = {"video": video_features, "text": text_features, "logit_scale": self.logit_scale}
         if self.caption:
             n = caption_length or ids.shape[1]
-            out["caption_logits"] = self.decoder(visual_tokens, ids[:, :n - 1])  # (B, n-1, V)
+            out["caption_logits"] = self.decoder(visual_tokens, text_tokens[:, :n - 1])
         return out

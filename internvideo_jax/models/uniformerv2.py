@@ -315,9 +315,9 @@ class UniFormerV2Classifier(nn.Module):
 
 class VideoTower(nn.Module):
     """The released multimodal video encoder (global UniBlocks only): -> (B, embed_dim) feature
-    (fused -> visual_ln_post -> @ visual_proj) and the tokens the caption decoder reads,
-    visual_ln_post([fused, video tokens]) (B, 1 + T'(1+hw), W): the fused token and the
-    motion-aware tokens of the last global UniBlock. Images are T=1 videos."""
+    (fused -> visual_ln_post -> @ visual_proj) and the tokens the caption decoder reads, as the
+    reference's `return_all_feats`: the last backbone layer's tokens of every frame, before
+    visual_ln_post (B, T'(1+hw), W). Images are T=1 videos."""
 
     size: UniFormerV2Size
     drop_path_rate: float = 0.0
@@ -328,16 +328,17 @@ class VideoTower(nn.Module):
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
         s = self.size
-        fused, _, tokens = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
-                                           mlp_dropout=self.mlp_dropout, dtype=self.dtype,
-                                           remat=self.remat, name="encoder")(video, deterministic)
-        ln_post = ClipLayerNorm(self.dtype, name="visual_ln_post")
+        fused, frames, _ = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
+                                              mlp_dropout=self.mlp_dropout, dtype=self.dtype,
+                                              remat=self.remat, name="encoder")(
+                                                  video, deterministic)
         proj = self.param("visual_proj", nn.with_logical_partitioning(
             nn.initializers.normal(s.width ** -0.5), ("embed", None)), (s.width, s.embed_dim),
             jnp.float32)
+        ln_post = ClipLayerNorm(self.dtype, name="visual_ln_post")
         feature = ln_post(fused) @ proj.astype(self.dtype)  # (B, E)
-        tokens = ln_post(jnp.concatenate([fused[:, None], tokens], axis=1))  # (B, 1+T'(1+hw), W)
-        return feature, tokens
+        b, t2, n, w = frames.shape
+        return feature, frames.reshape(b, t2 * n, w)  # (B, E), (B, T'(1+hw), W)
 
 
 def encoder_param_count(size: UniFormerV2Size, local: bool = False, temporal_kernel: int = 1,

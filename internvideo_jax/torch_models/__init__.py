@@ -3,4 +3,7 @@ official state_dict keys, so weights exported by `python -m internvideo_jax.conv
 PyTorch without the reference repositories. Optional extra: needs `pip install torch==2.13.0`.
 
   uniformerv2.UniFormerV2   the UniFormerV2 classifier (.pyth keys: backbone.conv1.weight, ...)
+  multimodal.InternVideoMultimodal   InternVideo's multimodal model (Lightning keys: clip.visual.*,
+                            clip.transformer.*, ..., caption_decoder.*); also its parts
+                            InternVideoCLIP and CaptionDecoder
 """

@@ -39,9 +39,10 @@ class LocalMHRA(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, d_model, n_head, local):
+    def __init__(self, d_model, n_head, local, attn_mask=None):
         super().__init__()
         self.local = local
+        self.attn_mask = attn_mask  # (L, L) additive, e.g. CLIP text's causal mask
         if local:
             self.lmhra1 = LocalMHRA(d_model)
             self.lmhra2 = LocalMHRA(d_model)
@@ -61,11 +62,12 @@ class ResidualAttentionBlock(nn.Module):
         tmp = tmp.view(n, c, t, l).permute(3, 0, 2, 1).contiguous().view(l, nt, c)
         return torch.cat([x[:1], tmp], dim=0)
 
-    def forward(self, x, t):  # x: (1 + HW, N*T, C)
+    def forward(self, x, t=1):  # x: (1 + HW, N*T, C)
         if self.local:
             x = self._local(x, self.lmhra1, t)
         y = self.ln_1(x)
-        x = x + self.attn(y, y, y, need_weights=False)[0]
+        mask = None if self.attn_mask is None else self.attn_mask.to(x.dtype)
+        x = x + self.attn(y, y, y, need_weights=False, attn_mask=mask)[0]
         if self.local:
             x = self._local(x, self.lmhra2, t)
         return x + self.mlp(self.ln_2(x))
@@ -99,10 +101,13 @@ class Transformer(nn.Module):
                                   for _ in return_list])
         self.dec = nn.ModuleList([Extractor(width, heads) for _ in return_list])
         self.balance = nn.Parameter(torch.zeros(width))
-        self.proj = nn.Sequential(nn.LayerNorm(width), nn.Dropout(0.5),
-                                  nn.Linear(width, num_classes))
+        if num_classes:  # the multimodal video tower has no head
+            self.proj = nn.Sequential(nn.LayerNorm(width), nn.Dropout(0.5),
+                                      nn.Linear(width, num_classes))
 
-    def forward(self, x, t):  # x: (L, N*T, C)
+    def forward(self, x, t, return_all_feats=False):
+        """x: (L, N*T, C) -> logits (N, classes), or the fused feature (N, C) without a head;
+        return_all_feats also gives the last layer's tokens (L, N, T, C)."""
         l, nt, c = x.shape
         n, h = nt // t, int((l - 1) ** 0.5)
         cls_token = self.temporal_cls_token.repeat(1, n, 1)
@@ -119,7 +124,9 @@ class Transformer(nn.Module):
                 cls_token = self.dec[j](cls_token, tmp)
         weight = torch.sigmoid(self.balance)
         residual = x.view(l, n, t, c)[0].mean(1)  # mean over frames of the per-frame CLS
-        return self.proj((1 - weight) * cls_token[0] + weight * residual)
+        fused = (1 - weight) * cls_token[0] + weight * residual
+        out = self.proj(fused) if hasattr(self, "proj") else fused
+        return (out, x.view(l, n, t, c)) if return_all_feats else out
 
 
 class VisionTransformer(nn.Module):
@@ -137,14 +144,14 @@ class VisionTransformer(nn.Module):
         self.ln_pre = LayerNorm(width)
         self.transformer = Transformer(width, layers, heads, return_list, local, num_classes)
 
-    def forward(self, x):  # (N, 3, T, H, W)
+    def forward(self, x, return_all_feats=False):  # (N, 3, T, H, W)
         x = self.conv1(x)
         n, c, t, h, w = x.shape
         x = x.permute(0, 2, 3, 4, 1).reshape(n * t, h * w, c)
         cls = self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, c, dtype=x.dtype)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.ln_pre(x).permute(1, 0, 2)  # (L, N*T, C)
-        return self.transformer(x, t)
+        return self.transformer(x, t, return_all_feats)
 
 
 class UniFormerV2(nn.Module):
