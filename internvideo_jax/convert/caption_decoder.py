@@ -94,7 +94,7 @@ def buffers(params: dict, prefix: str = "caption_decoder.") -> dict[str, np.ndar
             out[prefix + _key(path)[:-len("gamma")] + "beta"] = np.zeros(v.shape, np.float32)
     for name, layer in params.items():
         if name.startswith("causal_"):
-            d, hd = layer["attn"]["to_q"]["kernel"].shape[0], layer["attn"]["to_q"]["kernel"].shape[2]
+            hd = layer["attn"]["to_q"]["kernel"].shape[-1]
             i = name.split("_")[1]
             out[f"{prefix}multimodal_layers.{i}.0.fn.rotary_emb.inv_freq"] = inv_freq(hd)
     return out
