@@ -53,6 +53,27 @@ def test_export_pth_then_import_gives_the_same_params(workdir, tmp_path, capsys)
     assert "encoder.blocks.3.attn.q_bias" in out and "975,296 parameters" in out
 
 
+def test_import_sharded_over_a_mesh(workdir, tmp_path, monkeypatch, capsys):
+    """--mesh fsdp=8: every array is placed by the rules table before it is saved (a big qkv
+    kernel split 8 ways on its 'embed' rows), and the checkpoint holds the same values."""
+    import internvideo_jax.convert.__main__ as cli
+    main(["export", "--src", workdir, "--to", "pth", "--out", str(tmp_path / "x.pth")])
+    saved = {}
+    real_save = cli.save_params
+    monkeypatch.setattr(cli, "save_params", lambda p, out: (saved.update(p), real_save(p, out)))
+    main(["import", "--src", str(tmp_path / "x.pth"), "--model", "videomae_pretrain", "--size",
+          "tiny", "--frames", "16", "--image-size", "64", "--mesh", "fsdp=8", "--out",
+          str(tmp_path / "params")])
+    qkv = saved["encoder"]["transformer"]["blocks_0"]["attn"]["qkv"]["kernel"]  # (128, 3, 4, 32)
+    assert qkv.sharding.spec[0] == "fsdp" and len(qkv.sharding.device_set) == 8
+    assert {s.data.shape for s in qkv.addressable_shards} == {(16, 3, 4, 32)}
+    assert "params over mesh fsdp=8" in capsys.readouterr().out
+    a, _ = latest_params(workdir)
+    b, _ = latest_params(str(tmp_path / "params"))
+    for k, v in flatten(a).items():
+        np.testing.assert_array_equal(flatten(b)[k], v)
+
+
 def test_import_with_the_wrong_size_names_the_right_one(workdir, tmp_path):
     main(["export", "--src", workdir, "--to", "pth", "--out", str(tmp_path / "x.pth")])
     with pytest.raises(SystemExit, match=r"the checkpoint is \{'dim': 128, 'depth': 4, "

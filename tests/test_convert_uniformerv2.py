@@ -81,7 +81,8 @@ def test_import_command_reads_the_architecture_off_the_tensors(tmp_path, monkeyp
     ref = _randomised_reference(True, 3, 2)
     torch.save({"model_state": ref.state_dict()}, tmp_path / "k400.pyth")
     main(["import", "--src", str(tmp_path / "k400.pyth"), "--model", "uniformerv2_classifier",
-          "--size", "test", "--frames", "8", "--out", str(tmp_path / "ours")])
+          "--size", "test", "--frames", "8", "--mesh", "data=2,fsdp=4", "--out",
+          str(tmp_path / "ours")])  # sharded on the way (BatchNorm statistics replicated)
     variables, _ = load_variables(str(tmp_path / "ours"))
     video = np.random.default_rng(1).normal(size=(1, 3, 8, 32, 32)).astype(np.float32)
     with torch.no_grad():

@@ -115,8 +115,21 @@ def build_model(kind: str, size, num_classes: int):
     raise ValueError(f"unknown --model {kind!r}")
 
 
-def target_params(model, frames: int, image: int) -> dict:
+# The abstract variables (shapes, logical axis names) of the model being imported into: the target
+# of the strict import, and the shardings when --mesh asks for a sharded checkpoint.
+_TARGET: dict = {}
+
+
+def abstract_target(model, *args) -> dict:
+    """model.init's variables as ShapeDtypeStructs (unboxed); the boxed tree is kept in _TARGET."""
     import flax.linen as nn
+    import jax
+    boxed = jax.eval_shape(model.init, jax.random.key(0), *args)
+    _TARGET["boxed"] = boxed
+    return nn.meta.unbox(boxed)
+
+
+def target_params(model, frames: int, image: int) -> dict:
     import jax
     import jax.numpy as jnp
     video = jax.ShapeDtypeStruct((1, frames, image, image, 3), jnp.float32)
@@ -124,7 +137,7 @@ def target_params(model, frames: int, image: int) -> dict:
     if hasattr(model, "mask_ratio"):
         t, h, w = frames // model.size.tubelet, image // model.size.patch, image // model.size.patch
         args += (jax.ShapeDtypeStruct((1, t * h * w), jnp.bool_),)
-    return nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *args))["params"]
+    return abstract_target(model, *args)["params"]
 
 
 def import_uniformerv2(a) -> dict:
@@ -133,7 +146,6 @@ def import_uniformerv2(a) -> dict:
     Local UniBlocks, conv1's temporal kernel (3 = the temporal downsample, stride 2) and the class
     count are read off the tensors; the width/depth/patch preset comes from --size.
     """
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     from internvideo_jax.convert import uniformerv2 as cu
@@ -153,22 +165,47 @@ def import_uniformerv2(a) -> dict:
         size, a.num_classes or (head.shape[0] if head is not None else 0), temporal_kernel=kt,
         temporal_stride=2 if kt == 3 else 1,
         local=any(".lmhra1." in k for k in sd))
-    video = jnp.zeros((1, a.frames, size.image_size, size.image_size, 3))
-    target = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), video)))
-    return cu.import_official(sd, target)
+    video = jax.ShapeDtypeStruct((1, a.frames, size.image_size, size.image_size, 3), jnp.float32)
+    return cu.import_official(sd, abstract_target(model, video))
 
 
-def as_jax_arrays(params: dict) -> dict:
+def as_jax_arrays(params: dict, shardings: dict | None = None) -> dict:
     """numpy leaves (views into the source tensors) -> jax arrays, one at a time: each source
     tensor is freed once its last view is converted, so the host holds ~1x the model throughout.
-    (Saving numpy leaves would make orbax copy every array twice.)"""
+    (Saving numpy leaves would make orbax copy every array twice.) With `shardings` (a tree like
+    params of NamedShardings) each array is placed sharded over its mesh."""
+    import jax
     import jax.numpy as jnp
     from internvideo_jax.convert.common import unflatten
     flat = flatten(params)
     del params
+    placement = flatten(shardings) if shardings is not None else {}
     for key in list(flat):
-        flat[key] = jnp.asarray(flat[key])
+        flat[key] = (jax.device_put(flat[key], placement[key]) if key in placement
+                     else jnp.asarray(flat[key]))
     return unflatten(flat)
+
+
+def parse_mesh(text: str) -> dict:
+    """'fsdp=8' or 'data=2,fsdp=-1,tensor=2' -> a mesh config (unnamed axes are 1)."""
+    from internvideo_jax.sharding import MESH_AXES
+    config = {axis: 1 for axis in MESH_AXES}
+    for part in text.split(","):
+        axis, _, size = part.partition("=")
+        if axis.strip() not in config or not size.strip().lstrip("-").isdigit():
+            raise ValueError(f"--mesh {text!r}: expected comma-separated axis=size with axes "
+                             f"{MESH_AXES}, e.g. fsdp=8 or data=2,fsdp=-1")
+        config[axis.strip()] = int(size)
+    return config
+
+
+def import_shardings(mesh_text: str, imported: dict) -> dict:
+    """NamedShardings from the one rules table for the imported variables, over a mesh of this
+    process's devices (all processes' devices under jax.distributed)."""
+    from internvideo_jax import sharding
+    mesh = sharding.make_mesh(parse_mesh(mesh_text))
+    shardings = sharding.logical_shardings(_TARGET["boxed"], mesh)
+    return {collection: shardings[collection] for collection in imported}
 
 
 def save_params(params: dict, out: str) -> None:
@@ -183,7 +220,6 @@ def import_multimodal(a) -> dict:
     """An InternVideo multimodal Lightning checkpoint ('clip.*' and 'caption_decoder.*' keys) ->
     VideoTextModel params; the caption decoder is built when the file has one (and it is not
     left out with --drop-prefix caption_decoder.)."""
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     from internvideo_jax.convert import multimodal as cm
@@ -194,9 +230,10 @@ def import_multimodal(a) -> dict:
     caption = any(k.startswith(cm.DECODER) and not k.startswith(tuple(a.drop_prefix))
                   for k in keys)
     model = multimodal.VideoTextModel(size, caption=caption)
-    video = jnp.zeros((1, a.frames, size.video.image_size, size.video.image_size, 3))
-    ids = jnp.zeros((1, size.text.context_length), jnp.int32)
-    target = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), video, ids)))
+    video = jax.ShapeDtypeStruct((1, a.frames, size.video.image_size, size.video.image_size, 3),
+                                 jnp.float32)
+    ids = jax.ShapeDtypeStruct((1, size.text.context_length), jnp.int32)
+    target = abstract_target(model, video, ids)
     print(f"multimodal {a.size}: video tower, text tower"
           + (f", caption decoder ({size.decoder.layers} layers)" if caption else
              " (no caption decoder in the file: train with model.caption_weight=0)"))
@@ -242,7 +279,17 @@ def import_params(a) -> dict:
 
 
 def cmd_import(a) -> None:
-    params = as_jax_arrays(import_params(a))  # the source state dict is gone after the call
+    imported = import_params(a)
+    # import_params gives params (or {'params', 'batch_stats'} for UniFormerV2); shardings match
+    wrapped = "params" not in imported
+    tree = {"params": imported} if wrapped else imported
+    shardings = import_shardings(a.mesh, tree) if a.mesh else None
+    del imported
+    tree = as_jax_arrays(tree, shardings)  # the source state dict is gone after the call
+    params = tree["params"] if wrapped else tree
+    if a.mesh:
+        from internvideo_jax.sharding import describe_placement
+        print(describe_placement(f"params over mesh {a.mesh}", tree))
     save_params(params, a.out)
     n = sum(int(np.prod(v.shape)) for v in flatten(params).values())
     print(f"imported {len(flatten(params))} tensors ({n:,} parameters) into {a.out}")
@@ -335,6 +382,10 @@ def main(argv=None) -> None:
     i.add_argument("--frames", type=int, default=16)
     i.add_argument("--image-size", type=int, default=224)
     i.add_argument("--out", required=True)
+    i.add_argument("--mesh", default="",
+                   help="place the imported arrays sharded over a mesh of the devices, by the "
+                        "rules table, before saving: e.g. fsdp=8 or data=2,fsdp=-1,tensor=2 "
+                        "(default: one device)")
     i.add_argument("--drop-prefix", action="append", default=[],
                    help="internvideo_multimodal: leave out tensors under this key prefix (full "
                         "key, e.g. clip.text_mask_embedding or caption_decoder.); listed, never "
