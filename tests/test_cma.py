@@ -126,6 +126,23 @@ def test_training_moves_only_the_trainable_and_keeps_no_state_for_the_frozen(
         assert image.format == "PNG" and image.size[0] > K * 20
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["protocol"]["label_map"]["sha256"] == protocol["label_map"]["sha256"]
+    _export_round_trip(workdir, tmp_path)
+
+
+def _export_round_trip(workdir, tmp_path):
+    """`convert export --to pth` of the trained run: the state dict of torch_models.cma (parity
+    with PyTorch: tests/test_convert_cma.py), which imports back to the same variables."""
+    torch = pytest.importorskip("torch")
+    from internvideo_jax.checkpointing import load_variables
+    from internvideo_jax.convert import cma as conv
+    from internvideo_jax.convert.__main__ import main
+    main(["export", "--src", workdir, "--to", "pth", "--out", str(tmp_path / "cma.pth")])
+    exported = torch.load(tmp_path / "cma.pth")["model"]
+    assert "u_from_m.0.attn.in_proj_weight" in exported and "videomae.head.weight" in exported
+    variables, _ = load_variables(workdir)
+    back = conv.import_torch(exported, variables)
+    for p, v in flatten(variables).items():
+        np.testing.assert_array_equal(flatten(back)[p], v, err_msg="/".join(p))
 
 
 def test_a_different_label_map_is_refused(data_dir, encoders):

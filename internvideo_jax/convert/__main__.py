@@ -23,6 +23,8 @@ Examples:
   python -m internvideo_jax.convert import --src internvideo_mm_b16.ckpt \
       --model internvideo_multimodal --size B/16 --frames 8 \
       --drop-prefix clip.text_mask_embedding --out /ckpt/mm_b16
+  # a CMA run -> one .pth (official VideoMAE and UniFormerV2 keys + the gated blocks)
+  python -m internvideo_jax.convert export --src workdirs/demo/cma --to pth --out cma.pth
   # print a checkpoint's tree, shapes and dtypes (orbax dir, workdir, .pth, .safetensors, HF dir)
   python -m internvideo_jax.convert inspect workdirs/demo
 
@@ -312,6 +314,16 @@ def cmd_export(a) -> None:
             sys.exit("error: UniFormerV2 has no HF transformers implementation: export it with "
                      "--to pth (the official .pyth layout).")
         export_uniformerv2(variables, a.out)
+        return
+    if {"videomae", "uniformerv2"} <= set(variables["params"]):  # Cross-Model Attention
+        if a.to != "pth":
+            sys.exit("error: CMA exports with --to pth only (torch_models.cma layout).")
+        import torch
+        from internvideo_jax.convert import cma
+        sd = {k: torch.from_numpy(np.asarray(v)) for k, v in cma.export_torch(variables).items()}
+        torch.save({"model": sd}, a.out)
+        print(f"wrote {len(sd)} tensors (videomae.*, uniformerv2.* official, CMA blocks; "
+              f"float32) to {a.out}: load with internvideo_jax.torch_models.cma")
         return
     if "textual" in variables["params"]:  # a multimodal video-text model
         if a.to != "pth":

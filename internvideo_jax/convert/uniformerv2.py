@@ -87,8 +87,13 @@ def import_official(state_dict: dict, target_variables: dict) -> dict:
 
 def export_official(variables: dict) -> dict[str, np.ndarray]:
     """Our variables -> the official state dict (BatchNorm num_batches_tracked written as 0)."""
-    out = export_state_dict(official_rules(variables), variables)
-    for key in list(out):
+    return with_num_batches_tracked(export_state_dict(official_rules(variables), variables))
+
+
+def with_num_batches_tracked(state_dict: dict) -> dict:
+    """Add BatchNorm's num_batches_tracked (0; we do not count) beside every running_mean, as
+    PyTorch's strict load_state_dict expects."""
+    for key in list(state_dict):
         if key.endswith(".running_mean"):
-            out[key[:-len("running_mean")] + "num_batches_tracked"] = np.zeros((), np.int64)
-    return out
+            state_dict[key[:-len("running_mean")] + "num_batches_tracked"] = np.zeros((), np.int64)
+    return state_dict

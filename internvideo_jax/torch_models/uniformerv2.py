@@ -105,9 +105,10 @@ class Transformer(nn.Module):
             self.proj = nn.Sequential(nn.LayerNorm(width), nn.Dropout(0.5),
                                       nn.Linear(width, num_classes))
 
-    def forward(self, x, t, return_all_feats=False):
+    def forward(self, x, t, return_all_feats=False, return_features=False):
         """x: (L, N*T, C) -> logits (N, classes), or the fused feature (N, C) without a head;
-        return_all_feats also gives the last layer's tokens (L, N, T, C)."""
+        return_all_feats also gives the last layer's tokens (L, N, T, C); return_features gives
+        (fused (N, C), the last global UniBlock's input tokens (N, T*L, C)) instead."""
         l, nt, c = x.shape
         n, h = nt // t, int((l - 1) ** 0.5)
         cls_token = self.temporal_cls_token.repeat(1, n, 1)
@@ -125,6 +126,8 @@ class Transformer(nn.Module):
         weight = torch.sigmoid(self.balance)
         residual = x.view(l, n, t, c)[0].mean(1)  # mean over frames of the per-frame CLS
         fused = (1 - weight) * cls_token[0] + weight * residual
+        if return_features:
+            return fused, tmp.transpose(0, 1)
         out = self.proj(fused) if hasattr(self, "proj") else fused
         return (out, x.view(l, n, t, c)) if return_all_feats else out
 
@@ -144,14 +147,14 @@ class VisionTransformer(nn.Module):
         self.ln_pre = LayerNorm(width)
         self.transformer = Transformer(width, layers, heads, return_list, local, num_classes)
 
-    def forward(self, x, return_all_feats=False):  # (N, 3, T, H, W)
+    def forward(self, x, return_all_feats=False, return_features=False):  # (N, 3, T, H, W)
         x = self.conv1(x)
         n, c, t, h, w = x.shape
         x = x.permute(0, 2, 3, 4, 1).reshape(n * t, h * w, c)
         cls = self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, c, dtype=x.dtype)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.ln_pre(x).permute(1, 0, 2)  # (L, N*T, C)
-        return self.transformer(x, t, return_all_feats)
+        return self.transformer(x, t, return_all_feats, return_features)
 
 
 class UniFormerV2(nn.Module):
