@@ -148,5 +148,9 @@ def test_import_and_export_commands(tmp_path, monkeypatch):
     back = torch.load(tmp_path / "back.ckpt")["state_dict"]
     del checkpoint["clip.text_mask_embedding"]
     assert back.keys() == checkpoint.keys()
+    with pytest.raises(SystemExit, match=r"'video_width': 24.*--size B/16 has .*'video_width': "
+                                         r"768.*use --size test"):
+        main(["import", "--src", str(tmp_path / "mm.ckpt"), "--model", "internvideo_multimodal",
+              "--size", "B/16", "--out", str(tmp_path / "wrong")])
     for k, v in checkpoint.items():
         np.testing.assert_array_equal(back[k].numpy(), v, err_msg=k)

@@ -231,6 +231,7 @@ def import_multimodal(a) -> dict:
     keys = cm.unwrap(checkpoint)
     caption = any(k.startswith(cm.DECODER) and not k.startswith(tuple(a.drop_prefix))
                   for k in keys)
+    cm.check_size(keys, size, a.size)
     model = multimodal.VideoTextModel(size, caption=caption)
     video = jax.ShapeDtypeStruct((1, a.frames, size.video.image_size, size.video.image_size, 3),
                                  jnp.float32)
