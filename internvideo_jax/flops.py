@@ -54,6 +54,61 @@ def videomae_classifier_flops(size, video_shape: tuple[int, int, int, int],
                  + 2 * size.dim * num_classes)
 
 
+def uniformerv2_encoder_flops(size, frames: int, temporal_kernel: int = 1,
+                              temporal_stride: int = 1, local: bool = False) -> float:
+    """Forward FLOPs per clip of UniFormerV2Encoder: conv1, the per-frame CLIP layers on 1 + hw
+    tokens, the local UniBlocks' 1x1x1 and temporal convs if any, and per global UniBlock the dpe
+    (depthwise 3x3x3) and the query decoder (1 query attending to T'(1 + hw) tokens)."""
+    w, g = size.width, size.grid
+    t2, hw = frames // temporal_stride, g * g
+    total = 2 * t2 * hw * temporal_kernel * size.patch ** 2 * 3 * w  # conv1
+    total += t2 * transformer_flops(1 + hw, w, size.layers, 4 * w)
+    if local:  # lmhra1 and lmhra2 per layer: W -> W/1.5 -> depthwise (3,1,1) -> W, on patches
+        r = int(w // 1.5)
+        total += size.layers * 2 * t2 * hw * 2 * (2 * w * r + 3 * r)
+    m = t2 * (1 + hw)
+    query_decoder = (2 * w * w + 2 * m * 2 * w * w + 2 * 2 * m * w + 2 * w * w  # q, kv, attn, out
+                     + 2 * 2 * w * 4 * w)  # MLP on the query
+    total += len(size.return_list) * (2 * 27 * w * t2 * hw + query_decoder)
+    return float(total)
+
+
+def uniformerv2_classifier_flops(size, frames: int, num_classes: int, **encoder) -> float:
+    return uniformerv2_encoder_flops(size, frames, **encoder) + 2.0 * size.width * num_classes
+
+
+def text_encoder_flops(size) -> float:
+    """CLIP text encoder per text: full (77-token) attention as XLA runs it, projection at eot."""
+    return float(transformer_flops(size.context_length, size.width, size.layers, 4 * size.width)
+                 + 2 * size.width * size.embed_dim)
+
+
+def caption_decoder_flops(size, width: int, vision_width: int, visual_tokens: int,
+                          text_tokens: int) -> float:
+    """CaptionDecoder per example: the attention pooler (Q queries over M video tokens), then per
+    layer a causal multi-query block and a cross block on L text tokens, and the predictor."""
+    d, q, m, n = width, size.num_queries, visual_tokens, text_tokens
+    hd, ff = width // size.heads, size.ff_mult * width
+    pooler = 2 * q * d * d + 2 * m * vision_width * 2 * hd + 2 * 2 * q * m * d + 2 * q * d * d
+    swiglu = 2 * n * d * 2 * ff + 2 * n * ff * d
+    causal = 2 * n * d * d + 2 * n * d * 2 * hd + 2 * 2 * n * n * d + 2 * n * d * d + swiglu
+    cross = 2 * n * d * d + 2 * q * d * 2 * hd + 2 * 2 * n * q * d + 2 * n * d * d + swiglu
+    predictor = 2 * n * d * d + 2 * n * d * size.vocab_size
+    return float(pooler + size.layers * (causal + cross) + predictor)
+
+
+def multimodal_flops(size, frames: int, caption_length: int | None) -> float:
+    """VideoTextModel per (video, text) pair: video tower, text encoder and, when caption_length
+    is given, the caption decoder on caption_length - 1 tokens."""
+    v = size.video
+    total = uniformerv2_encoder_flops(v, frames) + 2 * v.width * v.embed_dim
+    total += text_encoder_flops(size.text)
+    if caption_length:
+        total += caption_decoder_flops(size.decoder, size.text.width, v.width,
+                                       frames * (1 + v.grid ** 2), caption_length - 1)
+    return float(total)
+
+
 def peak_flops(device) -> float | None:
     """Dense bf16 peak FLOP/s of a jax device, None when unknown (CPUs: measure it instead,
     `measured_matmul_peak`)."""

@@ -41,6 +41,30 @@ def test_classifier_flops_match_xla():
     assert want <= got <= 1.10 * want, (got, want)
 
 
+@pytest.mark.parametrize("local,kt,st", [(False, 1, 1), (True, 3, 2)])
+def test_uniformerv2_classifier_flops_match_xla(local, kt, st):
+    from internvideo_jax.models import uniformerv2 as u
+    size = u.SIZES["tiny"]
+    model = u.UniFormerV2Classifier(size, 10, temporal_kernel=kt, temporal_stride=st, local=local)
+    video = jnp.zeros((1, 8, 64, 64, 3))
+    variables = jax.eval_shape(model.init, jax.random.key(0), video)
+    got = _xla_flops(lambda p, v: model.apply(p, v), variables, video)
+    want = flops.uniformerv2_classifier_flops(size, 8, 10, temporal_kernel=kt,
+                                              temporal_stride=st, local=local)
+    assert want <= got <= 1.15 * want, (got, want)
+
+
+def test_multimodal_flops_match_xla():
+    from internvideo_jax.models import multimodal
+    size = multimodal.SIZES["tiny"]
+    model = multimodal.VideoTextModel(size)
+    video, ids = jnp.zeros((1, 8, 64, 64, 3)), jnp.zeros((1, 77), jnp.int32)
+    params = jax.eval_shape(model.init, jax.random.key(0), video, ids)
+    got = _xla_flops(lambda p, v, i: model.apply(p, v, i, caption_length=32), params, video, ids)
+    want = flops.multimodal_flops(size, 8, 32)
+    assert want <= got <= 1.15 * want, (got, want)
+
+
 def test_transformer_flops_by_hand():
     # One block, 10 tokens, width 4, MLP 8: dense 2*10*(4*16 + 2*4*8) = 2560; attention
     # 4*10*10*4 = 1600.

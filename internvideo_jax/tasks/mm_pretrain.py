@@ -42,6 +42,14 @@ class MultimodalPretrainTask:
             self.size, caption=m.caption_weight > 0, drop_path_rate=m.drop_path_rate,
             dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"))
 
+    def flops_per_example(self) -> float:
+        """Forward FLOPs of one (video, caption) pair, the decoder included when it is trained
+        (internvideo_jax/flops.py)."""
+        from internvideo_jax.flops import multimodal_flops
+        m = self.config.model
+        return multimodal_flops(self.size, self.video_shape[0],
+                                m.caption_length if m.caption_weight > 0 else None)
+
     def init_batch(self, batch_size: int) -> dict:
         return {"video": np.zeros((batch_size,) + self.video_shape, np.uint8),
                 "text": np.zeros((batch_size, self.context_length), np.int32)}

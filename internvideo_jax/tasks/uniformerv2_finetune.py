@@ -30,6 +30,8 @@ class UniFormerV2FinetuneTask(ClassificationTask):
             raise ValueError("optim.layer_decay must be 1.0 for UniFormerV2 (the reference "
                              "fine-tunes it without layer-wise decay).")
         self.mutable = ("batch_stats",) if m.local else ()
+        self.encoder_shape = dict(temporal_kernel=m.temporal_kernel,
+                                  temporal_stride=m.temporal_stride, local=m.local)
         return uniformerv2.UniFormerV2Classifier(
             self.size, m.num_classes, m.temporal_kernel, m.temporal_stride, m.local,
             m.backbone_drop_path_rate, m.drop_path_rate, m.mlp_dropout, m.dropout,
@@ -37,6 +39,12 @@ class UniFormerV2FinetuneTask(ClassificationTask):
 
     def load_pretrained(self, params: dict, pretrained: dict) -> tuple[dict, list, list]:
         return load_uniformerv2(params, pretrained)
+
+    def flops_per_example(self) -> float:
+        """Forward FLOPs of one clip (internvideo_jax/flops.py)."""
+        from internvideo_jax.flops import uniformerv2_classifier_flops
+        return uniformerv2_classifier_flops(self.size, self.video_shape[0], self.num_classes,
+                                            **self.encoder_shape)
 
 
 def _adapt(path, src: np.ndarray, value) -> np.ndarray:
