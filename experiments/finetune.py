@@ -55,7 +55,7 @@ def classification_config(task: str) -> config_dict.ConfigDict:
         weight_decay=0.05, grad_clip=0.0, layer_decay=0.75,
         ema_decay=0.0))  # > 0: keep an EMA of the weights (evaluated instead of the weights)
     c.peak_tflops = 0.0  # per-device peak for the logged MFU; 0 = by device kind (flops.py)
-    c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1))
     c.log_every = 10
     c.checkpoint_every = 200
     c.keep_checkpoints = 2

@@ -58,7 +58,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.optim = config_dict.ConfigDict(dict(
         base_lr=1e-3, min_lr=1e-5, warmup_epochs=0.5, b1=0.9, b2=0.98, eps=1e-6,
         weight_decay=0.05, grad_clip=1.0))
-    c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1))
     c.log_every = 10
     c.checkpoint_every = 100
     c.keep_checkpoints = 2

@@ -44,7 +44,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         base_lr=1.5e-4, min_lr=1e-5, warmup_epochs=40.0, b1=0.9, b2=0.95, eps=1e-8,
         weight_decay=0.05, grad_clip=0.0))
     c.peak_tflops = 0.0  # per-device peak for the logged MFU; 0 = by device kind (flops.py)
-    c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1))
     c.log_every = 10
     c.checkpoint_every = 100
     c.keep_checkpoints = 2

@@ -40,7 +40,8 @@ RULES: tuple[tuple[str, Any], ...] = (
 
 
 def mesh_shape(mesh_config: dict, num_devices: int) -> tuple[int, int, int]:
-    """Resolve {'data': -1, 'fsdp': 2, 'tensor': 1} against the device count (one -1 allowed)."""
+    """Resolve {'data': -1, 'fsdp': 2, 'tensor': 1} against the device count (one -1 allowed);
+    other keys (dcn_data) are not axes."""
     sizes = [int(mesh_config[a]) for a in MESH_AXES]
     unknown = [a for a, s in zip(MESH_AXES, sizes) if s == -1]
     if len(unknown) > 1:
@@ -59,10 +60,52 @@ def mesh_shape(mesh_config: dict, num_devices: int) -> tuple[int, int, int]:
     return tuple(sizes)
 
 
+def granules(devices) -> list[list]:
+    """Devices grouped by the slice they sit in (TPU multi-slice: `slice_index`; where every
+    device reports one slice, e.g. CPUs and GPUs, each process is a granule), in granule order."""
+    slice_ids = {getattr(d, "slice_index", 0) for d in devices}
+    key = (lambda d: d.slice_index) if len(slice_ids) > 1 else (lambda d: d.process_index)
+    groups: dict = {}
+    for d in devices:
+        groups.setdefault(key(d), []).append(d)
+    return [groups[k] for k in sorted(groups)]
+
+
+def hybrid_grid(groups: list[list], shape: tuple[int, int, int]) -> np.ndarray:
+    """A (data, fsdp, tensor) device grid over `len(groups)` slices joined by DCN: the slices are
+    the outer factor of 'data', so 'fsdp' and 'tensor' collectives (and the inner part of
+    'data') stay on each slice's fast interconnect; only the data-parallel gradient reduction
+    crosses DCN."""
+    from jax.experimental import mesh_utils
+    dcn = len(groups)
+    data, fsdp, tensor = shape
+    if data % dcn:
+        raise ValueError(f"mesh.dcn_data={dcn} slices must divide mesh.data={data}: the slices "
+                         f"are the outer factor of the data axis.")
+    sizes = {len(g) for g in groups}
+    if sizes != {data // dcn * fsdp * tensor}:
+        raise ValueError(f"each of the {dcn} slices must hold data/dcn_data x fsdp x tensor = "
+                         f"{data // dcn * fsdp * tensor} devices; they hold {sorted(sizes)}.")
+    per_slice = [mesh_utils.create_device_mesh((data // dcn, fsdp, tensor), g,
+                                               allow_split_physical_axes=True) for g in groups]
+    return np.concatenate(per_slice, axis=0)  # (data, fsdp, tensor)
+
+
 def make_mesh(mesh_config: dict, devices=None) -> Mesh:
-    """A ('data', 'fsdp', 'tensor') mesh with Auto axis types (logical constraints need them)."""
+    """A ('data', 'fsdp', 'tensor') mesh with Auto axis types (logical constraints need them).
+
+    mesh_config['dcn_data'] (default 1): the number of slices (TPU multi-slice, or hosts joined by
+    a data-centre network); 'data' is then split dcn_data ways across them (hybrid_grid)."""
     devices = jax.devices() if devices is None else devices
     shape = mesh_shape(mesh_config, len(devices))
+    dcn = int(mesh_config.get("dcn_data", 1))
+    if dcn > 1:
+        groups = granules(devices)
+        if len(groups) != dcn:
+            raise ValueError(f"mesh.dcn_data={dcn} but the {len(devices)} devices form "
+                             f"{len(groups)} slice(s) (by slice_index, else by process): set "
+                             f"mesh.dcn_data={len(groups)}.")
+        return Mesh(hybrid_grid(groups, shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
     try:
         return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
     except NotImplementedError:  # e.g. fsdp=8 on a 4x4x4 torus: split a physical axis

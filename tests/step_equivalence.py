@@ -9,13 +9,15 @@ GLOBAL_BATCH = 8
 
 def run_steps(process_rows: bool) -> tuple[list[float], list[float]]:
     """Losses of 2 steps and the sum of every parameter after them (tiny VideoMAE, 8 devices in
-    all, mesh data=4 x fsdp=2). process_rows: this process supplies only its rows of the batch."""
+    all, mesh data=4 x fsdp=2). process_rows: this process supplies only its rows of the batch,
+    and the processes are the mesh's DCN slices (mesh.dcn_data = the process count)."""
     from input_pipelines.masking import tube_mask
     from internvideo_jax import sharding, train
     from internvideo_jax.tasks import get_task
     from tests.helpers import tiny_config
     config = tiny_config("/nonexistent")
-    config.mesh.update(data=4, fsdp=2, tensor=1)
+    config.mesh.update(data=4, fsdp=2, tensor=1,
+                       dcn_data=jax.process_count() if process_rows else 1)
     task = get_task(config)
     mesh = sharding.make_mesh(config.mesh.to_dict())
     d = {"peak_lr": 1e-3, "min_lr": 0.0, "warmup_steps": 0, "total_steps": 10}

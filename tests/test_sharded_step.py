@@ -177,3 +177,24 @@ def test_fit_planner_on_the_local_devices(data_dir):
     assert report["fits"] is None  # no HBM figure for CPU devices
     assert report["model_tflop_per_step"] == pytest.approx(
         3 * task.flops_per_example() * config.batch_size / 1e12)
+
+
+def test_dcn_slices_are_the_outer_factor_of_data():
+    """Two 4-device slices, mesh data=4 (2 over DCN x 2 within a slice) x fsdp=2: every fsdp
+    group (parameter all-gathers) stays inside one slice, only 'data' crosses slices, and a
+    reduction over the whole mesh is right. On one process there is one slice: dcn_data=2 is
+    refused, naming the count."""
+    devices = jax.devices()
+    slices = [devices[:4], devices[4:]]
+    grid = sharding.hybrid_grid(slices, (4, 2, 1))
+    assert grid.shape == (4, 2, 1)
+    for i in range(4):
+        owner = {0 if d in slices[0] else 1 for d in grid[i].ravel()}
+        assert owner == {i // 2}, (i, owner)
+    mesh = jax.sharding.Mesh(grid, sharding.MESH_AXES)
+    x = jax.device_put(np.arange(8.0), jax.sharding.NamedSharding(mesh, P(("data", "fsdp"))))
+    assert float(jax.jit(lambda v: v.sum())(x)) == 28.0
+    with pytest.raises(ValueError, match=r"dcn_data=2 but the 8 devices form 1 slice"):
+        sharding.make_mesh({"data": -1, "fsdp": 2, "tensor": 1, "dcn_data": 2})
+    with pytest.raises(ValueError, match=r"dcn_data=3 slices must divide mesh.data=4"):
+        sharding.hybrid_grid([devices[:3], devices[3:6], devices[6:]], (4, 2, 1))
