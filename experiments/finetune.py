@@ -68,7 +68,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     # it, e.g. (8, 14, 14) for a 16x224 checkpoint at 32x384; () = the same grid.
     c.model = config_dict.ConfigDict(dict(
         size="tiny", num_classes=8, drop_path_rate=0.1, dropout=0.0, dtype="float32",
-        pos_embed_grid=(), remat="none"))  # remat: none | full | dots | dots_no_batch
+        pos_embed_grid=(), remat="none",  # remat: none | full | dots | dots_no_batch
+        scan_layers=False))  # scanned encoder layers; checkpoints of either layout load
     if preset == "tiny":
         # The tiny model and small data want a larger lr than the ViT-B recipe.
         c.num_epochs = 6.0

@@ -30,7 +30,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
 
     c.model = config_dict.ConfigDict(dict(
         size="tiny", mask_ratio=0.9, drop_path_rate=0.0, norm_pix_loss=True, dtype="float32",
-        remat="none"))  # none | full | dots | dots_no_batch: what blocks keep for backward
+        remat="none",  # none | full | dots | dots_no_batch: what blocks keep for backward
+        scan_layers=False))  # True: nn.scan over the blocks (compile time flat in depth)
     c.data = config_dict.ConfigDict(dict(
         dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=16, stride=2, crop_size=64,
         flip=False, normalization="imagenet", num_workers=0, num_threads=2,

@@ -61,17 +61,20 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
                         tree, shardings)
 
 
-def load_params(path: str) -> tuple[dict, dict]:
+def load_params(path: str, scanned: bool | None = None) -> tuple[dict, dict]:
     """Parameters (as numpy, on the host) and the run's config.json, from a workdir (its latest
-    checkpoint), a checkpoint step directory, or a params-only checkpoint (convert import)."""
-    variables, meta = load_variables(path)
+    checkpoint), a checkpoint step directory, or a params-only checkpoint (convert import).
+    scanned: the layer layout wanted (True: stacked 'blocks', False: blocks_i; None: as stored)."""
+    variables, meta = load_variables(path, scanned=scanned)
     return variables["params"], meta
 
 
-def load_variables(path: str, ema: bool = False) -> tuple[dict, dict]:
+def load_variables(path: str, ema: bool = False,
+                   scanned: bool | None = None) -> tuple[dict, dict]:
     """{'params', ...model state (e.g. 'batch_stats')} as numpy, and the run's config.json, from
     the same places as load_params. ema=True takes the EMA weights of a train state that has them.
-    A variables checkpoint (convert import: {'params', 'batch_stats'}) is returned as it is."""
+    A variables checkpoint (convert import: {'params', 'batch_stats'}) is returned as it is.
+    scanned: convert the layer layout when it differs (models/layers.stack_layers)."""
     import numpy as np
     meta = {}
     if os.path.isdir(os.path.join(path, "checkpoints")):
@@ -93,4 +96,8 @@ def load_variables(path: str, ema: bool = False) -> tuple[dict, dict]:
         tree = {"params": params, **(tree.get("model_state") or {})}
     elif "params" not in tree:  # a params-only checkpoint
         tree = {"params": tree}
-    return jax.tree.map(np.asarray, tree), meta
+    tree = jax.tree.map(np.asarray, tree)
+    if scanned is not None:
+        from internvideo_jax.models.layers import match_layout
+        tree = match_layout(tree, scanned)
+    return tree, meta

@@ -81,6 +81,7 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_views: np.ndarray,
 def run(config, workdir: str) -> dict:
     import flax.linen as nn
     from internvideo_jax import checkpointing, sharding
+    from internvideo_jax.models import layers
     from internvideo_jax.evaluate import accuracy_metrics, map_over_split
     from internvideo_jax.tasks import get_task
     if not config.init_from:
@@ -91,7 +92,8 @@ def run(config, workdir: str) -> dict:
         raise ValueError(f"task {config.task!r} defines no pooled features to probe.")
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
         params = nn.meta.unbox(task.init_variables(jax.random.key(0), task.init_batch(1)))
-        pretrained, _ = checkpointing.load_params(config.init_from)
+        pretrained, _ = checkpointing.load_params(config.init_from,
+                                                  scanned=layers.is_scanned(params["params"]))
         params, loaded, _ = task.load_pretrained(params["params"], pretrained)
         train_config = config.copy_and_resolve_references()
         with train_config.unlocked():

@@ -11,7 +11,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 import optax
+
+from internvideo_jax.models.layers import SCANNED
 
 NO_DECAY_NAMES = frozenset({
     "bias", "q_bias", "v_bias", "scale", "mask_token", "pos_embed", "cls_token", "gamma_1",
@@ -26,7 +29,8 @@ def decay_mask(params: Any) -> Any:
 
     def decide(path, leaf) -> bool:
         name = getattr(path[-1], "key", str(path[-1]))
-        return leaf.ndim > 1 and name not in NO_DECAY_NAMES
+        stacked = _is_stacked(tuple(getattr(k, "key", str(k)) for k in path))
+        return leaf.ndim - stacked > 1 and name not in NO_DECAY_NAMES  # a layer's own rank
 
     return jax.tree_util.tree_map_with_path(decide, params)
 
@@ -56,10 +60,15 @@ def adamw(schedule: optax.Schedule, b1: float, b2: float, eps: float, weight_dec
     return optax.chain(*chain)
 
 
+def _is_stacked(path: tuple[str, ...]) -> bool:
+    """A parameter of scanned layers: a leading (depth,) axis (models/layers.Transformer)."""
+    return SCANNED in path
+
+
 def vit_layer_id(path: tuple[str, ...], num_layers: int) -> int:
     """The reference's layer assignment for layer-wise lr decay (VideoMAE get_num_layer_for_vit):
     patch embed (and position/cls/mask tokens) -> 0, block k -> k + 1, everything else (final
-    norms, heads) -> num_layers + 1."""
+    norms, heads) -> num_layers + 1. (Scanned layers: block k of the stack, the same rule.)"""
     for name in path:
         if name in ("patch_embed", "pos_embed", "cls_token", "mask_token"):
             return 0
@@ -69,14 +78,24 @@ def vit_layer_id(path: tuple[str, ...], num_layers: int) -> int:
 
 
 def layer_decay_scales(params: Any, decay: float) -> Any:
-    """Per-parameter lr multipliers decay^(L + 1 - layer_id), L = number of encoder blocks."""
+    """Per-parameter lr multipliers decay^(L + 1 - layer_id), L = number of encoder blocks;
+    for scanned layers an array (depth, 1, ...) that broadcasts over each layer's slice."""
     params = nn.meta.unbox(params)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     names = [tuple(getattr(k, "key", str(k)) for k in path) for path, _ in flat]
     num_layers = len({n for p in names for n in p if n.startswith("blocks_") and "encoder" in p})
-    return jax.tree_util.tree_unflatten(
-        jax.tree.structure(params),
-        [decay ** (num_layers + 1 - vit_layer_id(p, num_layers)) for p in names])
+    stacked = [leaf.shape[0] for p, (_, leaf) in zip(names, flat) if _is_stacked(p)
+               and "encoder" in p]
+    num_layers = num_layers or (stacked[0] if stacked else 0)
+    scales = []
+    for p, (_, leaf) in zip(names, flat):
+        if _is_stacked(p):  # block k of the stack has id k + 1
+            ids = np.arange(leaf.shape[0]) + 1
+            scale = (decay ** (num_layers + 1 - ids)).astype(np.float32)
+            scales.append(scale.reshape((-1,) + (1,) * (leaf.ndim - 1)))
+        else:
+            scales.append(decay ** (num_layers + 1 - vit_layer_id(p, num_layers)))
+    return jax.tree_util.tree_unflatten(jax.tree.structure(params), scales)
 
 
 def scale_updates(scales: Any) -> optax.GradientTransformation:

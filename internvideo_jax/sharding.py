@@ -30,6 +30,7 @@ RULES: tuple[tuple[str, Any], ...] = (
     ("qkv", None),
     ("patch", None),
     ("vocab", "tensor"),
+    ("layers", None),  # the stacking axis of scanned layers
     # activations
     ("act_batch", BATCH_AXES),
     ("act_length", None),

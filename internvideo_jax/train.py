@@ -20,6 +20,7 @@ import optax
 
 from input_pipelines.robust import BadVideoTracker
 from internvideo_jax import checkpointing, flops, optim, sharding
+from internvideo_jax.models import layers
 from internvideo_jax.metrics_writer import MetricsWriter
 from internvideo_jax.tasks import get_task
 
@@ -245,7 +246,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         if latest is None and hasattr(task, "initial_params"):  # e.g. CMA: two checkpoints
             params, init_report = task.initial_params(state.params)
         elif latest is None and config.get("init_from"):
-            pretrained, _ = checkpointing.load_params(config.init_from)
+            pretrained, _ = checkpointing.load_params(  # in this model's layer layout
+                config.init_from, scanned=layers.is_scanned(state.params))
             params, loaded, kept = task.load_pretrained(state.params, pretrained)
             init_report = (f"initialised from {config.init_from}: {len(loaded)} tensors loaded, "
                            f"{len(kept)} at their initial values: {kept}")

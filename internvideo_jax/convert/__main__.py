@@ -309,7 +309,7 @@ def export_uniformerv2(variables: dict, out: str) -> None:
 
 
 def cmd_export(a) -> None:
-    variables, meta = load_variables(a.src)
+    variables, meta = load_variables(a.src, scanned=False)  # the official layouts are per layer
     if "backbone" in variables["params"]:  # a UniFormerV2 classifier
         if a.to != "pth":
             sys.exit("error: UniFormerV2 has no HF transformers implementation: export it with "

@@ -65,13 +65,14 @@ def patchify(video: jax.Array, patch: tuple[int, int, int]) -> jax.Array:
 class DropPath(nn.Module):
     """Stochastic depth per sample: zero the whole residual branch with probability `rate`."""
 
-    rate: float
+    rate: float  # 0: off; under scanned layers the per-layer rate comes as `rate` instead
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool, rate: jax.Array | None = None
+                 ) -> jax.Array:
         if deterministic or self.rate == 0.0:
             return x
-        keep = 1.0 - self.rate
+        keep = 1.0 - (self.rate if rate is None else rate)
         rng = self.make_rng("dropout")
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         mask = jax.random.bernoulli(rng, keep, shape)
@@ -229,15 +230,17 @@ class Block(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True,
+                 drop_rate: jax.Array | None = None) -> jax.Array:
+        """drop_rate: this layer's drop-path rate when it is traced (scanned layers)."""
         drop = DropPath(self.drop_path)
         y = MultiHeadSelfAttention(self.num_heads, dtype=self.dtype, name="attn")(
             layer_norm(self.norm_eps, "norm1", self.dtype)(x))
-        x = x + drop(self._layer_scale(y, "gamma_1"), deterministic)
+        x = x + drop(self._layer_scale(y, "gamma_1"), deterministic, drop_rate)
         x = constrain(x, "act_batch", "act_length", "act_embed")
         y = Mlp(self.mlp_dim, dtype=self.dtype, name="mlp")(
             layer_norm(self.norm_eps, "norm2", self.dtype)(x))
-        x = x + drop(self._layer_scale(y, "gamma_2"), deterministic)
+        x = x + drop(self._layer_scale(y, "gamma_2"), deterministic, drop_rate)
         return constrain(x, "act_batch", "act_length", "act_embed")
 
     def _layer_scale(self, y: jax.Array, name: str) -> jax.Array:
@@ -273,7 +276,10 @@ class Transformer(nn.Module):
     """A stack of `depth` Blocks with drop path linearly spaced 0..drop_path_rate over depth.
 
     remat: a REMAT_POLICIES name; parameters and outputs are the same for every policy, only
-    the memory/compute trade of the backward pass changes."""
+    the memory/compute trade of the backward pass changes.
+    scan: one Block traced once and run `depth` times by nn.scan (compile time independent of
+    depth); parameters stacked under 'blocks' with a leading 'layers' axis instead of blocks_0..
+    blocks_{depth-1} (stack_layers / unstack_layers convert between the two layouts)."""
 
     depth: int
     num_heads: int
@@ -283,12 +289,85 @@ class Transformer(nn.Module):
     norm_eps: float = 1e-6
     dtype: Dtype = jnp.float32
     remat: str = "none"
+    scan: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         rates = np.linspace(0.0, self.drop_path_rate, self.depth) if self.depth else []
         block = remat_block(self.remat)
+        if self.scan and self.depth:
+            scanned = nn.scan(_ScanStep, variable_axes={"params": 0},
+                              split_rngs={"params": True, "dropout": True}, in_axes=0,
+                              length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = scanned(block, (self.num_heads, self.mlp_dim, float(self.drop_path_rate),
+                                   self.init_values, self.norm_eps, self.dtype),
+                           deterministic, name=SCANNED)(x, jnp.asarray(rates, jnp.float32))
+            return x
         for i in range(self.depth):
             x = block(self.num_heads, self.mlp_dim, float(rates[i]), self.init_values,
                       self.norm_eps, self.dtype, name=f"blocks_{i}")(x, deterministic)
         return x
+
+
+SCANNED = "blocks"  # the module name of scanned layers; unscanned ones are blocks_0, blocks_1, ...
+
+
+class _ScanStep(nn.Module):
+    """One scanned layer: (x, this layer's drop-path rate) -> (x, None)."""
+
+    block: Any
+    block_args: tuple
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rate: jax.Array):
+        return self.block(*self.block_args, name="block")(x, self.deterministic, rate), None
+
+
+def stack_layers(tree: dict) -> dict:
+    """Unscanned layout -> scanned: every dict holding blocks_0..blocks_{n-1} gets them stacked
+    leaf by leaf into one 'blocks' subtree with a leading (n,) axis."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {k: stack_layers(v) for k, v in tree.items() if not _is_block_key(k)}
+    n = sum(_is_block_key(k) for k in tree)
+    if n:
+        if any(f"blocks_{i}" not in tree for i in range(n)):
+            raise ValueError(f"blocks are not numbered 0..{n - 1}: {sorted(tree)}")
+        layers = [tree[f"blocks_{i}"] for i in range(n)]
+        out[SCANNED] = {"block": jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
+                                              *layers)}
+    return out
+
+
+def unstack_layers(tree: dict) -> dict:
+    """Scanned layout -> unscanned: every 'blocks' subtree with a leading (n,) axis becomes
+    blocks_0..blocks_{n-1}."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {k: unstack_layers(v) for k, v in tree.items() if k != SCANNED}
+    if SCANNED in tree:
+        stacked = tree[SCANNED]["block"]
+        n = jax.tree.leaves(stacked)[0].shape[0]
+        for i in range(n):
+            out[f"blocks_{i}"] = jax.tree.map(lambda x: np.asarray(x)[i], stacked)
+    return out
+
+
+def match_layout(tree: dict, scanned: bool) -> dict:
+    """`tree` in the scanned (True) or unscanned (False) layer layout, converted if needed."""
+    if scanned and not is_scanned(tree):
+        return stack_layers(tree)
+    if not scanned and is_scanned(tree):
+        return unstack_layers(tree)
+    return tree
+
+
+def is_scanned(tree: dict) -> bool:
+    """Whether a parameter tree holds scanned layers anywhere."""
+    return isinstance(tree, dict) and (SCANNED in tree or any(is_scanned(v)
+                                                                for v in tree.values()))
+
+
+def _is_block_key(key: str) -> bool:
+    return key.startswith("blocks_") and key[len("blocks_"):].isdigit()

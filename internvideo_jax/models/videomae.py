@@ -134,6 +134,7 @@ class VideoMAEEncoder(nn.Module):
     dtype: Dtype = jnp.float32
     pos_grid: tuple[int, int, int] | None = None
     remat: str = "none"  # layers.REMAT_POLICIES
+    scan: bool = False  # layers.Transformer: scanned layers (params under transformer/blocks)
 
     @nn.compact
     def __call__(self, video: jax.Array, visible_idx: jax.Array | None = None,
@@ -148,8 +149,8 @@ class VideoMAEEncoder(nn.Module):
             x = gather_tokens(x, visible_idx)  # (B, K, D)
         x = layers.constrain(x, "act_batch", "act_length", "act_embed")
         x = layers.Transformer(s.depth, s.heads, s.mlp_dim, self.drop_path_rate, self.init_values,
-                               dtype=self.dtype, remat=self.remat, name="transformer")(
-                                   x, deterministic)
+                               dtype=self.dtype, remat=self.remat, scan=self.scan,
+                               name="transformer")(x, deterministic)
         if self.final_norm:
             x = layers.layer_norm(1e-6, "norm", self.dtype)(x)
         return x  # (B, K, D)
@@ -169,6 +170,7 @@ class VideoMAEPretrain(nn.Module):
     init_values: float = 0.0
     dtype: Dtype = jnp.float32
     remat: str = "none"  # layers.REMAT_POLICIES, for the encoder and decoder blocks
+    scan: bool = False  # scanned encoder and decoder layers
 
     def num_masked(self, video_shape: tuple[int, ...]) -> int:
         t, h, w = token_grid(video_shape, self.size)
@@ -185,7 +187,8 @@ class VideoMAEPretrain(nn.Module):
         num_masked = self.num_masked(video.shape)
         visible_idx, masked_idx = split_by_mask(mask, num_masked)
         x = VideoMAEEncoder(s, self.drop_path_rate, self.init_values, final_norm=True,
-                            dtype=self.dtype, remat=self.remat, name="encoder")(video, visible_idx, deterministic)
+                            dtype=self.dtype, remat=self.remat, scan=self.scan,
+                            name="encoder")(video, visible_idx, deterministic)
         x = nn.Dense(
             s.decoder_dim, use_bias=False, dtype=self.dtype, name="encoder_to_decoder",
             kernel_init=nn.with_logical_partitioning(layers.xavier_uniform(),
@@ -200,8 +203,8 @@ class VideoMAEPretrain(nn.Module):
         x = jnp.concatenate([x_vis, x_masked], axis=1)  # (B, N, Dd)
         x = layers.constrain(x, "act_batch", "act_length", "act_embed")
         x = VideoMAEDecoder(s, 3 * s.tubelet * s.patch * s.patch, self.drop_path_rate,
-                            self.init_values, self.dtype, self.remat, name="decoder")(x, num_masked,
-                                                                          deterministic)
+                            self.init_values, self.dtype, self.remat, self.scan,
+                            name="decoder")(x, num_masked, deterministic)
         return x  # (B, M, pt*p*p*3)
 
 
@@ -214,13 +217,15 @@ class VideoMAEDecoder(nn.Module):
     init_values: float = 0.0
     dtype: Dtype = jnp.float32
     remat: str = "none"
+    scan: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, num_masked: int, deterministic: bool = True) -> jax.Array:
         s = self.size
         x = layers.Transformer(s.decoder_depth, s.decoder_heads, s.decoder_mlp_dim,
                                self.drop_path_rate, self.init_values, dtype=self.dtype,
-                               remat=self.remat, name="transformer")(x, deterministic)
+                               remat=self.remat, scan=self.scan, name="transformer")(
+                                   x, deterministic)
         x = x[:, -num_masked:]  # (B, M, Dd)
         x = layers.layer_norm(1e-6, "norm", self.dtype)(x)
         return nn.Dense(
@@ -246,11 +251,12 @@ class VideoMAEClassifier(nn.Module):
     dtype: Dtype = jnp.float32
     pos_grid: tuple[int, int, int] | None = None  # see VideoMAEEncoder
     remat: str = "none"
+    scan: bool = False
 
     def setup(self):
         self.encoder = VideoMAEEncoder(self.size, self.drop_path_rate, self.init_values,
                                        final_norm=False, dtype=self.dtype, pos_grid=self.pos_grid,
-                                       remat=self.remat)
+                                       remat=self.remat, scan=self.scan)
         self.fc_norm = layers.layer_norm(1e-6, "fc_norm", self.dtype)
         self.head_dropout = nn.Dropout(self.dropout)
         scale = self.head_init_scale

@@ -81,7 +81,7 @@ class CMATask(ClassificationTask):
                              "model.uniformer_from (a UniFormerV2 fine-tuning or multimodal "
                              "workdir): the encoders it coordinates.")
         params = dict(params)
-        got, _ = checkpointing.load_params(m.videomae_from)
+        got, _ = checkpointing.load_params(m.videomae_from, scanned=False)
         want = jax.tree.map(lambda x: (x.shape, x.dtype), params["videomae"])
         have = jax.tree.map(lambda x: (x.shape, np.dtype(x.dtype)), got)
         if jax.tree.structure(want) != jax.tree.structure(have) or want != have:

@@ -26,7 +26,8 @@ class VideoMAEFinetuneTask(ClassificationTask):
                              f"the checkpoint, e.g. (8, 14, 14) for 16 frames at 224.")
         return videomae.VideoMAEClassifier(
             self.size, m.num_classes, drop_path_rate=m.drop_path_rate, dropout=m.dropout,
-            dtype=jnp.dtype(m.dtype), pos_grid=grid, remat=m.get("remat", "none"))
+            dtype=jnp.dtype(m.dtype), pos_grid=grid, remat=m.get("remat", "none"),
+            scan=m.get("scan_layers", False))
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one clip (internvideo_jax/flops.py)."""

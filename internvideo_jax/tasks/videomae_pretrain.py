@@ -29,7 +29,8 @@ class VideoMAEPretrainTask:
         self.mask_ratio = m.mask_ratio
         self.model = videomae.VideoMAEPretrain(
             self.size, mask_ratio=m.mask_ratio, drop_path_rate=m.drop_path_rate,
-            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"))
+            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"),
+            scan=m.get("scan_layers", False))
 
     @property
     def num_tokens(self) -> int:

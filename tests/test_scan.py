@@ -1,0 +1,127 @@
+"""Scanned layers (model.scan_layers): one traced block run `depth` times, parameters stacked under
+'blocks' with a leading 'layers' axis. Checked against the per-layer model with the same weights:
+outputs, gradients, one optimizer step with layer decay and no decay on 1-D parameters; the layout
+conversion both ways, through checkpoints and the converter."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from internvideo_jax import optim, sharding
+from internvideo_jax.convert.common import flatten
+from internvideo_jax.models import layers, videomae
+
+SIZE = videomae.SIZES["tiny"]
+
+
+def _inputs(model):
+    video = jax.random.normal(jax.random.key(0), (2, 16, 64, 64, 3))
+    m = model.num_masked(video.shape)
+    rng = np.random.default_rng(0)
+    mask = np.zeros((2, 512), bool)
+    for row in mask:
+        row[rng.permutation(512)[:m]] = True
+    return video, jnp.asarray(mask)
+
+
+def test_scanned_pretrain_equals_per_layer_model():
+    per_layer = videomae.VideoMAEPretrain(SIZE, drop_path_rate=0.1)
+    scanned = videomae.VideoMAEPretrain(SIZE, drop_path_rate=0.1, scan=True)
+    video, mask = _inputs(per_layer)
+    boxed = scanned.init(jax.random.key(1), video, mask)
+    spec = nn.get_partition_spec(boxed)["params"]["encoder"]["transformer"]["blocks"]["block"]
+    assert spec["attn"]["qkv"]["kernel"] == jax.sharding.PartitionSpec(
+        "layers", "embed", "qkv", "heads", "kv")  # 'layers' -> None in the rules table
+    assert dict(sharding.RULES)["layers"] is None
+    params = jax.device_get(nn.meta.unbox(per_layer.init(jax.random.key(1), video, mask)))
+    stacked = layers.stack_layers(params)
+    assert jax.tree.structure(stacked) == jax.tree.structure(nn.meta.unbox(boxed))
+    qkv = stacked["params"]["encoder"]["transformer"]["blocks"]["block"]["attn"]["qkv"]["kernel"]
+    assert qkv.shape == (SIZE.depth, 128, 3, 4, 32)
+    back = layers.unstack_layers(stacked)
+    for p, v in flatten(params).items():
+        np.testing.assert_array_equal(flatten(back)[p], v)
+
+    def loss(p, model):
+        return jnp.mean(model.apply(p, video, mask) ** 2)
+
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_allclose(scanned.apply(stacked, video, mask),
+                                   per_layer.apply(params, video, mask), rtol=1e-5, atol=1e-5)
+        g_layer = layers.stack_layers(jax.device_get(jax.grad(loss)(params, per_layer)))
+        g_scan = jax.device_get(jax.grad(loss)(stacked, scanned))
+    # float32 round-off of reductions fused in another order: relative to each tensor's scale
+    for p, g in flatten(g_layer).items():
+        err = np.abs(flatten(g_scan)[p] - g).max() / np.abs(g).max()
+        assert err < 1e-5, ("/".join(p), err)
+    # drop path still acts inside the scan (rates 0..0.9 over the layers)
+    noisy = videomae.VideoMAEPretrain(SIZE, drop_path_rate=0.9, scan=True)
+    outs = [noisy.apply(stacked, video, mask, deterministic=False,
+                        rngs={"dropout": jax.random.key(s)}) for s in range(2)]
+    assert np.abs(np.asarray(outs[0]) - np.asarray(outs[1])).max() > 1e-2
+
+
+def test_layer_decay_and_weight_decay_follow_the_layers():
+    """The optimizer sees a stacked leaf as `depth` layers: layer-decay scale k for slice k, and
+    no weight decay on stacked 1-D parameters (biases, norms). One AdamW + layer-decay step from
+    the same weights gives the same parameters in both layouts."""
+    per_layer = videomae.VideoMAEClassifier(SIZE, 5)
+    scanned = videomae.VideoMAEClassifier(SIZE, 5, scan=True)
+    video = jax.random.normal(jax.random.key(0), (2, 16, 64, 64, 3))
+    params = jax.device_get(nn.meta.unbox(per_layer.init(jax.random.key(1), video)))["params"]
+    stacked = layers.stack_layers(params)
+    scales_layer = layers.stack_layers(optim.layer_decay_scales(params, 0.75))
+    scales_scan = optim.layer_decay_scales(stacked, 0.75)
+    for p, s in flatten(scales_layer).items():
+        np.testing.assert_allclose(np.ravel(flatten(scales_scan)[p]), np.ravel(s), rtol=1e-6,
+                                   err_msg="/".join(p))
+    mask_scan = flatten(optim.decay_mask(stacked))
+    for p, per_layer_mask in flatten(layers.stack_layers(optim.decay_mask(params))).items():
+        assert np.all(per_layer_mask == mask_scan[p]), "/".join(p)  # e.g. norm scales: False
+    assert not mask_scan[("encoder", "transformer", "blocks", "block", "norm1", "scale")]
+
+    tx_layer = optax.chain(optim.adamw(1e-3, 0.9, 0.999, 1e-8, 0.05),
+                           optim.scale_updates(optim.layer_decay_scales(params, 0.75)))
+    tx_scan = optax.chain(optim.adamw(1e-3, 0.9, 0.999, 1e-8, 0.05),
+                          optim.scale_updates(optim.layer_decay_scales(stacked, 0.75)))
+    labels = jnp.array([1, 3])
+
+    def loss(p, model):
+        logits = model.apply({"params": p}, video)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    with jax.default_matmul_precision("highest"):
+        results = []
+        for tx, p, model in ((tx_layer, params, per_layer), (tx_scan, stacked, scanned)):
+            updates, _ = tx.update(jax.grad(loss)(p, model), tx.init(p), p)
+            results.append(jax.device_get(optax.apply_updates(p, updates)))
+    for p, v in flatten(layers.stack_layers(results[0])).items():
+        np.testing.assert_allclose(flatten(results[1])[p], v, rtol=1e-5, atol=1e-6,
+                                   err_msg="/".join(p))
+
+
+def test_checkpoints_and_converter_convert_the_layout(tmp_path):
+    """A scanned checkpoint loads per-layer (and back) by request, and exports to the official
+    .pth layout exactly as the per-layer one does."""
+    torch = __import__("pytest").importorskip("torch")
+    from internvideo_jax.checkpointing import load_params
+    from internvideo_jax.convert.__main__ import as_jax_arrays, main, save_params
+    model = videomae.VideoMAEPretrain(SIZE)
+    video, mask = _inputs(model)
+    params = jax.device_get(nn.meta.unbox(model.init(jax.random.key(1), video, mask)))["params"]
+    save_params(as_jax_arrays(layers.stack_layers(params)), str(tmp_path / "scanned"))
+    as_layers, _ = load_params(str(tmp_path / "scanned"), scanned=False)
+    for p, v in flatten(params).items():
+        np.testing.assert_array_equal(flatten(as_layers)[p], v)
+    as_stored, _ = load_params(str(tmp_path / "scanned"))
+    assert layers.is_scanned(as_stored)
+    main(["export", "--src", str(tmp_path / "scanned"), "--to", "pth", "--out",
+          str(tmp_path / "x.pth")])
+    exported = torch.load(tmp_path / "x.pth")["model"]
+    assert "encoder.blocks.3.attn.q_bias" in exported
+    main(["import", "--src", str(tmp_path / "x.pth"), "--model", "videomae_pretrain", "--size",
+          "tiny", "--frames", "16", "--image-size", "64", "--out", str(tmp_path / "back")])
+    again, _ = load_params(str(tmp_path / "back"), scanned=True)
+    for p, v in flatten(layers.stack_layers(params)).items():
+        np.testing.assert_array_equal(flatten(again)[p], v)
