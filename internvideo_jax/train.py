@@ -223,7 +223,14 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
     latest = ckpt.latest_step()
     # Every element is a pure function of its position in the stream, so a run can also resume
     # by position: used when the worker count changed (grain's saved state needs the same one).
-    saved_workers = ckpt.restore_meta(latest).get("data_workers") if latest is not None else None
+    saved_meta = ckpt.restore_meta(latest) if latest is not None else {}
+    saved_workers = saved_meta.get("data_workers")
+    saved_scan = saved_meta.get("config", {}).get("model", {}).get("scan_layers", False)
+    if latest is not None and saved_scan != config.model.get("scan_layers", False):
+        raise ValueError(
+            f"{workdir} step {latest} was saved with model.scan_layers={saved_scan}: resume with "
+            f"the same layout, or start a new workdir with init_from={workdir} (init_from "
+            f"converts the layer layout).")
     by_position = saved_workers is not None and saved_workers != config.data.num_workers
     dataset, epoch_size = task.train_dataset(
         config.seed, local_batch, jax.process_index(), jax.process_count(),

@@ -107,6 +107,11 @@ def test_checkpoint_restores_under_another_sharding_strategy(data_dir, tmp_path)
     a, b = _losses(full), _losses(switched)
     for step in (4, 5, 6):
         np.testing.assert_allclose(b[step], a[step], rtol=1e-5)
+    # The layer layout is not a sharding choice: resuming in the other one is refused, with the way
+    # out (init_from converts it).
+    with pytest.raises(ValueError, match=r"saved with model.scan_layers=False.*init_from="):
+        train.train(tiny_config(data_dir, **{"model.scan_layers": True}), switched,
+                    progress=False)
 
 
 def test_resume_with_a_different_worker_count_replays_the_same_batches(data_dir, tmp_path):
