@@ -5,6 +5,8 @@ this machine's devices) and report per-chip memory, whether it fits, and the com
   python -m internvideo_jax.plan --config experiments/videomae_pretrain.py:vit_h \
       --topology v5p:4x4x4 [--config.mesh.fsdp=64 ...]
   python -m internvideo_jax.plan --config experiments/finetune.py:tiny --topology local
+  python -m internvideo_jax.plan --config experiments/videomae_pretrain.py:vit_h \
+      --topology v5p:4x4x4 --slices 2 --config.mesh.dcn_data=2 --config.mesh.data=2
 
 The train step is lowered exactly as train.py jits it (same shardings from the one rules table, the
 config's mesh over the topology's chips, the config's global batch, grad accumulation and remat)
@@ -24,13 +26,16 @@ import numpy as np
 HBM_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}  # per chip (peaks: flops.PEAK_TFLOPS)
 
 
-def topology_devices(topology: str):
-    """Devices of a TPU topology ('v5p:4x4x4', compiled for, not present) or 'local'."""
+def topology_devices(topology: str, slices: int = 1):
+    """Devices of a TPU topology ('v5p:4x4x4', compiled for, not present) or 'local'. slices > 1:
+    that many copies of the topology joined by DCN (multi-slice; devices carry slice_index)."""
     if topology == "local":
         return jax.devices()
     from jax.experimental import topologies
     # v4 (and v5p) chips have two TensorCores run as one device ("megacore"), as on a real VM.
     kwargs = {"chip_config_name": "megacore"} if topology.startswith(("v4", "v5p")) else {}
+    if slices > 1:
+        kwargs["num_slices"] = slices
     try:
         return topologies.get_topology_desc(platform="tpu", topology_name=topology,
                                             **kwargs).devices
@@ -53,10 +58,10 @@ def _sharded_bytes(tree, shardings) -> int:
     return total
 
 
-def plan(config, topology: str) -> dict:
+def plan(config, topology: str, slices: int = 1) -> dict:
     from internvideo_jax import flops, sharding, train
     from internvideo_jax.tasks import get_task
-    devices = topology_devices(topology)
+    devices = topology_devices(topology, slices)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
     task = get_task(config)
     train.check_batch(config, mesh)
@@ -100,7 +105,8 @@ def plan(config, topology: str) -> dict:
     kind = topology.split(":")[0] if topology != "local" else devices[0].device_kind
     hbm = HBM_GIB.get(kind)
     report = {
-        "topology": topology, "chips": len(devices), "mesh": dict(mesh.shape),
+        "topology": topology, "slices": slices, "chips": len(devices),
+        "mesh": dict(mesh.shape), "dcn_data": int(config.mesh.get("dcn_data", 1)),
         "global_batch": config.batch_size, "parameters": _nbytes(state.params) // 4,
         "per_chip": {k: round(v, 3) for k, v in per_chip.items()},
         "per_chip_bytes": {"params": params_bytes, "optimizer_state": opt_bytes,
@@ -121,7 +127,7 @@ def plan(config, topology: str) -> dict:
 
 def main(argv) -> None:
     del argv
-    report = plan(_CONFIG.value, _TOPOLOGY.value)
+    report = plan(_CONFIG.value, _TOPOLOGY.value, _SLICES.value)
     print(json.dumps(report, indent=1))
 
 
@@ -132,5 +138,7 @@ if __name__ == "__main__":
                                               lock_config=True)
     _TOPOLOGY = flags.DEFINE_string("topology", "local",
                                     "TPU topology (v5p:4x4x4, v4:4x4x8, ...) or 'local'.")
+    _SLICES = flags.DEFINE_integer("slices", 1, "Copies of the topology joined by DCN (multi-"
+                                   "slice); set --config.mesh.dcn_data to the same number.")
     flags.mark_flags_as_required(["config"])
     app.run(main)
