@@ -118,7 +118,11 @@ def plan(config, topology: str, slices: int = 1) -> dict:
         report["model_tflop_per_step"] = step_flops / 1e12
         seconds = cost.get("optimal_seconds")
         peak = flops.peak_flops(devices[0])
-        if seconds and seconds > 0:
+        if config.model.get("scan_layers", False):
+            # The cost model counts a while loop's body once, not once per trip: no estimate.
+            report["compiler_step_seconds_note"] = ("omitted: the compiler's cost model counts "
+                                                    "the scanned layers' loop body once")
+        elif seconds and seconds > 0:
             report["compiler_step_seconds"] = float(seconds)
             if peak:
                 report["implied_mfu"] = step_flops / len(devices) / float(seconds) / peak
