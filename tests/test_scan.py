@@ -16,12 +16,12 @@ SIZE = videomae.SIZES["tiny"]
 
 
 def _inputs(model):
-    video = jax.random.normal(jax.random.key(0), (2, 16, 64, 64, 3))
+    video = jax.random.normal(jax.random.key(0), (2, 8, 32, 32, 3))  # 4 x 4 x 4 tokens
     m = model.num_masked(video.shape)
     rng = np.random.default_rng(0)
-    mask = np.zeros((2, 512), bool)
+    mask = np.zeros((2, 64), bool)
     for row in mask:
-        row[rng.permutation(512)[:m]] = True
+        row[rng.permutation(64)[:m]] = True
     return video, jnp.asarray(mask)
 
 
@@ -68,7 +68,7 @@ def test_layer_decay_and_weight_decay_follow_the_layers():
     the same weights gives the same parameters in both layouts."""
     per_layer = videomae.VideoMAEClassifier(SIZE, 5)
     scanned = videomae.VideoMAEClassifier(SIZE, 5, scan=True)
-    video = jax.random.normal(jax.random.key(0), (2, 16, 64, 64, 3))
+    video = jax.random.normal(jax.random.key(0), (2, 8, 32, 32, 3))
     params = jax.device_get(nn.meta.unbox(per_layer.init(jax.random.key(1), video)))["params"]
     stacked = layers.stack_layers(params)
     scales_layer = layers.stack_layers(optim.layer_decay_scales(params, 0.75))
@@ -121,7 +121,7 @@ def test_checkpoints_and_converter_convert_the_layout(tmp_path):
     exported = torch.load(tmp_path / "x.pth")["model"]
     assert "encoder.blocks.3.attn.q_bias" in exported
     main(["import", "--src", str(tmp_path / "x.pth"), "--model", "videomae_pretrain", "--size",
-          "tiny", "--frames", "16", "--image-size", "64", "--out", str(tmp_path / "back")])
+          "tiny", "--frames", "8", "--image-size", "32", "--out", str(tmp_path / "back")])
     again, _ = load_params(str(tmp_path / "back"), scanned=True)
     for p, v in flatten(layers.stack_layers(params)).items():
         np.testing.assert_array_equal(flatten(again)[p], v)
