@@ -31,7 +31,8 @@ from absl import app, flags, logging
 STAGES = ("pretrain", "linear_probe", "finetune", "multimodal", "uniformerv2", "cma")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Parent directory of the stages.")
 _STAGES = flags.DEFINE_list("stages", list(STAGES), f"Which of {STAGES} to run, in order.")
-_STEPS = flags.DEFINE_integer("steps", 0, "Override every stage's total_steps (0: presets).")
+_STEPS = flags.DEFINE_integer("steps", 0, "Override every stage's total_steps (0: presets); a "
+                              "smoke run, which also evaluates classifiers on 1 clip x 1 crop.")
 
 
 def stage_config(stage: str, workdir: str, steps: int = 0):
@@ -56,8 +57,10 @@ def stage_config(stage: str, workdir: str, steps: int = 0):
         c = get_config("tiny")
     else:
         raise ValueError(f"Unknown demo stage {stage!r}; choose from {STAGES}.")
-    if steps:
+    if steps:  # a smoke run: every stage shortened, classifiers evaluated on 1 clip x 1 crop
         c.total_steps = steps
+        if "eval" in c and "num_clips" in c.eval:
+            c.eval.update(num_clips=1, num_crops=1)
     return c
 
 
