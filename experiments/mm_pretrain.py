@@ -39,10 +39,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.model = config_dict.ConfigDict(dict(
         size="tiny", contrastive_weight=1.0, caption_weight=1.0, caption_length=77,
         drop_path_rate=0.0, dtype="float32",
-        remat="none",  # video backbone layers: none | full | dots | dots_no_batch
-        # what the caption decoder reads: 'backbone' (the reference: per-frame tokens, no frame
-        # order) or 'uniblock' (the last global UniBlock's tokens: frame order visible via dpe)
-        caption_tokens="backbone"))
+        remat="none"))  # video backbone layers: none | full | dots | dots_no_batch
     c.data = config_dict.ConfigDict(dict(
         dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=8,
         stride=1, crop_size=64, normalization="clip", num_workers=0, num_threads=2,
@@ -69,10 +66,6 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     if preset == "tiny":
         c.total_steps = 300
         c.model.caption_length = 16  # the demo's captions are at most 12 tokens with sot/eot
-        # The demo's captions name the motion ("moves to the left"): reading frame order lets the
-        # caption loss teach it (the UniFormerV2 fine-tuning from this tower: 'backbone' gave
-        # 33.0% top-1 at 300 steps, 57.0% at 600).
-        c.model.caption_tokens = "uniblock"
         c.optim.base_lr = 4e-3  # x 32/256 = 5e-4 peak
     elif preset in ("b16", "l14"):
         c.model.update(size="B/16" if preset == "b16" else "L/14", dtype="bfloat16")

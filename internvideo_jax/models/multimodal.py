@@ -53,12 +53,10 @@ class VideoTextModel(nn.Module):
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
     remat: str = "none"  # for the video tower's backbone layers (layers.REMAT_POLICIES)
-    caption_tokens: str = "backbone"  # what the decoder reads (uniformerv2.VideoTower)
 
     def setup(self):
         self.visual = uniformerv2.VideoTower(self.size.video, self.drop_path_rate,
-                                             dtype=self.dtype, remat=self.remat,
-                                             caption_tokens=self.caption_tokens)
+                                             dtype=self.dtype, remat=self.remat)
         self.textual = clip.TextEncoder(self.size.text, dtype=self.dtype)
         self.logit_scale = self.param("logit_scale", nn.with_logical_partitioning(
             nn.initializers.constant(math.log(1 / 0.07)), ()), (), jnp.float32)

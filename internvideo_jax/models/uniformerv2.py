@@ -315,30 +315,20 @@ class UniFormerV2Classifier(nn.Module):
 
 class VideoTower(nn.Module):
     """The released multimodal video encoder (global UniBlocks only): -> (B, embed_dim) feature
-    (fused -> visual_ln_post -> @ visual_proj) and the tokens the caption decoder reads
-    (B, M, W), chosen by `caption_tokens`:
-      'backbone'  the reference's `return_all_feats`: the last backbone layer's tokens of every
-                  frame, before visual_ln_post (M = T'(1+hw)). Frames are told apart by nothing
-                  (no temporal position), so the decoder cannot read their order;
-      'uniblock'  the fused token and the tokens the last global UniBlock read (patches + dpe, a
-                  3x3x3 conv over time: frame order visible) (M = 1 + T'(1+hw)). Ours; the same
-                  weights, another input.
-    Images are T=1 videos."""
+    (fused -> visual_ln_post -> @ visual_proj) and the tokens the caption decoder reads, as the
+    reference's `return_all_feats`: the last backbone layer's tokens of every frame, before
+    visual_ln_post (B, T'(1+hw), W). Images are T=1 videos."""
 
     size: UniFormerV2Size
     drop_path_rate: float = 0.0
     mlp_dropout: float = 0.5
     dtype: Dtype = jnp.float32
     remat: str = "none"
-    caption_tokens: str = "backbone"
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
         s = self.size
-        if self.caption_tokens not in ("backbone", "uniblock"):
-            raise ValueError(f"model.caption_tokens={self.caption_tokens!r}: choose 'backbone' "
-                             f"(the reference) or 'uniblock'.")
-        fused, frames, tokens = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
+        fused, frames, _ = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
                                               mlp_dropout=self.mlp_dropout, dtype=self.dtype,
                                               remat=self.remat, name="encoder")(
                                                   video, deterministic)
@@ -347,8 +337,6 @@ class VideoTower(nn.Module):
             jnp.float32)
         ln_post = ClipLayerNorm(self.dtype, name="visual_ln_post")
         feature = ln_post(fused) @ proj.astype(self.dtype)  # (B, E)
-        if self.caption_tokens == "uniblock":
-            return feature, jnp.concatenate([fused[:, None], tokens], axis=1)  # (B, 1+M', W)
         b, t2, n, w = frames.shape
         return feature, frames.reshape(b, t2 * n, w)  # (B, E), (B, T'(1+hw), W)
 

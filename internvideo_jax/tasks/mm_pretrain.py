@@ -40,8 +40,7 @@ class MultimodalPretrainTask:
         self.context_length = self.size.text.context_length
         self.model = multimodal.VideoTextModel(
             self.size, caption=m.caption_weight > 0, drop_path_rate=m.drop_path_rate,
-            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"),
-            caption_tokens=m.get("caption_tokens", "backbone"))
+            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"))
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one (video, caption) pair, the decoder included when it is trained
