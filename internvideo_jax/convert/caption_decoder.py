@@ -33,7 +33,6 @@ FUSED = "fused_attn_ff_proj.weight"
 _FUSED_PARTS = ("q", "kv", "ff")
 _PREDICTOR = {"predictor_norm_1": "0", "predictor_fc": "1", "predictor_norm_2": "3",
               "predictor_out": "4"}
-_ATTN_OUT = {"to_q": "to_q", "to_kv": "to_kv", "to_out": "to_out"}
 
 
 def inv_freq(head_dim: int) -> np.ndarray:
