@@ -117,21 +117,15 @@ def build_model(kind: str, size, num_classes: int):
     raise ValueError(f"unknown --model {kind!r}")
 
 
-# The abstract variables (shapes, logical axis names) of the model being imported into: the target
-# of the strict import, and the shardings when --mesh asks for a sharded checkpoint.
-_TARGET: dict = {}
-
-
-def abstract_target(model, *args) -> dict:
-    """model.init's variables as ShapeDtypeStructs (unboxed); the boxed tree is kept in _TARGET."""
-    import flax.linen as nn
+def abstract_variables(model, *args) -> dict:
+    """model.init's variables as ShapeDtypeStructs, boxed with their logical axis names: unboxed,
+    the target of the strict import; boxed, the shardings when --mesh asks for them."""
     import jax
-    boxed = jax.eval_shape(model.init, jax.random.key(0), *args)
-    _TARGET["boxed"] = boxed
-    return nn.meta.unbox(boxed)
+    return jax.eval_shape(model.init, jax.random.key(0), *args)
 
 
-def target_params(model, frames: int, image: int) -> dict:
+def videomae_variables(model, frames: int, image: int) -> dict:
+    """abstract_variables of a VideoMAE model for clips of `frames` x `image`^2."""
     import jax
     import jax.numpy as jnp
     video = jax.ShapeDtypeStruct((1, frames, image, image, 3), jnp.float32)
@@ -139,15 +133,22 @@ def target_params(model, frames: int, image: int) -> dict:
     if hasattr(model, "mask_ratio"):
         t, h, w = frames // model.size.tubelet, image // model.size.patch, image // model.size.patch
         args += (jax.ShapeDtypeStruct((1, t * h * w), jnp.bool_),)
-    return abstract_target(model, *args)["params"]
+    return abstract_variables(model, *args)
 
 
-def import_uniformerv2(a) -> dict:
+def target_params(model, frames: int, image: int) -> dict:
+    import flax.linen as nn
+    return nn.meta.unbox(videomae_variables(model, frames, image))["params"]
+
+
+def import_uniformerv2(a) -> tuple[dict, dict]:
     """An official UniFormerV2 .pyth/.pth -> our variables {'params', 'batch_stats'}.
 
     Local UniBlocks, conv1's temporal kernel (3 = the temporal downsample, stride 2) and the class
     count are read off the tensors; the width/depth/patch preset comes from --size.
+    Returns (variables, the model's boxed abstract variables).
     """
+    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     from internvideo_jax.convert import uniformerv2 as cu
@@ -168,7 +169,8 @@ def import_uniformerv2(a) -> dict:
         temporal_stride=2 if kt == 3 else 1,
         local=any(".lmhra1." in k for k in sd))
     video = jax.ShapeDtypeStruct((1, a.frames, size.image_size, size.image_size, 3), jnp.float32)
-    return cu.import_official(sd, abstract_target(model, video))
+    boxed = abstract_variables(model, video)
+    return cu.import_official(sd, nn.meta.unbox(boxed)), boxed
 
 
 def as_jax_arrays(params: dict, shardings: dict | None = None) -> dict:
@@ -201,12 +203,13 @@ def parse_mesh(text: str) -> dict:
     return config
 
 
-def import_shardings(mesh_text: str, imported: dict) -> dict:
-    """NamedShardings from the one rules table for the imported variables, over a mesh of this
-    process's devices (all processes' devices under jax.distributed)."""
+def import_shardings(mesh_text: str, boxed: dict, imported: dict) -> dict:
+    """NamedShardings from the one rules table for the imported variables (their model's boxed
+    abstract variables), over a mesh of this process's devices (all processes' devices under
+    jax.distributed)."""
     from internvideo_jax import sharding
     mesh = sharding.make_mesh(parse_mesh(mesh_text))
-    shardings = sharding.logical_shardings(_TARGET["boxed"], mesh)
+    shardings = sharding.logical_shardings(boxed, mesh)
     return {collection: shardings[collection] for collection in imported}
 
 
@@ -218,10 +221,11 @@ def save_params(params: dict, out: str) -> None:
         ckptr.save(os.path.abspath(out), args=ocp.args.StandardSave(params), force=True)
 
 
-def import_multimodal(a) -> dict:
+def import_multimodal(a) -> tuple[dict, dict]:
     """An InternVideo multimodal Lightning checkpoint ('clip.*' and 'caption_decoder.*' keys) ->
     VideoTextModel params; the caption decoder is built when the file has one (and it is not
-    left out with --drop-prefix caption_decoder.)."""
+    left out with --drop-prefix caption_decoder.). Returns (params, boxed abstract variables)."""
+    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     from internvideo_jax.convert import multimodal as cm
@@ -236,23 +240,26 @@ def import_multimodal(a) -> dict:
     video = jax.ShapeDtypeStruct((1, a.frames, size.video.image_size, size.video.image_size, 3),
                                  jnp.float32)
     ids = jax.ShapeDtypeStruct((1, size.text.context_length), jnp.int32)
-    target = abstract_target(model, video, ids)
+    boxed = abstract_variables(model, video, ids)
     print(f"multimodal {a.size}: video tower, text tower"
           + (f", caption decoder ({size.decoder.layers} layers)" if caption else
              " (no caption decoder in the file: train with model.caption_weight=0)"))
-    return cm.import_internvideo(checkpoint, target["params"], tuple(a.drop_prefix))
+    return cm.import_internvideo(checkpoint, nn.meta.unbox(boxed)["params"],
+                                 tuple(a.drop_prefix)), boxed
 
 
 # ---- commands -----------------------------------------------------------------------------------
-def import_params(a) -> dict:
-    """--src as our parameter tree (numpy leaves, possibly views into the source tensors)."""
+def import_params(a) -> tuple[dict, dict]:
+    """--src as our parameter tree (numpy leaves, possibly views into the source tensors; for
+    UniFormerV2 {'params', 'batch_stats'}) and the model's boxed abstract variables."""
+    import flax.linen as nn
     from internvideo_jax.models.videomae import SIZES
     pretraining = a.model == "videomae_pretrain"
     if a.model == "uniformerv2_classifier":
-        params = import_uniformerv2(a)
-    elif a.model == "internvideo_multimodal":
-        params = import_multimodal(a)
-    elif os.path.isdir(a.src):
+        return import_uniformerv2(a)
+    if a.model == "internvideo_multimodal":
+        return import_multimodal(a)
+    if os.path.isdir(a.src):
         sd, hf = read_hf_dir(a.src)
         size = VideoMAESize(
             dim=hf["hidden_size"], depth=hf["num_hidden_layers"], heads=hf["num_attention_heads"],
@@ -266,7 +273,8 @@ def import_params(a) -> dict:
                   f"official models (and ours) use 1e-6", file=sys.stderr)
         num_classes = len(hf.get("id2label", {})) or a.num_classes
         model = build_model(a.model, size, num_classes)
-        params = cv.import_hf(sd, target_params(model, a.frames, a.image_size))
+        boxed = videomae_variables(model, a.frames, a.image_size)
+        params = cv.import_hf(sd, nn.meta.unbox(boxed)["params"])
     else:
         sd = read_torch_file(a.src)
         for wrapper in ("model", "module", "state_dict"):
@@ -277,16 +285,18 @@ def import_params(a) -> dict:
         check_size_against_official(sd, size, pretraining)
         num_classes = a.num_classes or (sd["head.weight"].shape[0] if "head.weight" in sd else 0)
         model = build_model(a.model, size, num_classes)
-        params = cv.import_official(sd, target_params(model, a.frames, a.image_size))
-    return params
+        boxed = videomae_variables(model, a.frames, a.image_size)
+        params = cv.import_official(sd, nn.meta.unbox(boxed)["params"])
+    return params, boxed
 
 
 def cmd_import(a) -> None:
-    imported = import_params(a)
+    imported, boxed = import_params(a)
     # import_params gives params (or {'params', 'batch_stats'} for UniFormerV2); shardings match
     wrapped = "params" not in imported
     tree = {"params": imported} if wrapped else imported
-    shardings = import_shardings(a.mesh, tree) if a.mesh else None
+    shardings = import_shardings(a.mesh, boxed, tree) if a.mesh else None
+    del boxed
     del imported
     tree = as_jax_arrays(tree, shardings)  # the source state dict is gone after the call
     params = tree["params"] if wrapped else tree

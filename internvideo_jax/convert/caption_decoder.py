@@ -30,7 +30,8 @@ import numpy as np
 from internvideo_jax.convert.common import ConversionError, Path, Rule, flatten, to_numpy
 
 FUSED = "fused_attn_ff_proj.weight"
-_FUSED_PARTS = ("q", "kv", "ff")
+_FUSED_PARTS = ("q", "kv", "ff")  # row blocks of the fused projection, in order
+_FUSED_PART_OF = {"to_q": "q", "to_kv": "kv", "ff_in": "ff"}  # our causal-block leaf -> block
 _PREDICTOR = {"predictor_norm_1": "0", "predictor_fc": "1", "predictor_norm_2": "3",
               "predictor_out": "4"}
 
@@ -63,8 +64,8 @@ def _key(path: Path) -> str:
     if path[1] == "norm":
         return base + "norm.gamma"
     if m.group(1) == "causal":
-        if path[1:3] in (("attn", "to_q"), ("attn", "to_kv"), ("ff", "ff_in")):
-            return f"{base}{FUSED}:{ {'to_q': 'q', 'to_kv': 'kv', 'ff_in': 'ff'}[path[2]] }"
+        if path[2] in _FUSED_PART_OF:
+            return f"{base}{FUSED}:{_FUSED_PART_OF[path[2]]}"
         return base + ("attn_out.weight" if path[2] == "to_out" else "ff_out.1.weight")
     if path[1] == "attn":
         return f"{base}{path[2]}.weight"

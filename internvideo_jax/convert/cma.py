@@ -17,7 +17,8 @@ import numpy as np
 from internvideo_jax.convert import uniformerv2 as conv_uni
 from internvideo_jax.convert import videomae as conv_videomae
 from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, Rule, clip_transforms,
-                                           export_state_dict, flatten, import_state_dict)
+                                           export_state_dict, flatten, identity,
+                                           import_state_dict)
 
 
 def _block_name(path) -> str:
@@ -43,7 +44,7 @@ def rules(variables: dict) -> list[Rule]:
             out.append(Rule(("params",) + path, _block_name(path),
                             *clip_transforms(path[-1], tuple(value.shape))))
         elif path == ("combine",):
-            out.append(Rule(("params", "combine"), "combine", lambda x: x, lambda x: x))
+            out.append(Rule(("params", "combine"), "combine", identity, identity))
     return out
 
 
