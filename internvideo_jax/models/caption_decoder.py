@@ -25,7 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from internvideo_jax.models.layers import Projection, constrain
+from internvideo_jax.models.attention import attention
+from internvideo_jax.models.layers import Projection, constrain, gelu
 
 Dtype = Any
 
@@ -102,7 +103,7 @@ class MultiQueryAttention(nn.Module):
         if self.causal:
             positions = jnp.arange(x.shape[1])
             q, k = rotary(q, positions), rotary(k, positions)
-        out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)  # (B, L, h, hd)
+        out = attention(q, k, v, is_causal=self.causal)  # (B, L, h, hd)
         return _proj((d,), ("heads", "kv"), ("embed",), "to_out", self.dtype)(out)
 
 
@@ -191,7 +192,7 @@ class CaptionDecoder(nn.Module):
             x = CrossBlock(s.heads, s.ff_mult, self.dtype, name=f"cross_{i}")(x, pooled)
         x = _norm("predictor_norm_1", use_bias=True)(x).astype(self.dtype)
         x = _proj((width,), ("embed",), ("mlp",), "predictor_fc", self.dtype, use_bias=True)(x)
-        x = nn.gelu(x, approximate=False)
+        x = gelu(x)
         x = _norm("predictor_norm_2", use_bias=True)(x).astype(self.dtype)
         logits = _proj((s.vocab_size,), ("embed",), ("vocab",), "predictor_out", self.dtype,
                        use_bias=True)(x)

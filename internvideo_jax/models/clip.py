@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from internvideo_jax.models.attention import attention
 from internvideo_jax.models.layers import DropPath, constrain, flat_xavier_uniform, zeros
 
 Dtype = Any
@@ -97,7 +98,7 @@ class FusedAttention(nn.Module):
         q = constrain(q, "act_batch", "act_length", "act_heads", None)
         k = constrain(k, "act_batch", "act_length", "act_heads", None)
         v = constrain(v, "act_batch", "act_length", "act_heads", None)
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)  # (B, Nq, h, hd)
+        out = attention(q, k, v, mask=mask, is_causal=causal)  # (B, Nq, h, hd)
         out_init = zeros if self.zero_out else (
             normal(self.out_proj_std) if self.out_proj_std else flat_xavier_uniform(2))
         w_out = self.param("out_proj_kernel", nn.with_logical_partitioning(

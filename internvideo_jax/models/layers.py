@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from internvideo_jax.models.attention import attention
+
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
@@ -84,6 +86,7 @@ class TubeletEmbed(nn.Module):
 
     kernel is stored as (pt, ph, pw, C, D): the PyTorch Conv3d weight [D, C, pt, ph, pw] transposed.
     Input (B, T, H, W, C) -> output (B, N, D) with N = (T/pt)(H/ph)(W/pw) in (t, h, w) order.
+    The embedding is per tubelet, so embedding a subset equals embedding all and then gathering.
     """
 
     dim: int
@@ -91,7 +94,8 @@ class TubeletEmbed(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, video: jax.Array) -> jax.Array:
+    def __call__(self, video: jax.Array, token_idx: jax.Array | None = None) -> jax.Array:
+        """token_idx (B, K): embed only those tubelets (the encoder's visible tokens) -> (B, K, D)."""
         c = video.shape[-1]
         pt, ph, pw = self.patch
         kernel = self.param(
@@ -103,9 +107,20 @@ class TubeletEmbed(nn.Module):
         bias = self.param("bias", nn.with_logical_partitioning(zeros, ("embed",)), (self.dim,),
                           jnp.float32)
         x = patchify(video.astype(self.dtype), self.patch)  # (B, N, pt*ph*pw, C)
+        if token_idx is not None:
+            x = jnp.take_along_axis(x, token_idx[:, :, None, None], axis=1)  # (B, K, pt*ph*pw, C)
         x = x.reshape(*x.shape[:2], pt, ph, pw, c)  # (B, N, pt, ph, pw, C)
         x = jnp.einsum("bnpqrc,pqrcd->bnd", x, kernel.astype(self.dtype))  # (B, N, D)
         return x + bias.astype(self.dtype)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU as PyTorch's nn.GELU(): 0.5 x (1 + erf(x / sqrt 2)).
+
+    Same function as flax's nn.gelu(approximate=False), which goes through erfc; erf is cheaper on
+    the CPU (about 2.3x in the forward pass) and is the formula of the reference models.
+    """
+    return 0.5 * x * (1 + jax.lax.erf(x * np.asarray(0.5 ** 0.5, x.dtype)))
 
 
 def flat_xavier_uniform(num_in_dims: int) -> Initializer:
@@ -181,7 +196,7 @@ class MultiHeadSelfAttention(nn.Module):
         q = constrain(q, "act_batch", "act_length", "act_heads", None)
         k = constrain(k, "act_batch", "act_length", "act_heads", None)
         v = constrain(v, "act_batch", "act_length", "act_heads", None)
-        out = jax.nn.dot_product_attention(q, k, v)  # (B, N, heads, head_dim)
+        out = attention(q, k, v)  # (B, N, heads, head_dim)
         out = constrain(out, "act_batch", "act_length", "act_heads", None)
         return Projection((d,), ("heads", "kv"), ("embed",), dtype=self.dtype,
                           name="proj")(out)  # (B, N, D)
@@ -201,7 +216,7 @@ class Mlp(nn.Module):
             kernel_init=nn.with_logical_partitioning(xavier_uniform(), ("embed", "mlp")),
             bias_init=nn.with_logical_partitioning(zeros, ("mlp",)))(x)  # (B, N, hidden)
         h = constrain(h, "act_batch", "act_length", "act_mlp")
-        h = nn.gelu(h, approximate=False)
+        h = gelu(h)
         return nn.Dense(
             d, dtype=self.dtype, name="fc2",
             kernel_init=nn.with_logical_partitioning(xavier_uniform(), ("mlp", "embed")),

@@ -142,11 +142,9 @@ class VideoMAEEncoder(nn.Module):
         s = self.size
         grid = token_grid(video.shape, s)
         x = layers.TubeletEmbed(s.dim, (s.tubelet, s.patch, s.patch), self.dtype,
-                                name="patch_embed")(video)  # (B, N, D)
-        pos = jnp.asarray(position_table(grid, s.dim, self.pos_grid))  # (N, D)
-        x = x + pos.astype(x.dtype)[None]
-        if visible_idx is not None:
-            x = gather_tokens(x, visible_idx)  # (B, K, D)
+                                name="patch_embed")(video, visible_idx)  # (B, K or N, D)
+        pos = jnp.asarray(position_table(grid, s.dim, self.pos_grid)).astype(x.dtype)  # (N, D)
+        x = x + (pos[None] if visible_idx is None else pos[visible_idx])  # (B, K or N, D)
         x = layers.constrain(x, "act_batch", "act_length", "act_embed")
         x = layers.Transformer(s.depth, s.heads, s.mlp_dim, self.drop_path_rate, self.init_values,
                                dtype=self.dtype, remat=self.remat, scan=self.scan,
