@@ -29,13 +29,13 @@ def transformer_flops(tokens: int, dim: int, depth: int, mlp_dim: int,
 
 def videomae_pretrain_flops(size, video_shape: tuple[int, int, int, int],
                             num_masked: int) -> float:
-    """Forward FLOPs per clip of VideoMAEPretrain: patch embed on all N tokens, encoder on the
-    K = N - M visible, encoder_to_decoder, decoder on N, head on the M masked."""
+    """Forward FLOPs per clip of VideoMAEPretrain: patch embed and encoder on the K = N - M
+    visible tokens, encoder_to_decoder, decoder on N, head on the M masked."""
     t, h, w, c = video_shape
     n = (t // size.tubelet) * (h // size.patch) * (w // size.patch)
     k = n - num_masked
     patch = size.tubelet * size.patch * size.patch * c
-    total = 2 * n * patch * size.dim  # patch embed
+    total = 2 * k * patch * size.dim  # patch embed
     total += transformer_flops(k, size.dim, size.depth, size.mlp_dim)
     total += 2 * k * size.dim * size.decoder_dim  # encoder_to_decoder
     total += transformer_flops(n, size.decoder_dim, size.decoder_depth, size.decoder_mlp_dim)
@@ -107,6 +107,62 @@ def multimodal_flops(size, frames: int, caption_length: int | None) -> float:
         total += caption_decoder_flops(size.decoder, size.text.width, v.width,
                                        frames * (1 + v.grid ** 2), caption_length - 1)
     return float(total)
+
+
+def gated_cross_attention_flops(queries: int, keys: int, width: int, context_width: int,
+                                mlp_ratio: float = 4.0) -> float:
+    """Forward FLOPs of one CMA block (models/cma.py) per example: context_proj on the keys,
+    q/kv/out projections, attention's two products, the MLP on the queries."""
+    q, k, d = queries, keys, width
+    return float(2 * k * context_width * d + 2 * q * d * d + 2 * k * d * 2 * d
+                 + 2 * 2 * q * k * d + 2 * q * d * d + 2 * 2 * q * d * int(d * mlp_ratio))
+
+
+def cma_flops(videomae_size, uniformer_size, video_shape: tuple[int, int, int, int],
+              num_classes: int, directions: tuple[str, ...], depth: int,
+              temporal_kernel: int = 1, temporal_stride: int = 1,
+              local: bool = False) -> tuple[float, float]:
+    """(forward, training) FLOPs per clip of CrossModelAttention (models/cma.py).
+
+    Training is not 3x the forward: both encoders are frozen. Their forward runs once and only
+    the UniFormerV2 query token's path through the global UniBlocks is differentiated (activation
+    gradients: query projections, the query's attention over the T'(1+hw) tokens, the MLP; the
+    keys and values do not depend on it). The CMA blocks and heads train in full (3x), except
+    that context_proj needs no gradient for its frozen input (2x)."""
+    t, h, w, c = video_shape
+    vs, us = videomae_size, uniformer_size
+    n = (t // vs.tubelet) * (h // vs.patch) * (w // vs.patch)
+    patch = vs.tubelet * vs.patch * vs.patch * c
+    videomae_encoder = 2 * n * patch * vs.dim + transformer_flops(n, vs.dim, vs.depth, vs.mlp_dim)
+    uniformer_encoder = uniformerv2_encoder_flops(us, t, temporal_kernel, temporal_stride, local)
+    width, m = us.width, (t // temporal_stride) * (1 + us.grid ** 2)
+    # per global UniBlock, activation gradients only: q and out projections, dP = dO V^T and
+    # dq = dS K over the m tokens, the MLP's two matmuls.
+    query_backward = len(us.return_list) * (2 * 2 * width * width + 2 * 2 * m * width
+                                            + 2 * 2 * width * 4 * width)
+    blocks = {"uniformer_from_videomae": (1, n, width, vs.dim),
+              "videomae_from_uniformer": (n, 1 + m, vs.dim, width)}
+    block_forward = block_training = 0.0
+    for direction in directions:
+        q, k, d, dk = blocks[direction]
+        f = gated_cross_attention_flops(q, k, d, dk)
+        block_forward += depth * f
+        block_training += depth * (3 * f - 2 * k * dk * d)
+    heads = 2 * (vs.dim + width) * num_classes
+    forward = videomae_encoder + uniformer_encoder + block_forward + heads
+    training = (videomae_encoder + uniformer_encoder + query_backward + block_training
+                + 3 * heads)
+    return float(forward), float(training)
+
+
+def training_flops_per_example(task) -> float | None:
+    """A task's training FLOPs per example: its own count where freezing makes 3x the forward
+    wrong (`train_flops_per_example`), else 3x `flops_per_example`; None when it has neither."""
+    if hasattr(task, "train_flops_per_example"):
+        return float(task.train_flops_per_example())
+    if hasattr(task, "flops_per_example"):
+        return 3.0 * task.flops_per_example()
+    return None
 
 
 def peak_flops(device) -> float | None:

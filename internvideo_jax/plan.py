@@ -113,8 +113,9 @@ def plan(config, topology: str, slices: int = 1) -> dict:
                            "temp": int(memory.temp_size_in_bytes)},
         "hbm_gib": hbm, "fits": None if hbm is None else per_chip["total_gib"] <= hbm,
     }
-    if hasattr(task, "flops_per_example"):
-        step_flops = 3 * task.flops_per_example() * config.batch_size
+    per_example = flops.training_flops_per_example(task)
+    if per_example:
+        step_flops = per_example * config.batch_size
         report["model_tflop_per_step"] = step_flops / 1e12
         seconds = cost.get("optimal_seconds")
         peak = flops.peak_flops(devices[0])

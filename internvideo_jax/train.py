@@ -166,6 +166,11 @@ def make_train_step(task, tx, schedule, base_rng: jax.Array, accum_steps: int = 
 
     def grads_and_metrics(params, model_state, batch, rng):
         (_, (metrics, model_state)), grads = grad_fn(params, model_state, batch, rng)
+        if trainable is not None:
+            # Frozen parameters' gradients are zero before anything reads them: grad_norm then
+            # measures what is trained, and XLA drops the backward pass only they needed (CMA:
+            # the whole frozen UniFormerV2 backbone).
+            grads = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, trainable)
         return (grads, metrics), model_state
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -303,9 +308,10 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                           out_shardings=(state_shardings, sharding.replicated(mesh)),
                           donate_argnums=(0,))
 
-        # Throughput: model FLOPs of a step (3x forward, analytic) against the devices' peak.
-        step_flops = 3 * task.flops_per_example() * d["global_batch"] \
-            if hasattr(task, "flops_per_example") else None
+        # Throughput: model FLOPs of a step (analytic: 3x the forward, or the task's own count
+        # where parts are frozen) against the devices' peak.
+        per_example = flops.training_flops_per_example(task)
+        step_flops = per_example * d["global_batch"] if per_example else None
         peak = config.get("peak_tflops", 0.0) * 1e12 or flops.peak_flops(jax.devices()[0])
         if step_flops:
             writer.info(f"model FLOPs per step: {step_flops / 1e12:.3f} TFLOP; device peak: "

@@ -173,7 +173,7 @@ class MultiHeadSelfAttention(nn.Module):
 
     qkv kernel (D, 3, heads, head_dim) == the PyTorch qkv.weight [3D, D] transposed and split;
     q_bias, v_bias (heads, head_dim); proj (heads, head_dim, D) with bias. q is scaled by
-    head_dim^-0.5 (inside dot_product_attention).
+    head_dim^-0.5 (inside models/attention.py).
     """
 
     num_heads: int

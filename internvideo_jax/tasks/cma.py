@@ -69,6 +69,21 @@ class CMATask(ClassificationTask):
         return combined + w * 0.5 * (heads[0] + heads[1]), {
             "combined_loss": combined, "videomae_loss": heads[0], "uniformer_loss": heads[1]}
 
+    def _flops(self) -> tuple[float, float]:
+        from internvideo_jax.flops import cma_flops
+        m = self.config.model
+        return cma_flops(videomae.get_size(m.videomae_size), uniformerv2.get_size(m.uniformer_size),
+                         self.video_shape, m.num_classes, tuple(m.directions), m.depth,
+                         m.temporal_kernel, m.temporal_stride, m.local)
+
+    def flops_per_example(self) -> float:
+        """Forward FLOPs of one clip (internvideo_jax/flops.py)."""
+        return self._flops()[0]
+
+    def train_flops_per_example(self) -> float:
+        """Training FLOPs of one clip: the frozen encoders run forward only."""
+        return self._flops()[1]
+
     def trainable_mask(self, params):
         from internvideo_jax.convert.common import flatten, unflatten
         return unflatten({p: is_trainable(p) for p in flatten(params)})
