@@ -197,7 +197,7 @@ def main() -> None:
     print("| size | batch | dtype | HF clips/s | " + " | ".join(f"{o} clips/s | {o} / HF"
                                                           for o in others)
           + " | HF MFU | " + " | ".join(f"{o} MFU" for o in others) + " |")
-    print("|---" * (4 + 3 * len(others)) + "|")
+    print("|---" * (5 + 3 * len(others)) + "|")
     for name, r in rows:
         h = r["hf"]
         cells = [f"ViT-{name}", str(a.batch), a.dtype, f"{h['clips_per_s']:.3f}"]
