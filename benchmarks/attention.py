@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from train_step import time_steps  # noqa: E402  (this folder is on sys.path)
 
 SHAPES = {
     "VideoMAE-S decoder, 16x224": (2, 1568, 3, 64),
@@ -26,16 +27,6 @@ SHAPES = {
     "demo tiny decoder, 16x64": (16, 512, 2, 32),
     "VideoMAE-S encoder, 157 visible": (2, 157, 6, 64),
 }
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def jax_step(implementation: str, q, k, v, d_out):
@@ -78,9 +69,9 @@ def main() -> None:
         rng = np.random.default_rng(0)
         q, k, v, d_out = (rng.standard_normal((b, n, h, hd)).astype(np.float32) for _ in range(4))
         flop = 3 * 4 * b * h * n * n * hd
-        xla = best_time(jax_step("xla", q, k, v, d_out), a.repeats)
-        blocked = best_time(jax_step("blocked", q, k, v, d_out), a.repeats)
-        sdpa = best_time(torch_step(q, k, v, d_out), a.repeats) if have_torch else float("nan")
+        xla = time_steps(jax_step("xla", q, k, v, d_out), 1, a.repeats)
+        blocked = time_steps(jax_step("blocked", q, k, v, d_out), 1, a.repeats)
+        sdpa = time_steps(torch_step(q, k, v, d_out), 1, a.repeats) if have_torch else float("nan")
         print(f"| {name} {(b, n, h, hd)} | {1e3 * xla:.1f} | {1e3 * blocked:.1f} | "
               f"{xla / blocked:.2f}x | {1e3 * sdpa:.1f} | {flop / xla / 1e9:.0f} | "
               f"{flop / blocked / 1e9:.0f} | {flop / sdpa / 1e9:.0f} |", flush=True)
