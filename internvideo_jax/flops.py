@@ -129,11 +129,10 @@ def cma_flops(videomae_size, uniformer_size, video_shape: tuple[int, int, int, i
     gradients: query projections, the query's attention over the T'(1+hw) tokens, the MLP; the
     keys and values do not depend on it). The CMA blocks and heads train in full (3x), except
     that context_proj needs no gradient for its frozen input (2x)."""
-    t, h, w, c = video_shape
+    t, h, w, _ = video_shape
     vs, us = videomae_size, uniformer_size
     n = (t // vs.tubelet) * (h // vs.patch) * (w // vs.patch)
-    patch = vs.tubelet * vs.patch * vs.patch * c
-    videomae_encoder = 2 * n * patch * vs.dim + transformer_flops(n, vs.dim, vs.depth, vs.mlp_dim)
+    videomae_encoder = videomae_classifier_flops(vs, video_shape, num_classes=0)  # no head
     uniformer_encoder = uniformerv2_encoder_flops(us, t, temporal_kernel, temporal_stride, local)
     width, m = us.width, (t // temporal_stride) * (1 + us.grid ** 2)
     # per global UniBlock, activation gradients only: q and out projections, dP = dO V^T and

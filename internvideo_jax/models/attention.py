@@ -108,8 +108,7 @@ def _blocked_fwd(q, k, v):
     b, nq, h, hd = q.shape
     count, rows = _query_blocks(nq)
     scale = hd ** -0.5
-    qs = _pad_queries(_heads_first(q), count * rows)  # (BH, count*rows, hd)
-    qs = qs.reshape(b * h, count, rows, hd)
+    qs = _split_blocks(_heads_first(q), count, rows)  # (BH, count, rows, hd)
 
     def one_head(args):
         q_head, k_head, v_head = args  # (count, rows, hd), (Nk, hd), (Nk, hd)
