@@ -1,5 +1,7 @@
-r"""Compile time of the VideoMAE pretraining train step with scanned layers (model.scan_layers)
-against the per-layer (unrolled) model, same config, in one run.
+r"""Compile time of a train step with scanned layers (model.scan_layers) against the per-layer
+(unrolled) model, same config, in one run: VideoMAE pretraining (experiments/videomae_pretrain.py)
+or multimodal pretraining (experiments/mm_pretrain.py: UniFormerV2 video tower and CLIP text
+encoder scanned; the caption decoder stays per layer).
 
 The whole jitted step (forward, norm-pixel loss, backward, AdamW) is lowered from abstract state
 (no weights are allocated) and compiled for this machine's default device; the time is
@@ -7,6 +9,7 @@ lower() + compile(), the best of --repeats with the persistent compilation cache
 --run, the compiled step is also executed (real weights, batch 1) and its time reported.
 
   python benchmarks/compile_time.py --presets vit_b,vit_l,vit_h
+  python benchmarks/compile_time.py --experiment mm_pretrain --presets b16,l14
 Prints one JSON line per (preset, layout) and markdown rows for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -21,15 +24,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def compile_seconds(preset: str, scan: bool, repeats: int, run: bool) -> dict:
+def compile_seconds(experiment: str, preset: str, scan: bool, repeats: int, run: bool) -> dict:
+    import importlib
+
     import flax.linen as nn
     import jax
     import numpy as np
 
-    from experiments.videomae_pretrain import get_config
     from internvideo_jax import sharding, train
     from internvideo_jax.tasks import get_task
-    config = get_config(preset)
+    config = importlib.import_module(f"experiments.{experiment}").get_config(preset)
     config.model.scan_layers = scan
     config.mesh.update(data=1, fsdp=1, tensor=1)
     task = get_task(config)
@@ -54,6 +58,8 @@ def compile_seconds(preset: str, scan: bool, repeats: int, run: bool) -> dict:
             host = task.init_batch(1)
             host["video"] = np.random.default_rng(0).integers(0, 256, host["video"].shape,
                                                               dtype=np.uint8)
+            if "text" in host:  # token ids ending in the end-of-text id (the largest)
+                host["text"][:, :3] = [49406, 320, 49407]
             arrays = sharding.put_batch(host, mesh)
             jax.block_until_ready(compiled(real, arrays))
             start = time.perf_counter()
@@ -65,6 +71,8 @@ def compile_seconds(preset: str, scan: bool, repeats: int, run: bool) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", default="videomae_pretrain",
+                   choices=["videomae_pretrain", "mm_pretrain"])
     p.add_argument("--presets", default="vit_b,vit_l")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--run", action="store_true", help="also time one compiled step")
@@ -74,7 +82,7 @@ def main() -> None:
     rows = []
     for preset in a.presets.split(","):
         for scan in (False, True):
-            r = compile_seconds(preset, scan, a.repeats, a.run)
+            r = compile_seconds(a.experiment, preset, scan, a.repeats, a.run)
             r.update(device=jax.devices()[0].device_kind, cpus=os.cpu_count(),
                      machine=platform.machine())
             print(json.dumps(r), flush=True)

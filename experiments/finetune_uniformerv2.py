@@ -27,7 +27,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.model = config_dict.ConfigDict(dict(
         size="tiny", num_classes=8, temporal_kernel=1, temporal_stride=1, local=False,
         backbone_drop_path_rate=0.0, drop_path_rate=0.0, mlp_dropout=0.5, dropout=0.5,
-        dtype="float32", remat="none"))  # remat: none | full | dots | dots_no_batch
+        dtype="float32", remat="none",  # remat: none | full | dots | dots_no_batch
+        scan_layers=False))  # backbone layers as nn.scan; checkpoints of either layout load
     c.optim.update(layer_decay=1.0)  # the reference uses none for UniFormerV2
     if preset == "tiny":
         # Without the reference's dropout (0.5 in the decoders' MLP and before the head) and with

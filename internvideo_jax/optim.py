@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import optax
 
-from internvideo_jax.models.layers import SCANNED
+from internvideo_jax.models.layers import is_stacked_path
 
 NO_DECAY_NAMES = frozenset({
     "bias", "q_bias", "v_bias", "scale", "mask_token", "pos_embed", "cls_token", "gamma_1",
@@ -29,7 +29,7 @@ def decay_mask(params: Any) -> Any:
 
     def decide(path, leaf) -> bool:
         name = getattr(path[-1], "key", str(path[-1]))
-        stacked = _is_stacked(tuple(getattr(k, "key", str(k)) for k in path))
+        stacked = is_stacked_path(tuple(getattr(k, "key", str(k)) for k in path))
         return leaf.ndim - stacked > 1 and name not in NO_DECAY_NAMES  # a layer's own rank
 
     return jax.tree_util.tree_map_with_path(decide, params)
@@ -60,11 +60,6 @@ def adamw(schedule: optax.Schedule, b1: float, b2: float, eps: float, weight_dec
     return optax.chain(*chain)
 
 
-def _is_stacked(path: tuple[str, ...]) -> bool:
-    """A parameter of scanned layers: a leading (depth,) axis (models/layers.Transformer)."""
-    return SCANNED in path
-
-
 def vit_layer_id(path: tuple[str, ...], num_layers: int) -> int:
     """The reference's layer assignment for layer-wise lr decay (VideoMAE get_num_layer_for_vit):
     patch embed (and position/cls/mask tokens) -> 0, block k -> k + 1, everything else (final
@@ -84,12 +79,12 @@ def layer_decay_scales(params: Any, decay: float) -> Any:
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     names = [tuple(getattr(k, "key", str(k)) for k in path) for path, _ in flat]
     num_layers = len({n for p in names for n in p if n.startswith("blocks_") and "encoder" in p})
-    stacked = [leaf.shape[0] for p, (_, leaf) in zip(names, flat) if _is_stacked(p)
+    stacked = [leaf.shape[0] for p, (_, leaf) in zip(names, flat) if is_stacked_path(p)
                and "encoder" in p]
     num_layers = num_layers or (stacked[0] if stacked else 0)
     scales = []
     for p, (_, leaf) in zip(names, flat):
-        if _is_stacked(p):  # block k of the stack has id k + 1
+        if is_stacked_path(p):  # block k of the stack has id k + 1
             ids = np.arange(leaf.shape[0]) + 1
             scale = (decay ** (num_layers + 1 - ids)).astype(np.float32)
             scales.append(scale.reshape((-1,) + (1,) * (leaf.ndim - 1)))

@@ -22,9 +22,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from internvideo_jax.models.attention import attention
-from internvideo_jax.models.layers import DropPath, constrain, flat_xavier_uniform, zeros
+from internvideo_jax.models.layers import (DropPath, constrain, flat_xavier_uniform,
+                                           scan_blocks, zeros)
 
 Dtype = Any
 normal = nn.initializers.normal
@@ -151,7 +153,8 @@ class ResidualAttentionBlock(nn.Module):
     """CLIP block: x + attn(ln_1 x), then x + mlp(ln_2 x) (with optional drop path).
 
     before_attention / after_attention are identity hooks; UniFormerV2's backbone layer puts its
-    local UniBlocks there (models/uniformerv2.UniBlockLayer).
+    local UniBlocks there (models/uniformerv2.UniBlockLayer). drop_rate: this layer's drop-path
+    rate when it is traced (scanned layers, layers.scan_blocks); drop_path is then the switch.
     """
 
     num_heads: int
@@ -161,25 +164,30 @@ class ResidualAttentionBlock(nn.Module):
     causal: bool = False
     dtype: Dtype = jnp.float32
 
-    def before_attention(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    def before_attention(self, x: jax.Array, deterministic: bool,
+                         drop_rate: jax.Array | None) -> jax.Array:
         return x
 
-    def after_attention(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    def after_attention(self, x: jax.Array, deterministic: bool,
+                        drop_rate: jax.Array | None) -> jax.Array:
         return x
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True,
+                 drop_rate: jax.Array | None = None) -> jax.Array:
         d = x.shape[-1]
         drop = DropPath(self.drop_path)
-        x = self.before_attention(x, deterministic)
+        x = self.before_attention(x, deterministic, drop_rate)
         y = FusedAttention(self.num_heads, self.stds.attn, self.stds.proj, dtype=self.dtype,
                            name="attn")(ClipLayerNorm(self.dtype, name="ln_1")(x),
                                         causal=self.causal)
-        x = constrain(x + drop(y, deterministic), "act_batch", "act_length", "act_embed")
-        x = self.after_attention(x, deterministic)
+        x = constrain(x + drop(y, deterministic, drop_rate), "act_batch", "act_length",
+                      "act_embed")
+        x = self.after_attention(x, deterministic, drop_rate)
         y = ClipMlp(int(d * self.mlp_ratio), self.stds.fc, self.stds.proj, dtype=self.dtype,
                     name="mlp")(ClipLayerNorm(self.dtype, name="ln_2")(x))
-        return constrain(x + drop(y, deterministic), "act_batch", "act_length", "act_embed")
+        return constrain(x + drop(y, deterministic, drop_rate), "act_batch", "act_length",
+                         "act_embed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,10 +213,13 @@ class TextEncoder(nn.Module):
     """CLIP text encoder: (B, 77) int ids -> (B, embed_dim) features at the eot token.
 
     `tokens=True` also returns the final-layer tokens (B, 77, width) after ln_final.
+    scan: the blocks as one nn.scan (layers.scan_blocks; parameters under 'resblocks/block' with
+    a leading 'layers' axis instead of resblocks_0.., layers.stack_layers converts).
     """
 
     size: TextSize
     dtype: Dtype = jnp.float32
+    scan: bool = False
 
     @nn.compact
     def __call__(self, ids: jax.Array, tokens: bool = False):
@@ -223,9 +234,13 @@ class TextEncoder(nn.Module):
                              f"is {s.context_length}: tokenize with that context length.")
         x = (jnp.take(embed, ids, axis=0) + pos).astype(self.dtype)  # (B, L, W)
         x = constrain(x, "act_batch", "act_length", "act_embed")
-        for i in range(s.layers):
-            x = ResidualAttentionBlock(s.heads, stds, causal=True, dtype=self.dtype,
-                                       name=f"resblocks_{i}")(x)
+        block = dict(num_heads=s.heads, stds=stds, causal=True, dtype=self.dtype)
+        if self.scan:
+            x = scan_blocks(ResidualAttentionBlock, block, x, np.zeros(s.layers), True,
+                            "resblocks")[0]
+        else:
+            for i in range(s.layers):
+                x = ResidualAttentionBlock(**block, name=f"resblocks_{i}")(x)
         x = ClipLayerNorm(self.dtype, name="ln_final")(x)  # (B, L, W)
         eot = jnp.argmax(ids, axis=-1)  # the eot id is the largest in the vocabulary
         pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]  # (B, W)

@@ -310,62 +310,99 @@ class Transformer(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         rates = np.linspace(0.0, self.drop_path_rate, self.depth) if self.depth else []
         block = remat_block(self.remat)
+        common = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                      init_values=self.init_values, norm_eps=self.norm_eps, dtype=self.dtype)
         if self.scan and self.depth:
-            scanned = nn.scan(_ScanStep, variable_axes={"params": 0},
-                              split_rngs={"params": True, "dropout": True}, in_axes=0,
-                              length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = scanned(block, (self.num_heads, self.mlp_dim, float(self.drop_path_rate),
-                                   self.init_values, self.norm_eps, self.dtype),
-                           deterministic, name=SCANNED)(x, jnp.asarray(rates, jnp.float32))
-            return x
+            return scan_blocks(block, dict(common, drop_path=float(self.drop_path_rate)), x,
+                               rates, deterministic, SCANNED)[0]
         for i in range(self.depth):
-            x = block(self.num_heads, self.mlp_dim, float(rates[i]), self.init_values,
-                      self.norm_eps, self.dtype, name=f"blocks_{i}")(x, deterministic)
+            x = block(**common, drop_path=float(rates[i]), name=f"blocks_{i}")(x, deterministic)
         return x
 
 
-SCANNED = "blocks"  # the module name of scanned layers; unscanned ones are blocks_0, blocks_1, ...
+SCANNED = "blocks"  # VideoMAE's scanned layers; unscanned ones are blocks_0, blocks_1, ...
+# Every name under which a model stacks scanned layers: per layer they are `{name}_{i}`, scanned
+# `{name}/block/...` with a leading (depth,) 'layers' axis on every leaf. 'resblocks' is CLIP's
+# and UniFormerV2's.
+STACKS = (SCANNED, "resblocks")
+
+
+def scan_blocks(block: Any, block_kwargs: dict, x: jax.Array, rates, deterministic: bool,
+                name: str, keep: tuple[int, ...] = ()) -> tuple[jax.Array, jax.Array | None]:
+    """len(rates) layers of `block(**block_kwargs)` as one nn.scan named `name` (call it from a
+    compact method): traced once whatever the depth, parameters (and BatchNorm statistics)
+    stacked on a leading 'layers' axis. Layer i runs as block(x, deterministic, rates[i]): its
+    drop-path rate comes in traced (block_kwargs' drop_path is the largest, a switch).
+
+    keep: layer indices whose outputs are also wanted -> (x, kept (len(keep), *x.shape), kept[j]
+    the output of layer keep[j]) (kept is None without keep). They are gathered into a carried
+    buffer, one dynamic update per layer, not stacked for every layer."""
+    depth = len(rates)
+    slots = np.full(depth, -1, np.int32)
+    for j, i in enumerate(keep):
+        if not 0 <= i < depth:
+            raise ValueError(f"scan_blocks: keep={keep} names layer {i} of {depth}")
+        slots[i] = j
+    scanned = nn.scan(_ScanStep, variable_axes={"params": 0, "batch_stats": 0},
+                      split_rngs={"params": True, "dropout": True}, in_axes=0, length=depth,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+    kept = jnp.zeros((len(keep),) + x.shape, x.dtype) if keep else None
+    (x, kept), _ = scanned(block, tuple(sorted(block_kwargs.items())), deterministic,
+                           name=name)((x, kept), (jnp.asarray(rates, jnp.float32),
+                                                  jnp.asarray(slots)))
+    return x, kept
 
 
 class _ScanStep(nn.Module):
-    """One scanned layer: (x, this layer's drop-path rate) -> (x, None)."""
+    """One scanned layer: ((x, kept), (drop-path rate, slot in kept or -1)) -> ((x, kept), None)."""
 
     block: Any
-    block_args: tuple
+    block_kwargs: tuple  # sorted (name, value) pairs
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x: jax.Array, rate: jax.Array):
-        return self.block(*self.block_args, name="block")(x, self.deterministic, rate), None
+    def __call__(self, carry, layer):
+        x, kept = carry
+        rate, slot = layer
+        x = self.block(**dict(self.block_kwargs), name="block")(x, self.deterministic, rate)
+        if kept is not None:
+            at = jnp.maximum(slot, 0)
+            current = jax.lax.dynamic_index_in_dim(kept, at, 0, keepdims=False)
+            kept = jax.lax.dynamic_update_index_in_dim(kept, jnp.where(slot >= 0, x, current),
+                                                       at, 0)
+        return (x, kept), None
 
 
 def stack_layers(tree: dict) -> dict:
-    """Unscanned layout -> scanned: every dict holding blocks_0..blocks_{n-1} gets them stacked
-    leaf by leaf into one 'blocks' subtree with a leading (n,) axis."""
+    """Unscanned layout -> scanned: every dict holding {name}_0..{name}_{n-1} (name in STACKS)
+    gets them stacked leaf by leaf into one '{name}/block' subtree with a leading (n,) axis."""
     if not isinstance(tree, dict):
         return tree
-    out = {k: stack_layers(v) for k, v in tree.items() if not _is_block_key(k)}
-    n = sum(_is_block_key(k) for k in tree)
-    if n:
-        if any(f"blocks_{i}" not in tree for i in range(n)):
-            raise ValueError(f"blocks are not numbered 0..{n - 1}: {sorted(tree)}")
-        layers = [tree[f"blocks_{i}"] for i in range(n)]
-        out[SCANNED] = {"block": jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
-                                              *layers)}
+    out = {k: stack_layers(v) for k, v in tree.items() if _layer_key(k) is None}
+    for name in STACKS:
+        n = sum(_layer_key(k) == name for k in tree)
+        if not n:
+            continue
+        if any(f"{name}_{i}" not in tree for i in range(n)):
+            raise ValueError(f"{name} are not numbered 0..{n - 1}: {sorted(tree)}")
+        layers = [tree[f"{name}_{i}"] for i in range(n)]
+        out[name] = {"block": jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
+                                           *layers)}
     return out
 
 
 def unstack_layers(tree: dict) -> dict:
-    """Scanned layout -> unscanned: every 'blocks' subtree with a leading (n,) axis becomes
-    blocks_0..blocks_{n-1}."""
+    """Scanned layout -> unscanned: every '{name}/block' subtree (name in STACKS) with a leading
+    (n,) axis becomes {name}_0..{name}_{n-1}."""
     if not isinstance(tree, dict):
         return tree
-    out = {k: unstack_layers(v) for k, v in tree.items() if k != SCANNED}
-    if SCANNED in tree:
-        stacked = tree[SCANNED]["block"]
-        n = jax.tree.leaves(stacked)[0].shape[0]
-        for i in range(n):
-            out[f"blocks_{i}"] = jax.tree.map(lambda x: np.asarray(x)[i], stacked)
+    out = {k: unstack_layers(v) for k, v in tree.items() if not _is_stack(k, v)}
+    for name, value in tree.items():
+        if _is_stack(name, value):
+            stacked = value["block"]
+            n = jax.tree.leaves(stacked)[0].shape[0]
+            for i in range(n):
+                out[f"{name}_{i}"] = jax.tree.map(lambda x: np.asarray(x)[i], stacked)
     return out
 
 
@@ -380,9 +417,20 @@ def match_layout(tree: dict, scanned: bool) -> dict:
 
 def is_scanned(tree: dict) -> bool:
     """Whether a parameter tree holds scanned layers anywhere."""
-    return isinstance(tree, dict) and (SCANNED in tree or any(is_scanned(v)
-                                                                for v in tree.values()))
+    return isinstance(tree, dict) and any(_is_stack(k, v) or is_scanned(v)
+                                          for k, v in tree.items())
 
 
-def _is_block_key(key: str) -> bool:
-    return key.startswith("blocks_") and key[len("blocks_"):].isdigit()
+def is_stacked_path(path: tuple[str, ...]) -> bool:
+    """Whether the parameter at `path` (names) belongs to scanned layers (a leading depth axis)."""
+    return any(a in STACKS and b == "block" for a, b in zip(path, path[1:]))
+
+
+def _is_stack(key: str, value) -> bool:
+    return key in STACKS and isinstance(value, dict) and "block" in value
+
+
+def _layer_key(key: str) -> str | None:
+    """'blocks' for 'blocks_3' (any name in STACKS), else None."""
+    name, _, index = key.rpartition("_")
+    return name if name in STACKS and index.isdigit() else None

@@ -25,7 +25,8 @@ import numpy as np
 
 from internvideo_jax.models.clip import (ClipLayerNorm, ClipMlp, FusedAttention, InitStds,
                                          ResidualAttentionBlock)
-from internvideo_jax.models.layers import DropPath, constrain, remat_block, zeros
+from internvideo_jax.models.layers import (DropPath, constrain, remat_block, scan_blocks,
+                                           zeros)
 
 Dtype = Any
 # PyTorch's default conv/linear weight init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
@@ -157,20 +158,21 @@ class UniBlockLayer(ResidualAttentionBlock):
     num_frames: int = 1  # T' (after temporal downsampling)
     local: bool = False
 
-    def _local(self, x, name, deterministic):
+    def _local(self, x, name, deterministic, drop_rate):
         # x (B*T, 1 + hw, C): the patch tokens as a video, residual local MHRA, back.
         bt, n, c = x.shape
         g = int(round((n - 1) ** 0.5))
         patches = x[:, 1:].reshape(bt // self.num_frames, self.num_frames, g, g, c)
         patches = patches + DropPath(self.drop_path)(
-            LocalMHRA(dtype=self.dtype, name=name)(patches, deterministic), deterministic)
+            LocalMHRA(dtype=self.dtype, name=name)(patches, deterministic), deterministic,
+            drop_rate)
         return jnp.concatenate([x[:, :1], patches.reshape(bt, n - 1, c)], axis=1)
 
-    def before_attention(self, x, deterministic):
-        return self._local(x, "lmhra1", deterministic) if self.local else x
+    def before_attention(self, x, deterministic, drop_rate):
+        return self._local(x, "lmhra1", deterministic, drop_rate) if self.local else x
 
-    def after_attention(self, x, deterministic):
-        return self._local(x, "lmhra2", deterministic) if self.local else x
+    def after_attention(self, x, deterministic, drop_rate):
+        return self._local(x, "lmhra2", deterministic, drop_rate) if self.local else x
 
 
 class QueryDecoder(nn.Module):
@@ -214,6 +216,7 @@ class UniFormerV2Encoder(nn.Module):
     mlp_dropout: float = 0.5
     dtype: Dtype = jnp.float32
     remat: str = "none"  # layers.REMAT_POLICIES, for the backbone layers
+    scan: bool = False  # backbone layers as one nn.scan (layers.scan_blocks): 'resblocks/block'
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
@@ -247,23 +250,34 @@ class UniFormerV2Encoder(nn.Module):
         query = self.param("temporal_cls_token", nn.with_logical_partitioning(
             zeros, (None, None, "embed")), (1, 1, s.width), jnp.float32)
         query = jnp.broadcast_to(query.astype(self.dtype), (b, 1, s.width))  # (B, 1, W)
-        j, tokens = 0, None
         layer = remat_block(self.remat, UniBlockLayer)
-        for i in range(s.layers):
-            x = layer(s.heads, stds, drop_path=float(backbone_dpr[i]), dtype=self.dtype,
-                              num_frames=t2, local=self.local, name=f"resblocks_{i}")(
-                                  x, deterministic)
-            if i in s.return_list:
-                frames = x.reshape(b, t2, 1 + g * g, s.width)
-                patches = frames[:, :, 1:].reshape(b, t2, g, g, s.width)
-                patches = patches + DepthwiseConv3d((3, 3, 3), dtype=self.dtype,
-                                                    name=f"dpe_{j}")(patches)
-                tokens = jnp.concatenate(
-                    [frames[:, :, :1], patches.reshape(b, t2, g * g, s.width)], axis=2)
-                tokens = tokens.reshape(b, t2 * (1 + g * g), s.width)  # (B, T'(1+hw), W)
-                query = QueryDecoder(s.heads, self.mlp_dropout, float(dpr[j]), self.dtype,
-                                     name=f"dec_{j}")(query, tokens, deterministic)
-                j += 1
+        common = dict(num_heads=s.heads, stds=stds, dtype=self.dtype, num_frames=t2,
+                      local=self.local)
+        if self.scan:
+            rate = float(self.backbone_drop_path_rate)
+            x, kept = scan_blocks(layer, dict(common, drop_path=rate), x, backbone_dpr,
+                                  deterministic, "resblocks", keep=tuple(sorted(s.return_list)))
+            returned = list(kept)  # (B*T', 1+hw, W) each
+        else:
+            returned = []
+            for i in range(s.layers):
+                x = layer(**common, drop_path=float(backbone_dpr[i]), name=f"resblocks_{i}")(
+                    x, deterministic)
+                if i in s.return_list:
+                    returned.append(x)
+        # The global UniBlocks read the backbone and never write to it: each runs on its layer's
+        # output after the backbone has finished (the same values as interleaved).
+        tokens = None
+        for j, out in enumerate(returned):
+            frames = out.reshape(b, t2, 1 + g * g, s.width)
+            patches = frames[:, :, 1:].reshape(b, t2, g, g, s.width)
+            patches = patches + DepthwiseConv3d((3, 3, 3), dtype=self.dtype,
+                                                name=f"dpe_{j}")(patches)
+            tokens = jnp.concatenate(
+                [frames[:, :, :1], patches.reshape(b, t2, g * g, s.width)], axis=2)
+            tokens = tokens.reshape(b, t2 * (1 + g * g), s.width)  # (B, T'(1+hw), W)
+            query = QueryDecoder(s.heads, self.mlp_dropout, float(dpr[j]), self.dtype,
+                                 name=f"dec_{j}")(query, tokens, deterministic)
         frames = x.reshape(b, t2, 1 + g * g, s.width)  # (B, T', 1+hw, W)
         balance = self.param("balance", nn.with_logical_partitioning(zeros, ("embed",)),
                              (s.width,), jnp.float32)
@@ -288,12 +302,13 @@ class UniFormerV2Classifier(nn.Module):
     cls_dropout: float = 0.5
     dtype: Dtype = jnp.float32
     remat: str = "none"
+    scan: bool = False
 
     def setup(self):
         self.backbone = UniFormerV2Encoder(
             self.size, self.temporal_kernel, self.temporal_stride, self.local,
             self.backbone_drop_path_rate, self.drop_path_rate, self.mlp_dropout, self.dtype,
-            self.remat)
+            self.remat, self.scan)
         self.proj_norm = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32)
         self.proj_dropout = nn.Dropout(self.cls_dropout)
         self.proj_head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=torch_default,
@@ -324,13 +339,14 @@ class VideoTower(nn.Module):
     mlp_dropout: float = 0.5
     dtype: Dtype = jnp.float32
     remat: str = "none"
+    scan: bool = False
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
         s = self.size
         fused, frames, _ = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
                                               mlp_dropout=self.mlp_dropout, dtype=self.dtype,
-                                              remat=self.remat, name="encoder")(
+                                              remat=self.remat, scan=self.scan, name="encoder")(
                                                   video, deterministic)
         proj = self.param("visual_proj", nn.with_logical_partitioning(
             nn.initializers.normal(s.width ** -0.5), ("embed", None)), (s.width, s.embed_dim),

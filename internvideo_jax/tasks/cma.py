@@ -104,7 +104,7 @@ class CMATask(ClassificationTask):
                              f"model.videomae_size={m.videomae_size!r} with {m.num_classes} "
                              f"classes: {jax.tree.map(lambda x: x[0], have)}")
         params["videomae"] = jax.tree.map(jnp.asarray, got)
-        got, _ = checkpointing.load_params(m.uniformer_from)
+        got, _ = checkpointing.load_params(m.uniformer_from, scanned=False)
         params["uniformerv2"], loaded, kept = load_uniformerv2(params["uniformerv2"], got)
         return params, (f"VideoMAE (all {len(jax.tree.leaves(got))} tensors) from "
                         f"{m.videomae_from}; UniFormerV2 {len(loaded)} tensors from "

@@ -40,7 +40,8 @@ class MultimodalPretrainTask:
         self.context_length = self.size.text.context_length
         self.model = multimodal.VideoTextModel(
             self.size, caption=m.caption_weight > 0, drop_path_rate=m.drop_path_rate,
-            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"))
+            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"),
+            scan=m.get("scan_layers", False))
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one (video, caption) pair, the decoder included when it is trained

@@ -35,7 +35,7 @@ class UniFormerV2FinetuneTask(ClassificationTask):
         return uniformerv2.UniFormerV2Classifier(
             self.size, m.num_classes, m.temporal_kernel, m.temporal_stride, m.local,
             m.backbone_drop_path_rate, m.drop_path_rate, m.mlp_dropout, m.dropout,
-            jnp.dtype(m.dtype), m.get("remat", "none"))
+            jnp.dtype(m.dtype), m.get("remat", "none"), m.get("scan_layers", False))
 
     def load_pretrained(self, params: dict, pretrained: dict) -> tuple[dict, list, list]:
         return load_uniformerv2(params, pretrained)
