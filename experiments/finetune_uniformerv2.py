@@ -7,7 +7,8 @@ Presets:
               python -m internvideo_jax.main --config experiments/finetune_uniformerv2.py:tiny \
                 --config.init_from=workdirs/demo/multimodal --workdir workdirs/demo/uniformerv2
             Prints eval_top1 on the validation split (chance 0.125). Measured (2 CPU cores, 5 min,
-            2026-11-28): 33.0 top-1 after 300 steps, 57.0 after 600 (--config.num_epochs=12),
+            2026-11-28): 30.0 top-1 after 300 steps (33.0 in an earlier run of the same
+            recipe), 57.0 after 600 (--config.num_epochs=12),
             from the demo's multimodal tower; 78.5 from a tower pretrained with our earlier
             caption decoder. The motions are learned late and erratically at this size.
   b16_k400  UniFormerV2-B/16, 8 frames (TSN segments), 224px, global UniBlocks on layers 8-11,
