@@ -6,6 +6,8 @@ Every source yields dicts with at least:
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 
 import numpy as np
@@ -62,11 +64,30 @@ def default_data_dir() -> str:
 
 
 def demo_source(split: str, config: str = "default", data_dir: str | None = None):
-    """The demo dataset's split as a random-access source, generated on first use (~40 s)."""
-    builder = DemoVideos(config=config, data_dir=data_dir or default_data_dir(),
-                         file_format="array_record")
-    builder.download_and_prepare()
+    """The demo dataset's split as a random-access source, generated on first use (~40 s).
+
+    Processes that share a data directory (two runs, test workers, the hosts of a job on one
+    file system) take turns to build it: the first builds, the others then find it built (TFDS
+    alone would let each build and all but one fail to rename theirs into place)."""
+    data_dir = data_dir or default_data_dir()
+    local = "://" not in data_dir  # a cloud bucket has no flock; build it from one process
+    with _exclusive(os.path.join(data_dir, f"demo_videos.{config}.lock")) if local else \
+            contextlib.nullcontext():
+        builder = DemoVideos(config=config, data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare()
     return builder.as_data_source(split)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: str):
+    """Hold an exclusive advisory lock (flock) on lock_path, created if absent, for the block."""
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def tfds_source(name: str, split: str, data_dir: str | None = None):

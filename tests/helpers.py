@@ -1,4 +1,7 @@
 """Test helpers without side effects (conftest.py configures JAX; workers import this)."""
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout's root
 
 
 def tiny_config(data_dir: str, **overrides):

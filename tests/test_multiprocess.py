@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import portpicker
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO
 
 
 def _run_pair(mode: str, tmp_path, *extra: str) -> list[dict]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from input_pipelines import builders, decode, sampling, sources, synthetic_videos, transforms
-from tests.helpers import tiny_config
+from tests.helpers import REPO, tiny_config
 
 
 def test_dense_indices_constant_stride_within_video():
@@ -194,6 +194,25 @@ def test_process_shards_are_disjoint_and_cover_the_source(data_dir):
         ids.append([shard[i]["video_id"] for i in range(len(shard))])
     flat = [v for s in ids for v in s]
     assert len(flat) == len(set(flat)) == 24
+
+
+def test_processes_building_the_demo_dataset_at_once_both_succeed(tmp_path, data_dir):
+    """Two processes building into one empty data directory (two runs, test workers, hosts on a
+    shared disk): without the lock the later one failed to rename its copy into place."""
+    import subprocess
+    import sys
+    code = ("import sys; from input_pipelines import sources; "
+            "s = sources.demo_source('validation', 'small', sys.argv[1]); "
+            "print(len(s), s[3]['video_id'])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    reference = sources.demo_source("validation", "small", data_dir)
+    expected = f"{len(reference)} {reference[3]['video_id']}"
+    assert [out.strip().splitlines()[-1] for out, _ in outs] == [expected, expected]
 
 
 def test_segment_indices_reference_rule_by_hand():

@@ -9,9 +9,7 @@ import pytest
 
 from internvideo_jax import train
 from internvideo_jax.metrics_writer import read_metrics
-from tests.helpers import tiny_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO, tiny_config
 
 
 def _losses(workdir):
