@@ -26,7 +26,7 @@ import numpy as np
 
 from internvideo_jax.models.attention import attention
 from internvideo_jax.models.layers import (DropPath, constrain, flat_xavier_uniform,
-                                           scan_blocks, zeros)
+                                           remat_block, scan_blocks, zeros)
 
 Dtype = Any
 normal = nn.initializers.normal
@@ -215,11 +215,13 @@ class TextEncoder(nn.Module):
     `tokens=True` also returns the final-layer tokens (B, 77, width) after ln_final.
     scan: the blocks as one nn.scan (layers.scan_blocks; parameters under 'resblocks/block' with
     a leading 'layers' axis instead of resblocks_0.., layers.stack_layers converts).
+    remat: a layers.REMAT_POLICIES name for the blocks (same outputs and parameters).
     """
 
     size: TextSize
     dtype: Dtype = jnp.float32
     scan: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, ids: jax.Array, tokens: bool = False):
@@ -235,12 +237,12 @@ class TextEncoder(nn.Module):
         x = (jnp.take(embed, ids, axis=0) + pos).astype(self.dtype)  # (B, L, W)
         x = constrain(x, "act_batch", "act_length", "act_embed")
         block = dict(num_heads=s.heads, stds=stds, causal=True, dtype=self.dtype)
+        layer = remat_block(self.remat, ResidualAttentionBlock)
         if self.scan:
-            x = scan_blocks(ResidualAttentionBlock, block, x, np.zeros(s.layers), True,
-                            "resblocks")[0]
+            x = scan_blocks(layer, block, x, np.zeros(s.layers), True, "resblocks")[0]
         else:
             for i in range(s.layers):
-                x = ResidualAttentionBlock(**block, name=f"resblocks_{i}")(x)
+                x = layer(**block, name=f"resblocks_{i}")(x, True)  # (B, L, W)
         x = ClipLayerNorm(self.dtype, name="ln_final")(x)  # (B, L, W)
         eot = jnp.argmax(ids, axis=-1)  # the eot id is the largest in the vocabulary
         pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]  # (B, W)

@@ -52,13 +52,14 @@ class VideoTextModel(nn.Module):
     caption: bool = True  # build the caption decoder
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
-    remat: str = "none"  # for the video tower's backbone layers (layers.REMAT_POLICIES)
+    remat: str = "none"  # both encoders' layers (layers.REMAT_POLICIES)
     scan: bool = False  # both encoders' blocks as one nn.scan each (layers.scan_blocks)
 
     def setup(self):
         self.visual = uniformerv2.VideoTower(self.size.video, self.drop_path_rate,
                                              dtype=self.dtype, remat=self.remat, scan=self.scan)
-        self.textual = clip.TextEncoder(self.size.text, dtype=self.dtype, scan=self.scan)
+        self.textual = clip.TextEncoder(self.size.text, dtype=self.dtype, scan=self.scan,
+                                        remat=self.remat)
         self.logit_scale = self.param("logit_scale", nn.with_logical_partitioning(
             nn.initializers.constant(math.log(1 / 0.07)), ()), (), jnp.float32)
         if self.caption:
