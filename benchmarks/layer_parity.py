@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -95,12 +94,10 @@ IMPLEMENTATIONS = {"pytorch": torch_ref, "ours": ours}
 
 
 def measure(impl: str, part: str, shape: str, repeats: int) -> float:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--part", part,
-           "--shape", shape, "--repeats", str(repeats)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{impl} {part} {shape} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    """Best seconds of `impl`'s part measured in a fresh Python process."""
+    from train_step import run_fresh
+    return run_fresh(__file__, ["--child", impl, "--part", part, "--shape", shape, "--repeats",
+                                str(repeats)], f"{impl} {part} {shape}")["seconds"]
 
 
 def main() -> None:

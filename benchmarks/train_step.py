@@ -136,15 +136,21 @@ def child(a) -> None:
     print(json.dumps({"step_s": seconds}))
 
 
+def run_fresh(script: str, args: list[str], what: str) -> dict:
+    """`python script *args` in a fresh process (its own thread pools): its last stdout line,
+    parsed as JSON; a failure raises with `what` and the end of its stderr."""
+    done = subprocess.run([sys.executable, os.path.abspath(script), *args], capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def measure(impl: str, size: str, a) -> float:
     """Best step seconds of `impl` measured in a fresh Python process."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--size", size,
-           "--batch", str(a.batch), "--dtype", a.dtype, "--warmup", str(a.warmup),
-           "--repeats", str(a.repeats)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{impl} ViT-{size} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["step_s"]
+    return run_fresh(__file__, ["--child", impl, "--size", size, "--batch", str(a.batch),
+                                "--dtype", a.dtype, "--warmup", str(a.warmup),
+                                "--repeats", str(a.repeats)], f"{impl} ViT-{size}")["step_s"]
 
 
 def main() -> None:
