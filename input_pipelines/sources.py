@@ -70,9 +70,10 @@ def demo_source(split: str, config: str = "default", data_dir: str | None = None
     file system) take turns to build it: the first builds, the others then find it built (TFDS
     alone would let each build and all but one fail to rename theirs into place)."""
     data_dir = data_dir or default_data_dir()
-    local = "://" not in data_dir  # a cloud bucket has no flock; build it from one process
-    with _exclusive(os.path.join(data_dir, f"demo_videos.{config}.lock")) if local else \
-            contextlib.nullcontext():
+    # A cloud bucket has no flock: build it from one process first.
+    lock = (contextlib.nullcontext() if "://" in data_dir
+            else _exclusive(os.path.join(data_dir, f"demo_videos.{config}.lock")))
+    with lock:
         builder = DemoVideos(config=config, data_dir=data_dir, file_format="array_record")
         builder.download_and_prepare()
     return builder.as_data_source(split)
@@ -80,9 +81,18 @@ def demo_source(split: str, config: str = "default", data_dir: str | None = None
 
 @contextlib.contextmanager
 def _exclusive(lock_path: str):
-    """Hold an exclusive advisory lock (flock) on lock_path, created if absent, for the block."""
-    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-    with open(lock_path, "a") as handle:
+    """Hold an exclusive advisory lock (flock) on lock_path, created if absent, for the block.
+    Where the file cannot be created (a read-only directory holding a built dataset) no process
+    can build there either, so there is nothing to wait for and the block runs unlocked."""
+    try:
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        handle = open(lock_path, "a")
+    except OSError:
+        handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
