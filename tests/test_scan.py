@@ -225,11 +225,12 @@ def test_scanned_multimodal_model_equals_per_layer_model(tmp_path):
         return (jnp.sum(out["video"] ** 2) + jnp.sum(out["text"] ** 2)
                 + jnp.mean(out["caption_logits"] ** 2) * out["logit_scale"])
 
+    grad = jax.jit(jax.grad(loss), static_argnums=1)  # compiled: op-by-op took most of the test
     with jax.default_matmul_precision("highest"):
-        outs = [m.apply({"params": p}, video, ids)
+        outs = [jax.jit(m.apply)({"params": p}, video, ids)
                 for m, p in ((per_layer, params), (scanned, stacked))]
-        g_layer = jax.grad(loss)(params, per_layer)
-        g_scan = jax.grad(loss)(stacked, scanned)
+        g_layer = grad(params, per_layer)
+        g_scan = grad(stacked, scanned)
     for k, v in outs[0].items():
         np.testing.assert_allclose(np.asarray(outs[1][k]), np.asarray(v), rtol=1e-5, atol=1e-5,
                                    err_msg=k)
