@@ -172,13 +172,15 @@ def test_scanned_uniformerv2_equals_per_layer_model():
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     state = {"batch_stats": variables["batch_stats"]}
+    value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)  # compiled, not op by op
     with jax.default_matmul_precision("highest"):
-        l_layer, g_layer = jax.value_and_grad(loss)(variables["params"], per_layer, state)
-        l_scan, g_scan = jax.value_and_grad(loss)(stacked["params"], scanned,
-                                                  {"batch_stats": stacked["batch_stats"]})
+        l_layer, g_layer = value_and_grad(variables["params"], per_layer, state)
+        l_scan, g_scan = value_and_grad(stacked["params"], scanned,
+                                        {"batch_stats": stacked["batch_stats"]})
         # training mode: batch statistics used and the running averages updated
-        train = [m.apply(v, video, deterministic=False, mutable=["batch_stats"],
-                         rngs={"dropout": jax.random.key(2)})
+        train = [jax.jit(lambda v, m=m: m.apply(v, video, deterministic=False,
+                                                mutable=["batch_stats"],
+                                                rngs={"dropout": jax.random.key(2)}))(v)
                  for m, v in ((per_layer, variables), (scanned, stacked))]
     np.testing.assert_allclose(float(l_scan), float(l_layer), rtol=1e-6)
     errors = _max_rel_err(jax.device_get(g_scan), layers.stack_layers(jax.device_get(g_layer)))
