@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_step import run_fresh, time_steps  # noqa: E402  (the same timing and process rules)
 
 SHAPES = {"encoder": (2, 157, 768, 12), "decoder": (2, 1568, 384, 6)}  # (B, N, D, heads), ViT-B
 PARTS = ("attn_core", "attention", "mlp", "block")
@@ -37,7 +38,6 @@ def ours(part: str, b: int, n: int, d: int, heads: int, repeats: int) -> float:
     import flax.linen as nn
     import jax
     from internvideo_jax.models import attention, layers
-    from train_step import time_steps
     x = np.random.default_rng(0).standard_normal((b, n, d), np.float32)
     if part == "attn_core":
         qkv = x.reshape(b, n, heads, d // heads)
@@ -64,7 +64,6 @@ def torch_ref(part: str, b: int, n: int, d: int, heads: int, repeats: int) -> fl
     import torch.nn.functional as F
     from transformers import VideoMAEConfig
     from transformers.models.videomae import modeling_videomae as hf
-    from train_step import time_steps
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((b, n, d), np.float32))
     x.requires_grad_()
     if part == "attn_core":
@@ -95,7 +94,6 @@ IMPLEMENTATIONS = {"pytorch": torch_ref, "ours": ours}
 
 def measure(impl: str, part: str, shape: str, repeats: int) -> float:
     """Best seconds of `impl`'s part measured in a fresh Python process."""
-    from train_step import run_fresh
     return run_fresh(__file__, ["--child", impl, "--part", part, "--shape", shape, "--repeats",
                                 str(repeats)], f"{impl} {part} {shape}")["seconds"]
 
