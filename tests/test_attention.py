@@ -123,6 +123,49 @@ def test_auto_takes_xla_inside_a_mesh_of_several_devices():
         assert _uses_blocked(attention, q, k, v)
 
 
+def _pretend_gpu(monkeypatch):
+    """jax.default_backend() says 'gpu' (what 'auto' reads); the arrays still live on the CPU, so
+    cuDNN itself refuses at trace time ('cuDNN is not detected'), as on a GPU without it."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+
+
+def test_auto_asks_for_cudnn_on_gpu_for_half_precision_only(monkeypatch):
+    """JAX's own default is the XLA path even on a GPU; 'auto' must ask for cuDNN's fused kernel
+    where cuDNN can take the call: bf16/fp16, no mask, head dim a multiple of 8 up to 128."""
+    _pretend_gpu(monkeypatch)
+    bf16 = lambda *shape: jnp.zeros(shape, jnp.bfloat16)  # noqa: E731
+    assert attention_lib._auto(bf16(2, 1568, 6, 64), bf16(2, 1568, 6, 64), None, False) == "cudnn"
+    assert attention_lib._auto(bf16(2, 77, 8, 64), bf16(2, 77, 8, 64), None, True) == "cudnn"
+    assert attention_lib._auto(bf16(2, 76, 8, 64), bf16(2, 256, 1, 64), None, False) == "cudnn"
+    half = jnp.zeros((1, 8, 2, 128), jnp.float16)
+    assert attention_lib._auto(half, half, None, False) == "cudnn"
+    f32 = jnp.zeros((2, 1568, 6, 64), jnp.float32)
+    assert attention_lib._auto(f32, f32, None, False) == "xla"  # cuDNN has no float32 kernel
+    mask = jnp.ones((1, 1, 1568, 1568), bool)
+    assert attention_lib._auto(bf16(2, 1568, 6, 64), bf16(2, 1568, 6, 64), mask, False) == "xla"
+    assert attention_lib._auto(bf16(2, 16, 2, 12), bf16(2, 16, 2, 12), None, False) == "xla"
+    assert attention_lib._auto(bf16(2, 16, 2, 256), bf16(2, 16, 2, 256), None, False) == "xla"
+
+
+def test_auto_falls_back_to_xla_with_a_warning_where_cudnn_refuses(monkeypatch, caplog):
+    """On a 'GPU' without cuDNN the automatic choice still computes attention (the XLA path's
+    values, exactly) and says once why; an explicit 'cudnn' raises cuDNN's refusal instead."""
+    q, k, v, _ = (jnp.asarray(x, jnp.bfloat16) for x in _inputs(2, 40, 40, 2, 16))
+    expected = attention(q, k, v, implementation="xla")
+    _pretend_gpu(monkeypatch)
+    attention_lib._FALLBACKS_LOGGED.clear()
+    with caplog.at_level("WARNING", logger=attention_lib.__name__):
+        first = attention(q, k, v)
+        again = attention(q, k, v)
+    np.testing.assert_array_equal(np.asarray(first, np.float32), np.asarray(expected, np.float32))
+    np.testing.assert_array_equal(np.asarray(again, np.float32), np.asarray(expected, np.float32))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "cuDNN fused attention refused" in warnings[0], warnings
+    assert "using the XLA path" in warnings[0]
+    with pytest.raises(RuntimeError, match="cuDNN"):
+        attention(q, k, v, implementation="cudnn")
+
+
 def test_bad_requests_are_refused_with_the_reason():
     q, k, v, _ = _inputs(1, 8, 8, 2, 4)
     with pytest.raises(ValueError, match="expected one of"):

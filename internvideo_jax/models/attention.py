@@ -3,19 +3,27 @@
 attention(q (B, Nq, h, hd), k (B, Nk, h_kv, hd), v (B, Nk, h_kv, hd), mask=None, is_causal=False)
 -> (B, Nq, h, hd), softmax(q k^T / sqrt(hd)) v, with the semantics of jax.nn.dot_product_attention.
 
-Two implementations:
-  'xla':     jax.nn.dot_product_attention. On GPU it takes cuDNN's fused (flash) kernel where the
-             shapes and dtype allow, on TPU XLA's fusion; it materialises the (B, h, Nq, Nk) logits
-             and keeps the probabilities for the backward pass.
+Three implementations:
+  'xla':     jax.nn.dot_product_attention's XLA path (on TPU and GPU, XLA's fusions): it
+             materialises the (B, h, Nq, Nk) logits and keeps the probabilities for the backward.
+  'cudnn':   jax.nn.dot_product_attention(implementation='cudnn'): cuDNN's fused flash-attention
+             kernel on an NVIDIA GPU, forward and backward, for bf16/fp16 inputs with a head dim
+             that is a multiple of 8 (at most 128; 256 on Hopper). JAX's own default
+             (implementation=None) is the XLA path, not this one, so it must be asked for.
   'blocked': a flash-style kernel in plain JAX for the CPU: one (batch, head) at a time, queries in
              blocks of at most BLOCK rows, log-sum-exp kept, and the backward pass recomputes each
              block's probabilities instead of storing them. Each head's K and V stay in cache; on a
              2-core x86 host it runs the fwd+bwd of VideoMAE's decoder attention (1,568 tokens)
              about 1.8x faster than 'xla' (benchmarks/attention.py, docs/benchmarks.md). It loops
              over batch x heads, so it is for unsharded CPU runs, not for a mesh.
-'auto' (the default) takes 'blocked' on the CPU backend outside a mesh of several devices, for long
-unmasked sequences (Nk >= BLOCKED_MIN_KEYS) with as many k/v heads as query heads, and 'xla'
-everywhere else.
+'auto' (the default) takes
+  'cudnn'    on the GPU backend for unmasked bf16/fp16 attention with a head dim that is a multiple
+             of 8 up to 128; where cuDNN then refuses it at trace time (no cuDNN, an old version, a
+             ROCm GPU, an unsupported shape) it logs the reason once and takes 'xla';
+  'blocked'  on the CPU backend outside a mesh of several devices, for long unmasked sequences
+             (Nk >= BLOCKED_MIN_KEYS) with as many k/v heads as query heads;
+  'xla'      everywhere else.
+An explicit 'cudnn' has no fallback: cuDNN's refusal is raised.
 `with attention.use_implementation('xla'):` overrides 'auto' for whatever is traced inside it (it
 acts at trace time: jit the function inside the block), e.g. to measure one against the other.
 """
@@ -24,14 +32,18 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("auto", "xla", "blocked")
+IMPLEMENTATIONS = ("auto", "xla", "blocked", "cudnn")
 BLOCK = 512  # largest query block of the blocked kernel (rows); measured best 392-784 at 1,568
 BLOCKED_MIN_KEYS = 256  # below this the logits fit in cache and 'xla' is as fast
+CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)  # cuDNN's fused attention takes no float32
+CUDNN_MAX_HEAD_DIM = 128  # every GPU generation's limit (Hopper's is 256)
 _CHOSEN = contextvars.ContextVar("attention_implementation", default="auto")
+_FALLBACKS_LOGGED: set[str] = set()
 
 
 def _check(implementation: str) -> str:
@@ -58,8 +70,19 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     implementation None: the one chosen by use_implementation(), 'auto' outside any.
     """
     implementation = _check(_CHOSEN.get() if implementation is None else implementation)
-    if implementation == "auto":
+    automatic = implementation == "auto"
+    if automatic:
         implementation = _auto(q, k, mask, is_causal)
+    if implementation == "cudnn":
+        try:
+            return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
+                                                implementation="cudnn")
+        except (RuntimeError, NotImplementedError, ValueError) as refusal:
+            if not automatic:
+                raise
+            _log_fallback(f"cuDNN fused attention refused q {q.shape} {q.dtype}, k {k.shape} "
+                          f"({type(refusal).__name__}: {refusal}); using the XLA path")
+            implementation = "xla"
     if implementation == "blocked":
         if mask is not None or is_causal or k.shape[2] != q.shape[2]:
             raise ValueError("the blocked attention kernel takes no mask, no causal flag and as "
@@ -70,10 +93,23 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
 
 
 def _auto(q, k, mask, is_causal) -> str:
+    backend = jax.default_backend()
+    if backend == "gpu":
+        head_dim = q.shape[-1]
+        half = q.dtype in CUDNN_DTYPES and k.dtype == q.dtype
+        fits = head_dim % 8 == 0 and head_dim <= CUDNN_MAX_HEAD_DIM
+        return "cudnn" if mask is None and half and fits else "xla"
     mesh = jax.sharding.get_abstract_mesh()
-    on_cpu = jax.default_backend() == "cpu" and (mesh.empty or mesh.size == 1)
+    on_cpu = backend == "cpu" and (mesh.empty or mesh.size == 1)
     plain = mask is None and not is_causal and k.shape[2] == q.shape[2]
     return "blocked" if on_cpu and plain and k.shape[1] >= BLOCKED_MIN_KEYS else "xla"
+
+
+def _log_fallback(message: str) -> None:
+    """Warn once per distinct message (attention is traced once per layer and shape)."""
+    if message not in _FALLBACKS_LOGGED:
+        _FALLBACKS_LOGGED.add(message)
+        logging.getLogger(__name__).warning(message)
 
 
 def _query_blocks(nq: int) -> tuple[int, int]:
