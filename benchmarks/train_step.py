@@ -3,9 +3,10 @@ VideoMAEForPreTraining (PyTorch), same architecture, batch and mask, in one run.
 
 Both sides run a full training step: normalisation of the uint8 clip, forward, norm-pixel MSE on
 the masked tokens, backward, AdamW update. Setting: 16 frames at 224x224, tubelet 2, patch 16,
-90% tube masking (the same boolean mask for both), float32 on CPU (--dtype bfloat16 for ours on an
-accelerator; HF then runs under torch.autocast with its SDPA attention). clips/s is the best of
---repeats timed steps after --warmup untimed ones. MFU = model FLOPs (internvideo_jax/flops.py,
+90% tube masking (the same boolean mask for both), float32 on CPU. On a GPU both sides run there:
+--dtype bfloat16 gives ours bf16 compute with float32 master weights, and HF torch.autocast(bf16)
+with its SDPA attention (flash) and fused AdamW, float32 master weights too. clips/s is the best of
+--repeats timed steps after --warmup untimed ones (each step synchronises with the device). MFU = model FLOPs (internvideo_jax/flops.py,
 3x the forward) per second over the machine's peak: the published bf16 peak of a known
 accelerator, else a measured one (the best f32 matmul FLOP/s of a 2048^3 jitted matmul).
 
@@ -37,12 +38,13 @@ FRAMES, IMAGE, MASK_RATIO = 16, 224, 0.9
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def make_batch(size, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_batch(size, batch: int, seed: int = 0, frames: int = FRAMES,
+               image: int = IMAGE) -> tuple[np.ndarray, np.ndarray]:
     """(video (B, T, H, W, 3) uint8, mask (B, N) bool) with int(0.9 * hw) tokens masked per tube."""
     from input_pipelines.masking import tube_mask
     rng = np.random.default_rng(seed)
-    video = rng.integers(0, 256, (batch, FRAMES, IMAGE, IMAGE, 3), dtype=np.uint8)
-    grid = (FRAMES // size.tubelet, IMAGE // size.patch, IMAGE // size.patch)
+    video = rng.integers(0, 256, (batch, frames, image, image, 3), dtype=np.uint8)
+    grid = (frames // size.tubelet, image // size.patch, image // size.patch)
     mask = np.stack([tube_mask(grid, MASK_RATIO, rng) for _ in range(batch)])
     return video, mask.reshape(batch, -1)
 
@@ -59,8 +61,13 @@ def time_steps(step, warmup: int, repeats: int) -> float:
     return best
 
 
-def ours(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: int,
-         repeats: int, attention: str = "auto") -> float:
+def build_step(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str,
+               attention: str = "auto"):
+    """Our VideoMAE pretraining step on one device, compiled: (step(state, batch) -> (state,
+    metrics), with the state donated; the initial state; the batch on the device). video (B, T,
+    S, S, 3) uint8 and mask (B, N) bool set the shapes; dtype is the compute dtype (weights and
+    optimizer state stay float32); attention a models/attention.py implementation, fixed here
+    because it is chosen when the step is traced."""
     import flax.linen as nn
     import jax
     from experiments.videomae_pretrain import get_config
@@ -69,7 +76,7 @@ def ours(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup
     from internvideo_jax.tasks import get_task
     config = get_config("tiny")
     config.model.update(size=size_name, dtype=dtype, mask_ratio=MASK_RATIO)
-    config.data.update(num_frames=FRAMES, crop_size=IMAGE)
+    config.data.update(num_frames=video.shape[1], crop_size=video.shape[2])
     config.mesh.update(data=1, fsdp=1, tensor=1)
     task = get_task(config)
     mesh = sharding.make_mesh(config.mesh.to_dict(), jax.devices()[:1])
@@ -77,17 +84,24 @@ def ours(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup
     tx, schedule = train.make_optimizer(config, d)
     with (jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES),
           attention_lib.use_implementation(attention)):
-        state, shardings = train.create_state(task, tx, mesh, jax.random.key(0))
-        fn = jax.jit(train.make_train_step(task, tx, schedule, jax.random.key(1)),
-                     donate_argnums=(0,))
+        state, _ = train.create_state(task, tx, mesh, jax.random.key(0))
         batch = sharding.put_batch({"video": video, "mask": mask}, mesh)
-        holder = [state]
+        step = jax.jit(train.make_train_step(task, tx, schedule, jax.random.key(1)),
+                       donate_argnums=(0,)).lower(state, batch).compile()
+    return step, state, batch
 
-        def step():
-            holder[0], metrics = fn(holder[0], batch)
-            jax.block_until_ready(metrics["loss"])
 
-        return time_steps(step, warmup, repeats)
+def ours(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: int,
+         repeats: int, attention: str = "auto") -> float:
+    import jax
+    fn, state, batch = build_step(size_name, video, mask, dtype, attention)
+    holder = [state]
+
+    def step():
+        holder[0], metrics = fn(holder[0], batch)
+        jax.block_until_ready(metrics["loss"])
+
+    return time_steps(step, warmup, repeats)
 
 
 def hf(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: int,
@@ -103,20 +117,23 @@ def hf(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: 
         decoder_num_hidden_layers=s.decoder_depth, decoder_num_attention_heads=s.decoder_heads,
         decoder_intermediate_size=s.decoder_mlp_dim, norm_pix_loss=True, layer_norm_eps=1e-6,
         qkv_bias=True, use_mean_pooling=False, attn_implementation="sdpa")
-    model = VideoMAEForPreTraining(config).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
-    raw = torch.from_numpy(video)
-    bool_mask = torch.from_numpy(mask)
-    mean, std = torch.from_numpy(MEAN), torch.from_numpy(STD)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = VideoMAEForPreTraining(config).train().to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05,
+                            fused=device == "cuda")
+    raw, bool_mask = torch.from_numpy(video).to(device), torch.from_numpy(mask).to(device)
+    mean, std = torch.from_numpy(MEAN).to(device), torch.from_numpy(STD).to(device)
     autocast = dtype == "bfloat16"
 
     def step():
         pixels = ((raw.float() / 255.0 - mean) / std).permute(0, 1, 4, 2, 3)  # (B, T, C, H, W)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             loss = model(pixel_values=pixels, bool_masked_pos=bool_mask).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     return time_steps(step, warmup, repeats)
 
@@ -128,8 +145,26 @@ IMPLEMENTATIONS = {
 }
 
 
+def measure_peak(_) -> None:
+    """The device's peak FLOP/s in this process: prints {"kind", "peak", "peak_kind"}. (A fresh
+    process, like the measurements: JAX keeps an accelerator's memory while its process lives.)"""
+    import jax
+    from internvideo_jax import flops
+    device = jax.devices()[0]
+    value, kind = flops.peak_flops(device), "published bf16"
+    if value is None:
+        value, kind = flops.measured_matmul_peak(), "measured f32 matmul"
+    else:  # an accelerator: what its bf16 matmuls reach here, beside the datasheet figure
+        import jax.numpy as jnp
+        measured = flops.measured_matmul_peak(8192, jnp.bfloat16, repeats=10)
+        kind += f"; measured bf16 8192^3 matmul here: {measured / 1e12:.0f} TFLOP/s"
+    print(json.dumps({"kind": device.device_kind, "peak": value, "peak_kind": kind}))
+
+
 def child(a) -> None:
     """One measurement in this process: prints {"step_s": ...}."""
+    if a.child == "peak":
+        return measure_peak(a)
     from internvideo_jax.models.videomae import get_size
     video, mask = make_batch(get_size(a.size), a.batch)
     seconds = IMPLEMENTATIONS[a.child](a.size, video, mask, a.dtype, a.warmup, a.repeats)
@@ -163,7 +198,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2, help="fresh-process rounds per implementation")
     p.add_argument("--impls", default=",".join(IMPLEMENTATIONS))
-    p.add_argument("--child", choices=list(IMPLEMENTATIONS), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=[*IMPLEMENTATIONS, "peak"], help=argparse.SUPPRESS)
     p.add_argument("--size", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -172,14 +207,10 @@ def main() -> None:
     if impls[0] != "hf" or any(i not in IMPLEMENTATIONS for i in impls):
         raise SystemExit(f"--impls {a.impls}: 'hf' first (the baseline), then any of "
                          f"{list(IMPLEMENTATIONS)[1:]}")
-    import jax
     from internvideo_jax import flops
     from internvideo_jax.models.videomae import VideoMAEPretrain, get_size
-    device = jax.devices()[0]
-    peak = flops.peak_flops(device)
-    peak_kind = "published bf16"
-    if peak is None:
-        peak, peak_kind = flops.measured_matmul_peak(), "measured f32 matmul"
+    machine = run_fresh(__file__, ["--child", "peak"], "the peak measurement")
+    peak = machine["peak"]
     rows = []
     for name in a.sizes.split(","):
         size = get_size(name)
@@ -196,7 +227,7 @@ def main() -> None:
         result = {impl: {"clips_per_s": a.batch / s, "mfu": step_flops / s / peak}
                   for impl, s in best.items()}
         rows.append((name, result))
-    print(f"\npeak: {peak / 1e12:.2f} TFLOP/s ({peak_kind}) on {device.device_kind}, "
+    print(f"\npeak: {peak / 1e12:.2f} TFLOP/s ({machine['peak_kind']}) on {machine['kind']}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')}; best of {a.rounds} fresh-process rounds")
     others = impls[1:]

@@ -1,0 +1,176 @@
+r"""GPU checks for a session with an NVIDIA GPU: is cuDNN's fused attention taken and correct, how
+fast is it against XLA's attention and PyTorch's flash SDPA, and does bf16 training track float32.
+
+1. attention, bf16, at the attention shapes of VideoMAE pretraining at 16x224 (batch 32): 'auto'
+   must compile to cuDNN's fused kernel (a `__cudnn$fmha` custom call in the optimised HLO); its
+   forward output and q/k/v gradients are compared by ||x - ref|| / ||ref|| with a float32
+   reference (XLA's path at 'highest' matmul precision, inputs upcast), next to XLA's own bf16
+   error; then forward + backward time of cudnn, xla and torch SDPA (PyTorch's flash kernel).
+2. training: our ViT-S pretraining step at 16x224, batch 4, run 4 steps in float32 and in bf16
+   (same weights, data and mask): the bf16 losses must stay within 2% of the float32 ones.
+
+Prints a markdown table per part and one JSON line per measurement; exits non-zero when a check
+fails. --dry-run runs everything on any machine at small shapes, with 'xla' standing in for
+'cudnn' (so the cuDNN rows check nothing there: it tests this script, not the GPU).
+
+  python benchmarks/gpu_check.py
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_step import build_step, make_batch, time_steps  # noqa: E402
+
+# (B, N, heads, head_dim), self-attention: VideoMAE pretraining at 16x224, batch 32.
+SHAPES = {
+    "ViT-B decoder, 1568 tokens": (32, 1568, 6, 64),
+    "ViT-L decoder, 1568 tokens": (32, 1568, 8, 64),
+    "ViT-B encoder, 157 visible": (32, 157, 12, 64),
+    "ViT-H encoder, 157 visible": (32, 157, 16, 80),
+}
+DRY_SHAPES = {"small": (2, 96, 2, 16)}
+ATTENTION_TOLERANCE = 2e-2  # relative L2 of bf16 attention (inputs rounded to 2^-9 relative)
+TRAINING_TOLERANCE = 0.02  # relative loss difference, bf16 against float32, over 4 steps
+
+
+def _relative(x, ref) -> float:
+    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
+def check_attention(shapes: dict, fused: str, repeats: int) -> list[str]:
+    """Correctness and speed of `fused` ('cudnn'; 'xla' in a dry run) per shape; failures."""
+    import jax
+    import jax.numpy as jnp
+    from internvideo_jax.models.attention import attention
+
+    failures = []
+    print("| shape (B, N, h, hd) | HLO has cuDNN fmha | fused rel. error out/dq/dk/dv | xla bf16 "
+          "rel. error out/dq/dk/dv | fused ms | xla ms | torch SDPA ms | fused TFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (b, n, h, hd) in shapes.items():
+        keys = jax.random.split(jax.random.key(n * h + hd), 4)
+        q, k, v, d_out = (jax.random.normal(key, (b, n, h, hd), jnp.bfloat16) for key in keys)
+
+        def grads(implementation, precision=None):
+            def loss(q, k, v):
+                out = attention(q, k, v, implementation=implementation)
+                return jnp.sum(out.astype(jnp.float32) * d_out.astype(jnp.float32)), out
+
+            def run(q, k, v):
+                with (jax.default_matmul_precision(precision) if precision
+                      else contextlib.nullcontext()):
+                    (_, out), g = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+                return (out,) + g
+            return jax.jit(run)
+
+        f32 = [x.astype(jnp.float32) for x in (q, k, v)]
+        reference = grads("xla", "highest")(*f32)
+        auto = grads("auto").lower(q, k, v).compile()
+        has_fmha = "__cudnn$fmha" in auto.as_text()
+        fused_fn, xla_fn = grads(fused), grads("xla")
+        fused_err = [_relative(x, r) for x, r in zip(fused_fn(q, k, v), reference)]
+        xla_err = [_relative(x, r) for x, r in zip(xla_fn(q, k, v), reference)]
+        fused_ms = 1e3 * time_steps(lambda: jax.block_until_ready(fused_fn(q, k, v)), 2, repeats)
+        xla_ms = 1e3 * time_steps(lambda: jax.block_until_ready(xla_fn(q, k, v)), 2, repeats)
+        torch_ms = _torch_sdpa_ms(q, k, v, d_out, repeats)
+        flop = 3 * 4 * b * h * n * n * hd  # forward's two products, backward twice that
+        row = {"shape": name, "bnhd": [b, n, h, hd], "cudnn_in_hlo": has_fmha,
+               "fused_error": fused_err, "xla_error": xla_err, "fused_ms": fused_ms,
+               "xla_ms": xla_ms, "torch_sdpa_ms": torch_ms}
+        print(json.dumps(row), file=sys.stderr)
+        print(f"| {name} {(b, n, h, hd)} | {has_fmha} | "
+              f"{'/'.join(f'{e:.1e}' for e in fused_err)} | "
+              f"{'/'.join(f'{e:.1e}' for e in xla_err)} | {fused_ms:.2f} | {xla_ms:.2f} | "
+              f"{torch_ms:.2f} | {flop / fused_ms / 1e9:.0f} |", flush=True)
+        if fused == "cudnn" and not has_fmha:
+            failures.append(f"{name}: 'auto' did not compile to cuDNN's fused attention")
+        for part, fe, xe in zip(("out", "dq", "dk", "dv"), fused_err, xla_err):
+            if not fe < ATTENTION_TOLERANCE or not fe <= 2 * xe + 1e-3:
+                failures.append(f"{name}: {fused} {part} relative error {fe:.2e} (xla bf16 "
+                                f"{xe:.2e}; bound {ATTENTION_TOLERANCE} and 2x xla + 1e-3)")
+    return failures
+
+
+def _torch_sdpa_ms(q, k, v, d_out, repeats: int) -> float:
+    """PyTorch's scaled_dot_product_attention forward + backward on the same bf16 inputs, on the
+    GPU when there is one; nan without torch."""
+    try:
+        import torch
+    except ImportError:
+        return float("nan")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    as_torch = lambda x: torch.from_numpy(  # noqa: E731  (B, N, h, hd) -> (B, h, N, hd)
+        np.asarray(x, np.float32)).to(device, torch.bfloat16).transpose(1, 2)
+    tq, tk, tv = (as_torch(x).contiguous().requires_grad_() for x in (q, k, v))
+    td = as_torch(d_out)
+
+    def step():
+        for t in (tq, tk, tv):
+            t.grad = None
+        out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv)
+        (out.float() * td.float()).sum().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return 1e3 * time_steps(step, 2, repeats)
+
+
+def check_training(size: str, batch: int, frames: int, image: int, steps: int) -> list[str]:
+    """Losses of `steps` steps in float32 and bf16 from the same start; failures."""
+    import jax
+    from internvideo_jax.models.videomae import get_size
+    video, mask = make_batch(get_size(size), batch, frames=frames, image=image)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        step, state, batch_on_device = build_step(size, video, mask, dtype)
+        losses[dtype] = []
+        for _ in range(steps):
+            state, metrics = step(state, batch_on_device)
+            losses[dtype].append(float(jax.device_get(metrics["loss"])))
+    gaps = [abs(b - f) / abs(f) for f, b in zip(losses["float32"], losses["bfloat16"])]
+    print(json.dumps({"training": size, "losses": losses, "relative_gaps": gaps}), file=sys.stderr)
+    print(f"\n| ViT-{size} {frames}x{image} batch {batch}, step | float32 loss | bf16 loss | "
+          "relative gap |\n|---|---|---|---|")
+    for i, (f, b, g) in enumerate(zip(losses["float32"], losses["bfloat16"], gaps)):
+        print(f"| {i} | {f:.5f} | {b:.5f} | {g:.1e} |")
+    return [f"training step {i}: bf16 loss {b:.5f} vs float32 {f:.5f} ({g:.1e} > "
+            f"{TRAINING_TOLERANCE})"
+            for i, (f, b, g) in enumerate(zip(losses["float32"], losses["bfloat16"], gaps))
+            if not g <= TRAINING_TOLERANCE]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dry-run", action="store_true",
+                   help="small shapes on any machine, 'xla' standing in for 'cudnn'")
+    p.add_argument("--repeats", type=int, default=10)
+    a = p.parse_args()
+    import jax
+    device = jax.devices()[0]
+    print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}")
+    if not a.dry_run and jax.default_backend() != "gpu":
+        raise SystemExit("gpu_check: no GPU here (jax backend "
+                         f"{jax.default_backend()!r}); --dry-run tests the script anywhere")
+    failures = check_attention(DRY_SHAPES if a.dry_run else SHAPES,
+                               "xla" if a.dry_run else "cudnn", 2 if a.dry_run else a.repeats)
+    if a.dry_run:
+        failures += check_training("tiny", 2, 4, 32, 2)
+    else:
+        failures += check_training("S", 4, 16, 224, 4)
+    if failures:
+        raise SystemExit("gpu_check FAILED:\n  " + "\n  ".join(failures))
+    print("\ngpu_check: all checks passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU half of issue 7's benchmarks in one call to a lent NVIDIA machine (H100/H200; about
+# 8 minutes of its time): cuDNN attention taken and correct, bf16 training tracking float32
+# (benchmarks/gpu_check.py), then the VideoMAE pretraining step in bf16 against HF transformers
+# for ViT-S, ViT-B and ViT-L with MFU (benchmarks/train_step.py).
+#
+# That machine has its own Python 3.12 with jax, torch (CUDA), transformers, flax and optax, and
+# no package index. The rest of our requirements travel as wheels:
+#   1. here, with pip's index:   bash benchmarks/gpu_session.sh --wheels   (.whl/, ~48 MB, ignored)
+#   2. the device call:          command "bash benchmarks/gpu_session.sh", carry [".whl"],
+#                                timeout_s 600; results come back under $OUT (*.md, *.log).
+# Its jax is whatever that image holds (0.11.x when this was written); ours are pinned to the
+# versions in requirements.txt and carried, jax itself cannot be (its CUDA plugin is too large).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--wheels" ]]; then
+  # requirements.txt's pins for what the image lacks or holds at another version, then the
+  # dependencies of those that the image lacks (versions as our CPU environment resolves them).
+  pins=$(grep -E '^(flax|optax|orbax-checkpoint|grain|tensorflow-datasets|array-record|ml-collections|av|tensorboardX|ftfy|importlib_resources)==' requirements.txt | sed 's/ *#.*//')
+  extra="wcwidth==0.9.4 dm-tree==0.1.10 docstring_parser==0.18.0 googleapis-common-protos==1.76.0
+         immutabledict==4.3.1 portpicker==1.6.0 simple-parsing==0.1.9 tensorflow-metadata==1.21.0
+         termcolor==3.3.0 toml==0.10.2"
+  rm -rf .whl && mkdir -p .whl
+  # shellcheck disable=SC2086
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+    --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform any -d .whl $pins $extra || exit 1
+  # promise (tensorflow-datasets' dependency) is published as a source archive only.
+  python3 -m pip wheel -q --no-deps -w .whl promise==2.3 || exit 1
+  du -sh .whl && ls .whl
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/gpu_session}
+mkdir -p "$OUT"
+ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/: run 'bash $0 --wheels' here first, then carry .whl"; exit 2; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+nvidia-smi -L
+python3 -c "import sys, jax, flax, optax, torch, transformers, grain
+print('python', sys.version.split()[0], '| jax', jax.__version__, '| flax', flax.__version__,
+      '| torch', torch.__version__, '| transformers', transformers.__version__, '|', jax.devices())" \
+  || exit 1
+
+status=0
+run() {  # run NAME TIMEOUT_S COMMAND...: stdout to $OUT/NAME.md (and here), stderr to NAME.log
+  local name=$1 limit=$2; shift 2
+  echo "== $name: $*"
+  timeout "$limit" "$@" 2>"$OUT/$name.log" | tee "$OUT/$name.md"
+  local rc=${PIPESTATUS[0]}
+  [[ $rc == 0 ]] || { echo "== $name exited $rc; its stderr ends:"; tail -5 "$OUT/$name.log"; status=1; }
+}
+run gpu_check 150 python3 benchmarks/gpu_check.py
+run train_step_S_B 240 python3 benchmarks/train_step.py --sizes S,B --batch 32 --dtype bfloat16 \
+  --rounds 1 --repeats 5 --impls hf,ours,ours_xla_attention
+run train_step_L 180 python3 benchmarks/train_step.py --sizes L --batch 16 --dtype bfloat16 \
+  --rounds 1 --repeats 5 --impls hf,ours
+exit $status
