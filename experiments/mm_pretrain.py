@@ -39,7 +39,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.model = config_dict.ConfigDict(dict(
         size="tiny", contrastive_weight=1.0, caption_weight=1.0, caption_length=77,
         drop_path_rate=0.0, dtype="float32",
-        remat="none",  # video and text encoder layers: none | full | dots | dots_no_batch
+        remat="none",  # video, text encoder and caption decoder layers: none|full|dots|dots_no_batch
         scan_layers=False))  # both encoders' layers as nn.scan (compile time flat in depth)
     c.data = config_dict.ConfigDict(dict(
         dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=8,

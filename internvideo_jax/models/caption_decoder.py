@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from internvideo_jax.models.attention import attention
-from internvideo_jax.models.layers import Projection, constrain, gelu
+from internvideo_jax.models.layers import Projection, constrain, gelu, remat_block
 
 Dtype = Any
 
@@ -171,10 +171,14 @@ class AttentionPooler(nn.Module):
 
 
 class CaptionDecoder(nn.Module):
-    """(video tokens (B, M, Cv), text tokens (B, L, D)) -> next-token logits (B, L, vocab), f32."""
+    """(video tokens (B, M, Cv), text tokens (B, L, D)) -> next-token logits (B, L, vocab), f32.
+
+    remat: a layers.REMAT_POLICIES name for the causal and cross blocks (same outputs and
+    parameters)."""
 
     size: CaptionDecoderSize
     dtype: Dtype = jnp.float32
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, visual_tokens: jax.Array, text_tokens: jax.Array) -> jax.Array:
@@ -187,9 +191,11 @@ class CaptionDecoder(nn.Module):
             visual_tokens, width)  # (B, Q, D)
         x = _norm("text_norm", use_bias=True)(text_tokens).astype(self.dtype)  # (B, L, D)
         x = constrain(x, "act_batch", "act_length", "act_embed")
+        causal_block = remat_block(self.remat, ParallelCausalBlock, static_argnums=())
+        cross_block = remat_block(self.remat, CrossBlock, static_argnums=())
         for i in range(s.layers):
-            x = ParallelCausalBlock(s.heads, s.ff_mult, self.dtype, name=f"causal_{i}")(x)
-            x = CrossBlock(s.heads, s.ff_mult, self.dtype, name=f"cross_{i}")(x, pooled)
+            x = causal_block(s.heads, s.ff_mult, self.dtype, name=f"causal_{i}")(x)
+            x = cross_block(s.heads, s.ff_mult, self.dtype, name=f"cross_{i}")(x, pooled)
         x = _norm("predictor_norm_1", use_bias=True)(x).astype(self.dtype)
         x = _proj((width,), ("embed",), ("mlp",), "predictor_fc", self.dtype, use_bias=True)(x)
         x = gelu(x)

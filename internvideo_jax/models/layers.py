@@ -276,15 +276,16 @@ REMAT_POLICIES = {
 }
 
 
-def remat_block(remat: str, block: type | None = None):
-    """`block` (a module class called as (x, deterministic); default Block), or the same under
-    jax.checkpoint with the named policy (REMAT_POLICIES)."""
+def remat_block(remat: str, block: type | None = None, static_argnums: tuple[int, ...] = (2,)):
+    """`block` (a module class; default Block), or the same under jax.checkpoint with the named
+    policy (REMAT_POLICIES). static_argnums: its __call__'s Python-value arguments, self counted
+    as 0; the default fits blocks called as (x, deterministic)."""
     block = Block if block is None else block
     if remat not in REMAT_POLICIES:
         raise ValueError(f"Unknown remat policy {remat!r}; choose one of {sorted(REMAT_POLICIES)}.")
     if remat == "none":
         return block
-    return nn.remat(block, policy=REMAT_POLICIES[remat], static_argnums=(2,))
+    return nn.remat(block, policy=REMAT_POLICIES[remat], static_argnums=static_argnums)
 
 
 class Transformer(nn.Module):

@@ -52,7 +52,7 @@ class VideoTextModel(nn.Module):
     caption: bool = True  # build the caption decoder
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
-    remat: str = "none"  # both encoders' layers (layers.REMAT_POLICIES)
+    remat: str = "none"  # both encoders' and the caption decoder's layers (layers.REMAT_POLICIES)
     scan: bool = False  # both encoders' blocks as one nn.scan each (layers.scan_blocks)
 
     def setup(self):
@@ -63,7 +63,8 @@ class VideoTextModel(nn.Module):
         self.logit_scale = self.param("logit_scale", nn.with_logical_partitioning(
             nn.initializers.constant(math.log(1 / 0.07)), ()), (), jnp.float32)
         if self.caption:
-            self.decoder = caption_decoder.CaptionDecoder(self.size.decoder, dtype=self.dtype)
+            self.decoder = caption_decoder.CaptionDecoder(self.size.decoder, dtype=self.dtype,
+                                                          remat=self.remat)
 
     def encode_video(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
         """(B, T, H, W, 3) -> (B, E)."""
