@@ -7,6 +7,8 @@
 # That machine has its own Python 3.12 with jax, torch (CUDA), transformers, flax and optax, and
 # no package index. The rest of our requirements travel as wheels:
 #   1. here, with pip's index:   bash benchmarks/gpu_session.sh --wheels   (.whl/, ~48 MB, ignored)
+#      and, to catch a broken script before it costs device time (CPU, ~40 s):
+#                                python benchmarks/gpu_check.py --dry-run
 #   2. the device call:          command "bash benchmarks/gpu_session.sh", carry [".whl"],
 #                                timeout_s 600; results come back under $OUT (*.md, *.log).
 # Its jax is whatever that image holds (0.11.x when this was written); ours are pinned to the
