@@ -38,14 +38,29 @@ fi
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
 ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/: run 'bash $0 --wheels' here first, then carry .whl"; exit 2; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
+install() {  # install WHEELS...: into a fresh /tmp/site
+  rm -rf /tmp/site && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target /tmp/site "$@"
+}
+imports_work() {  # the project's import chain and one jitted flax module on the device
+  python3 -c "import sys, jax, flax, optax, orbax.checkpoint, torch, transformers, grain
+import flax.linen as nn, jax.numpy as jnp
+from internvideo_jax import train
+from internvideo_jax.tasks import videomae_pretrain
+y = jax.jit(lambda x: nn.Dense(8).init_with_output(jax.random.key(0), x)[0])(jnp.ones((2, 4)))
+print('python', sys.version.split()[0], '| jax', jax.__version__, '| flax', flax.__version__,
+      '| optax', optax.__version__, '| torch', torch.__version__, '| transformers',
+      transformers.__version__, '|', jax.devices())"
+}
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi -L
-python3 -c "import sys, jax, flax, optax, torch, transformers, grain
-print('python', sys.version.split()[0], '| jax', jax.__version__, '| flax', flax.__version__,
-      '| torch', torch.__version__, '| transformers', transformers.__version__, '|', jax.devices())" \
-  || exit 1
+install .whl/*.whl || exit 1
+if ! imports_work; then
+  # Our pinned flax/optax/orbax may predate the image's jax: try the image's own instead.
+  echo "== the pinned flax/optax/orbax-checkpoint failed on this jax; retrying with the image's"
+  install $(ls .whl/*.whl | grep -v -E '/(flax|optax|orbax_checkpoint)-') || exit 1
+  imports_work || exit 1
+fi
 
 status=0
 BUDGET_S=${BUDGET_S:-575}  # the device call's 600-s limit, less a margin: each step's timeout is cut to what is left
