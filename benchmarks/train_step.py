@@ -6,9 +6,10 @@ the masked tokens, backward, AdamW update. Setting: 16 frames at 224x224, tubele
 90% tube masking (the same boolean mask for both), float32 on CPU. On a GPU both sides run there:
 --dtype bfloat16 gives ours bf16 compute with float32 master weights, and HF torch.autocast(bf16)
 with its SDPA attention (flash) and fused AdamW, float32 master weights too. clips/s is the best of
---repeats timed steps after --warmup untimed ones (each step synchronises with the device). MFU = model FLOPs (internvideo_jax/flops.py,
-3x the forward) per second over the machine's peak: the published bf16 peak of a known
-accelerator, else a measured one (the best f32 matmul FLOP/s of a 2048^3 jitted matmul).
+--repeats timed steps after --warmup untimed ones (each step synchronises with the device).
+MFU = model FLOPs (internvideo_jax/flops.py, 3x the forward) per second over the machine's peak:
+the published bf16 peak of a known accelerator (its measured bf16 8192^3 matmul rate printed
+beside it), else a measured one (the best f32 matmul FLOP/s of a 2048^3 jitted matmul).
 
 Implementations: 'hf' (the baseline), 'ours' (attention 'auto': the blocked CPU kernel of
 internvideo_jax/models/attention.py on the CPU) and 'ours_xla_attention' (the same step with
