@@ -19,7 +19,9 @@ cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--wheels" ]]; then
   # requirements.txt's pins for what the image lacks or holds at another version, then the
   # dependencies of those that the image lacks (versions as our CPU environment resolves them).
-  pins=$(grep -E '^(flax|optax|orbax-checkpoint|grain|tensorflow-datasets|array-record|ml-collections|av|tensorboardX|ftfy|importlib_resources)==' requirements.txt | sed 's/ *#.*//')
+  carried='flax|optax|orbax-checkpoint|grain|tensorflow-datasets|array-record|ml-collections|av'
+  carried+='|tensorboardX|ftfy|importlib_resources'
+  pins=$(grep -E "^($carried)==" requirements.txt | sed 's/ *#.*//')
   extra="wcwidth==0.9.4 dm-tree==0.1.10 docstring_parser==0.18.0 googleapis-common-protos==1.76.0
          immutabledict==4.3.1 portpicker==1.6.0 simple-parsing==0.1.9 tensorflow-metadata==1.21.0
          termcolor==3.3.0 toml==0.10.2"
@@ -37,7 +39,9 @@ fi
 
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
-ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/: run 'bash $0 --wheels' here first, then carry .whl"; exit 2; }
+if ! ls .whl/*.whl >/dev/null 2>&1; then
+  echo "no .whl/: run 'bash $0 --wheels' here first, then carry .whl"; exit 2
+fi
 install() {  # install WHEELS...: into a fresh /tmp/site
   rm -rf /tmp/site && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target /tmp/site "$@"
@@ -63,7 +67,8 @@ if ! imports_work; then
 fi
 
 status=0
-BUDGET_S=${BUDGET_S:-575}  # the device call's 600-s limit, less a margin: each step's timeout is cut to what is left
+# The device call's 600-s limit, less a margin: each step's timeout is cut to what is left of it.
+BUDGET_S=${BUDGET_S:-575}
 run() {  # run NAME TIMEOUT_S COMMAND...: stdout to $OUT/NAME.md (and here), stderr to NAME.log
   local name=$1 limit=$2; shift 2
   local left=$((BUDGET_S - SECONDS))
@@ -72,7 +77,9 @@ run() {  # run NAME TIMEOUT_S COMMAND...: stdout to $OUT/NAME.md (and here), std
   echo "== $name (at ${SECONDS}s, up to ${limit}s): $*"
   timeout "$limit" "$@" 2>"$OUT/$name.log" | tee "$OUT/$name.md"
   local rc=${PIPESTATUS[0]}
-  [[ $rc == 0 ]] || { echo "== $name exited $rc; its stderr ends:"; tail -5 "$OUT/$name.log"; status=1; }
+  if [[ $rc != 0 ]]; then
+    echo "== $name exited $rc; its stderr ends:"; tail -5 "$OUT/$name.log"; status=1
+  fi
 }
 run gpu_check 150 python3 benchmarks/gpu_check.py
 run train_step_S_B 240 python3 benchmarks/train_step.py --sizes S,B --batch 32 --dtype bfloat16 \
