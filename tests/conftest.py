@@ -2,9 +2,15 @@
 demo dataset built once per session in a temporary directory."""
 import os
 
-import jax
-import pytest
-from absl import flags
+# The suite checks CPU numerics against references (float32 tolerances, 8 fake CPU devices); on a
+# machine with a GPU, JAX would take the GPU instead (one device, TF32 matmuls). Set here, before
+# jax is imported, so that the processes tests start inherit it too. JAX_PLATFORMS=cuda pytest
+# runs the suite on a GPU on purpose; benchmarks/gpu_check.py is the GPU check.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from absl import flags  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_compilation_cache_dir",
