@@ -133,7 +133,10 @@ def test_auto_asks_for_cudnn_on_gpu_for_half_precision_only(monkeypatch):
     """JAX's own default is the XLA path even on a GPU; 'auto' must ask for cuDNN's fused kernel
     where cuDNN can take the call: bf16/fp16, no mask, head dim a multiple of 8 up to 128."""
     _pretend_gpu(monkeypatch)
-    bf16 = lambda *shape: jnp.zeros(shape, jnp.bfloat16)  # noqa: E731
+
+    def bf16(*shape):
+        return jnp.zeros(shape, jnp.bfloat16)
+
     assert attention_lib._auto(bf16(2, 1568, 6, 64), bf16(2, 1568, 6, 64), None, False) == "cudnn"
     assert attention_lib._auto(bf16(2, 77, 8, 64), bf16(2, 77, 8, 64), None, True) == "cudnn"
     assert attention_lib._auto(bf16(2, 76, 8, 64), bf16(2, 256, 1, 64), None, False) == "cudnn"
