@@ -20,7 +20,7 @@ import optax
 
 from input_pipelines.robust import BadVideoTracker
 from internvideo_jax import checkpointing, flops, optim, sharding
-from internvideo_jax.models import layers
+from internvideo_jax.models import attention, layers
 from internvideo_jax.metrics_writer import MetricsWriter
 from internvideo_jax.tasks import get_task
 
@@ -324,7 +324,12 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
             t0 = time.perf_counter()
             batch = sharding.put_batch(bad_videos.update(next(data_iter)), mesh)
             data_wait += time.perf_counter() - t0
-            state, metrics = step_fn(state, batch)
+            if step == start:  # traced now: say which attention kernels it took
+                with attention.record_choices() as choices:
+                    state, metrics = step_fn(state, batch)
+                writer.info(attention.describe(choices))
+            else:
+                state, metrics = step_fn(state, batch)
             pending.append(metrics)
             done = step + 1
             writer.advance()

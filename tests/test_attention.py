@@ -157,9 +157,11 @@ def test_auto_falls_back_to_xla_with_a_warning_where_cudnn_refuses(monkeypatch, 
     expected = attention(q, k, v, implementation="xla")
     _pretend_gpu(monkeypatch)
     attention_lib._FALLBACKS_LOGGED.clear()
-    with caplog.at_level("WARNING", logger=attention_lib.__name__):
+    with (caplog.at_level("WARNING", logger=attention_lib.__name__),
+          attention_lib.record_choices() as choices):
         first = attention(q, k, v)
         again = attention(q, k, v)
+    assert choices == {("xla", q.shape, k.shape, False): 2}  # recorded as the path really taken
     np.testing.assert_array_equal(np.asarray(first, np.float32), np.asarray(expected, np.float32))
     np.testing.assert_array_equal(np.asarray(again, np.float32), np.asarray(expected, np.float32))
     warnings = [r.getMessage() for r in caplog.records]
@@ -167,6 +169,29 @@ def test_auto_falls_back_to_xla_with_a_warning_where_cudnn_refuses(monkeypatch, 
     assert "using the XLA path" in warnings[0]
     with pytest.raises(RuntimeError, match="cuDNN"):
         attention(q, k, v, implementation="cudnn")
+
+
+def test_record_choices_counts_what_each_traced_call_took():
+    """What the trainer logs for its first step: per (implementation, q, k, causal) the number of
+    attention calls traced inside the block, fallbacks under the implementation really taken."""
+    long_qkv = _inputs(1, 600, 600, 2, 8)[:3]
+    short_qkv = _inputs(1, 64, 64, 2, 8)[:3]
+
+    def three_calls(long_q, short_q):
+        a = attention(long_q, long_q, long_q)
+        b = attention(short_q, short_q, short_q, is_causal=True)
+        c = attention(short_q, short_q, short_q, is_causal=True)
+        return a.sum() + b.sum() + c.sum()
+
+    with attention_lib.record_choices() as choices:
+        jax.jit(three_calls).lower(long_qkv[0], short_qkv[0])
+    assert choices == {("blocked", (1, 600, 2, 8), (1, 600, 2, 8), False): 1,
+                       ("xla", (1, 64, 2, 8), (1, 64, 2, 8), True): 2}
+    assert attention_lib.describe(choices) == (
+        "attention as traced: blocked x 1 on q (1, 600, 2, 8) k (1, 600, 2, 8); "
+        "xla x 2 on q (1, 64, 2, 8) k (1, 64, 2, 8) causal")
+    attention(*short_qkv)  # outside the block: nothing more is counted
+    assert sum(choices.values()) == 3
 
 
 def test_bad_requests_are_refused_with_the_reason():

@@ -20,10 +20,15 @@ def _losses(workdir):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_interrupted_run_resumes_with_identical_losses(data_dir, tmp_path, workers):
+def test_interrupted_run_resumes_with_identical_losses(data_dir, tmp_path, workers, capsys):
     config = tiny_config(data_dir, **{"data.num_workers": workers})
     full, interrupted = str(tmp_path / "full"), str(tmp_path / "interrupted")
     train.train(config, full, progress=False)
+    # The first step's trace is logged with the attention kernels it took: XLA's for the decoder's
+    # 512 tokens (2 layers) and the encoder's 56 visible (4 layers), since the tests' batch is
+    # sharded over 8 CPU devices, where the blocked kernel (it loops over batch x heads) is not used.
+    assert ("attention as traced: xla x 2 on q (8, 512, 2, 32) k (8, 512, 2, 32); "
+            "xla x 4 on q (8, 56, 4, 32) k (8, 56, 4, 32)") in capsys.readouterr().out
     train.train(config, interrupted, stop_after_step=3, progress=False)  # "killed" after step 3
     assert sorted(_losses(interrupted)) == [1, 2, 3]
     train.train(config, interrupted, progress=False)  # restarted: resumes from checkpoint 3

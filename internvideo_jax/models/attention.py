@@ -26,9 +26,12 @@ Three implementations:
 An explicit 'cudnn' has no fallback: cuDNN's refusal is raised.
 `with attention.use_implementation('xla'):` overrides 'auto' for whatever is traced inside it (it
 acts at trace time: jit the function inside the block), e.g. to measure one against the other.
+`with attention.record_choices() as choices:` counts what every call traced inside it took
+(`describe(choices)` for a log line; the trainer logs it for its first step).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import functools
@@ -44,6 +47,7 @@ CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)  # cuDNN's fused attention takes no f
 CUDNN_MAX_HEAD_DIM = 128  # every GPU generation's limit (Hopper's is 256)
 _CHOSEN = contextvars.ContextVar("attention_implementation", default="auto")
 _FALLBACKS_LOGGED: set[str] = set()
+_RECORD = contextvars.ContextVar("attention_record", default=None)
 
 
 def _check(implementation: str) -> str:
@@ -51,6 +55,27 @@ def _check(implementation: str) -> str:
         raise ValueError(f"attention implementation {implementation!r}: expected one of "
                          f"{IMPLEMENTATIONS}")
     return implementation
+
+
+@contextlib.contextmanager
+def record_choices():
+    """Within the block, each attention() call traced adds one to the yielded Counter under
+    (implementation taken, q shape, k shape, causal): what 'auto' chose, fallbacks included."""
+    choices = collections.Counter()
+    token = _RECORD.set(choices)
+    try:
+        yield choices
+    finally:
+        _RECORD.reset(token)
+
+
+def describe(choices: collections.Counter) -> str:
+    """One log line: 'attention as traced: cudnn x 12 on q (32, 1568, 6, 64) k (...); ...'."""
+    if not choices:
+        return "attention as traced: no attention calls"
+    parts = [f"{impl} x {n} on q {q} k {k}{' causal' if causal else ''}"
+             for (impl, q, k, causal), n in sorted(choices.items(), key=str)]
+    return "attention as traced: " + "; ".join(parts)
 
 
 @contextlib.contextmanager
@@ -73,10 +98,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     automatic = implementation == "auto"
     if automatic:
         implementation = _auto(q, k, mask, is_causal)
+    out = None
     if implementation == "cudnn":
         try:
-            return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
-                                                implementation="cudnn")
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
+                                               implementation="cudnn")
         except (RuntimeError, NotImplementedError, ValueError) as refusal:
             if not automatic:
                 raise
@@ -88,8 +114,13 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
             raise ValueError("the blocked attention kernel takes no mask, no causal flag and as "
                              f"many k/v heads as query heads (q {q.shape}, k {k.shape}); use "
                              "implementation='xla'")
-        return blocked_attention(q, k, v)
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+        out = blocked_attention(q, k, v)
+    if out is None:
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+    record = _RECORD.get()
+    if record is not None:
+        record[(implementation, tuple(q.shape), tuple(k.shape), is_causal)] += 1
+    return out
 
 
 def _auto(q, k, mask, is_causal) -> str:
