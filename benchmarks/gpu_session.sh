@@ -87,7 +87,7 @@ run train_step_S_B 240 python3 benchmarks/train_step.py --sizes S,B --batch 32 -
 run train_step_L 180 python3 benchmarks/train_step.py --sizes L --batch 16 --dtype bfloat16 \
   --rounds 1 --repeats 5 --impls hf,ours
 # The trainer end to end on the GPU: the demo dataset built and decoded (PyAV), 20 bf16 steps with
-# MFU logged (its log is train_smoke.log).
+# MFU logged; train_smoke.md's "attention as traced:" line says which kernels the model took.
 run train_smoke 150 python3 -m internvideo_jax.main --config experiments/videomae_pretrain.py:tiny \
   --workdir /tmp/gpu_smoke --config.num_epochs=0.4 --config.data.data_dir=/tmp/gpu_smoke_data \
   --config.model.dtype=bfloat16
