@@ -41,16 +41,28 @@ def jax_step(implementation: str, q, k, v, d_out):
     return lambda: jax.block_until_ready(grad(q, k, v))
 
 
-def torch_step(q, k, v, d_out):
+def torch_step(q, k, v, d_out, causal: bool = False):
+    """PyTorch's scaled_dot_product_attention forward + backward on (B, N, h, hd) inputs (k, v
+    may have fewer heads), in the inputs' dtype (bf16 stays bf16), on the GPU when there is one;
+    returns a step() that blocks until done."""
     import torch
-    tq, tk, tv = (torch.tensor(x).transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
-    td = torch.tensor(d_out).transpose(1, 2)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if str(np.asarray(q).dtype) == "bfloat16" else torch.float32
+
+    def as_torch(x):  # (B, N, h, hd) -> (B, h, N, hd)
+        return torch.from_numpy(np.asarray(x, np.float32)).to(device, dtype).transpose(1, 2)
+
+    tq, tk, tv = (as_torch(x).contiguous().requires_grad_() for x in (q, k, v))
+    td = as_torch(d_out)
 
     def step():
         for t in (tq, tk, tv):
             t.grad = None
-        out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv)
-        (out * td).sum().backward()
+        out = torch.nn.functional.scaled_dot_product_attention(
+            tq, tk, tv, is_causal=causal, enable_gqa=tk.shape[1] != tq.shape[1])
+        (out.float() * td.float()).sum().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     return step
 

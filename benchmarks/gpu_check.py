@@ -110,28 +110,13 @@ def check_attention(shapes: dict, repeats: int) -> list[str]:
 
 
 def _torch_sdpa_ms(q, k, v, d_out, causal: bool, repeats: int) -> float:
-    """PyTorch's scaled_dot_product_attention forward + backward on the same bf16 inputs, on the
-    GPU when there is one; nan without torch."""
-    try:
-        import torch
-    except ImportError:
+    """PyTorch's SDPA forward + backward on the same bf16 inputs (benchmarks/attention.py's
+    torch_step), in ms; nan without torch."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
         return float("nan")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    as_torch = lambda x: torch.from_numpy(  # noqa: E731  (B, N, h, hd) -> (B, h, N, hd)
-        np.asarray(x, np.float32)).to(device, torch.bfloat16).transpose(1, 2)
-    tq, tk, tv = (as_torch(x).contiguous().requires_grad_() for x in (q, k, v))
-    td = as_torch(d_out)
-
-    def step():
-        for t in (tq, tk, tv):
-            t.grad = None
-        out = torch.nn.functional.scaled_dot_product_attention(
-            tq, tk, tv, is_causal=causal, enable_gqa=tk.shape[1] != tq.shape[1])
-        (out.float() * td.float()).sum().backward()
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    return 1e3 * time_steps(step, 2, repeats)
+    from attention import torch_step  # benchmarks/attention.py (this folder is on sys.path)
+    return 1e3 * time_steps(torch_step(q, k, v, d_out, causal), 2, repeats)
 
 
 def check_training(size: str, batch: int, frames: int, image: int, steps: int) -> list[str]:
