@@ -13,11 +13,17 @@ config's mesh over the topology's chips, the config's global batch, grad accumul
 and compiled by XLA for that target. Reported per chip: parameters, optimizer state, the batch
 (argument bytes), activations and scratch (the compiler's temp buffers), generated code; the sum
 against the chip's HBM; model FLOPs per step (internvideo_jax/flops.py) and, where the compiler
-gives one, its estimated step time and the MFU that would imply. Nothing is allocated.
+gives one, its estimated step time and the MFU that would imply; and what one chip communicates
+per step, read from the optimised HLO (internvideo_jax/collectives.py): each kind of collective
+with its dtype, group size (named by the mesh axes it matches), count and bytes. Nothing is
+allocated.
 """
 from __future__ import annotations
 
+import glob
 import json
+import os
+import tempfile
 
 import flax.linen as nn
 import jax
@@ -58,8 +64,27 @@ def _sharded_bytes(tree, shardings) -> int:
     return total
 
 
+def _compile_with_hlo(lowered) -> tuple:
+    """(compiled, optimised HLO text). The text comes from XLA's dump: libtpu's executables do not
+    all print (`as_text` fails on some TPU async instructions). The persistent compilation cache
+    is off for this compile, as a cache hit would dump nothing."""
+    cache = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        with tempfile.TemporaryDirectory() as dump:
+            compiled = lowered.compile({"xla_dump_to": dump, "xla_dump_hlo_as_text": True})
+            texts = glob.glob(os.path.join(dump, "*after_optimizations.txt"))
+            if not texts:
+                raise RuntimeError(f"XLA wrote no optimised HLO to {dump}: cannot count the "
+                                   f"step's collectives.")
+            with open(max(texts, key=os.path.getsize)) as f:
+                return compiled, f.read()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache)
+
+
 def plan(config, topology: str, slices: int = 1) -> dict:
-    from internvideo_jax import flops, sharding, train
+    from internvideo_jax import collectives, flops, sharding, train
     from internvideo_jax.tasks import get_task
     devices = topology_devices(topology, slices)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
@@ -85,7 +110,7 @@ def plan(config, topology: str, slices: int = 1) -> dict:
                        in_shardings=(state_shardings, {k: v.sharding for k, v in batch.items()}),
                        out_shardings=(state_shardings, sharding.replicated(mesh)),
                        donate_argnums=(0,))
-        compiled = step.lower(state, batch).compile()
+        compiled, hlo = _compile_with_hlo(step.lower(state, batch))
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -113,6 +138,10 @@ def plan(config, topology: str, slices: int = 1) -> dict:
                            "temp": int(memory.temp_size_in_bytes)},
         "hbm_gib": hbm, "fits": None if hbm is None else per_chip["total_gib"] <= hbm,
     }
+    rows = collectives.census(hlo, dict(mesh.shape))
+    report["collectives_per_chip"] = [{**r, "full_gib": round(r["full_bytes"] / gib, 4),
+                                       "ring_gib": round(r["ring_bytes"] / gib, 4)} for r in rows]
+    report["collectives_summary"] = collectives.describe(rows)
     per_example = flops.training_flops_per_example(task)
     if per_example:
         step_flops = per_example * config.batch_size
