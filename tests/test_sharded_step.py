@@ -178,6 +178,36 @@ def test_fit_planner_on_the_local_devices(data_dir):
     assert report["model_tflop_per_step"] == pytest.approx(
         3 * task.flops_per_example() * config.batch_size / 1e12)
 
+    # Communication, read from the compiled step. FSDP over 8: every gather is over 'fsdp', and
+    # each parameter the rules shard is gathered whole at least once (forward) and at most twice
+    # (again for the backward); the gradients are reduced over 'fsdp' (XLA:CPU all-reduces them,
+    # TPUs reduce-scatter), every parameter's bytes at least once.
+    total = sharding.bytes_per_device(state.params)["total"]
+    sharded = sum(x.nbytes for x in jax.tree.leaves(state.params)
+                  if x.sharding.shard_shape(x.shape) != x.shape)
+    rows = report["collectives_per_chip"]
+    gathers = [r for r in rows if r["kind"] == "all-gather"]
+    assert gathers and {r["axes"] for r in gathers} == {"fsdp"}, rows
+    assert sharded <= sum(r["full_bytes"] for r in gathers) <= 2 * sharded
+    reduced = sum(r["full_bytes"] for r in rows if r["kind"] in ("all-reduce", "reduce-scatter"))
+    assert reduced >= total and {r["axes"] for r in rows} == {"fsdp"}
+    assert any(line.startswith("all-gather f32 over fsdp (8 chips)")
+               for line in report["collectives_summary"])
+
+
+def test_fit_planner_counts_data_parallel_gradient_all_reduce_exactly(data_dir):
+    """Pure data parallelism moves exactly the gradients: no gathers, and one chip's all-reduce
+    bytes over 'data' are the parameters' f32 bytes plus a few scalars (loss and metrics)."""
+    from internvideo_jax import plan
+    config = tiny_config(data_dir)
+    config.mesh.update(data=8, fsdp=1, tensor=1)
+    report = plan.plan(config, "local")
+    params = report["parameters"] * 4
+    rows = report["collectives_per_chip"]
+    assert [(r["kind"], r["axes"], r["group_size"]) for r in rows] == [("all-reduce", "data", 8)]
+    assert params <= rows[0]["full_bytes"] <= params + 64
+    assert rows[0]["ring_bytes"] == pytest.approx(2 * 7 / 8 * rows[0]["full_bytes"])
+
 
 def test_dcn_slices_are_the_outer_factor_of_data():
     """Two 4-device slices, mesh data=4 (2 over DCN x 2 within a slice) x fsdp=2: every fsdp
