@@ -13,7 +13,10 @@ grouped by kind, element type and group size, with two byte counts per chip and 
                bandwidth for a lower bound on the step's communication time.
 
 TPU compilers write a reduce-scatter as an all-reduce inside a fusion named `all-reduce-scatter`
-whose result is the chip's slice; that counts as a reduce-scatter here. Collectives inside a
+whose result is the chip's slice; that counts as a reduce-scatter here. Across slices (multi-slice,
+DCN) libtpu does not emit collectives but Megascale `send` instructions tagged with the transfer
+(`_xla_megascale_transfer_type="ALL_REDUCE"`); each counts as a 'dcn all-reduce' (etc.) of the
+sent array over the slices (axes 'slices (DCN)'). Collectives inside a
 while loop (scanned layers, gradient accumulation) are counted once and flagged `in_loop`: the
 trip count is not in the text.
 """
@@ -36,6 +39,8 @@ _SHAPE = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\]")
 _CALLEES = re.compile(r"(?:calls|body|condition|to_apply)=%?([\w.\-]+)")
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _WHILE_BODY = re.compile(r"\bwhile\(.*\bbody=%?([\w.\-]+)")
+_MEGASCALE_SEND = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+send\(.*"
+                             r"_xla_megascale_transfer_type=\"?([A-Z_]+)")
 
 
 def _shapes(type_text: str) -> list[tuple[str, int]]:
@@ -118,11 +123,13 @@ def _loop_computations(calls: dict[str, set[str]], bodies: set[str]) -> set[str]
     return seen
 
 
-def census(hlo_text: str, mesh_shape: dict[str, int] | None = None) -> list[dict]:
+def census(hlo_text: str, mesh_shape: dict[str, int] | None = None,
+           slices: int = 1) -> list[dict]:
     """Collectives of an optimised HLO module, one row per (kind, dtype, mesh axes, in_loop):
     {'kind', 'dtype', 'axes', 'group_size', 'in_loop', 'count', 'full_bytes', 'ring_bytes'}
     (bytes per chip and step: see the module docstring), largest full_bytes first. mesh_shape
-    ({axis name: size}, in the mesh's order) names the axes a collective spans."""
+    ({axis name: size}, in the mesh's order) names the axes a collective spans; slices is the
+    group size of the cross-slice (DCN) transfers."""
     computation, found = "", []
     calls: dict[str, set[str]] = defaultdict(set)
     loop_roots: set[str] = set()
@@ -141,6 +148,10 @@ def census(hlo_text: str, mesh_shape: dict[str, int] | None = None) -> list[dict
         m = _INSTRUCTION.match(line)
         if m:
             found.append((computation, m.group(2), bool(m.group(3)), m.group(1), line))
+        m = _MEGASCALE_SEND.match(line)
+        if m:  # (data, context, token): the data array only
+            kind = "dcn " + m.group(2).lower().replace("_", "-")
+            found.append((computation, kind, False, _SHAPE.search(m.group(1)).group(0), line))
     in_loop = _loop_computations(calls, loop_roots)
     devices = math.prod(mesh_shape.values()) if mesh_shape else 0
 
@@ -151,13 +162,15 @@ def census(hlo_text: str, mesh_shape: dict[str, int] | None = None) -> list[dict
         n = len(groups[0]) if groups else devices
         if kind == "collective-permute":
             n = 2
+        elif kind.startswith("dcn "):
+            n, groups = slices, []
         if is_start and kind in ("all-gather", "collective-permute", "all-to-all"):
             shapes = shapes[len(shapes) // 2:]  # (operands..., results...): keep the results
         if kind == "all-reduce" and comp.startswith("all-reduce-scatter"):
             kind = "reduce-scatter"  # TPU: all-reduce + this chip's slice, fused
         elif kind == "reduce-scatter":
             shapes = [(dt, b * n) for dt, b in shapes]  # the result is one chip's slice
-        axes = mesh_axes_of(groups, mesh_shape)
+        axes = mesh_axes_of(groups, mesh_shape) if groups != [] else "slices (DCN)"
         for dtype, full in shapes:
             key = (kind, dtype, axes, comp in in_loop)
             row = rows.setdefault(key, {"kind": kind, "dtype": dtype, "axes": axes,
@@ -166,7 +179,7 @@ def census(hlo_text: str, mesh_shape: dict[str, int] | None = None) -> list[dict
             row["count"] += 1
             row["full_bytes"] += full
             share = (n - 1) / n if n > 1 else 0.0
-            row["ring_bytes"] += full * {"all-reduce": 2 * share,
+            row["ring_bytes"] += full * {"all-reduce": 2 * share, "dcn all-reduce": 2 * share,
                                          "collective-permute": 1.0}.get(kind, share)
     return sorted(rows.values(), key=lambda r: -r["full_bytes"])
 
@@ -177,7 +190,8 @@ def describe(rows: list[dict]) -> list[str]:
     lines = []
     for r in rows:
         loop = "; inside a loop: times its trip count" if r["in_loop"] else ""
-        lines.append(f"{r['kind']} {r['dtype']} over {r['axes']} ({r['group_size']} chips): "
+        unit = "slices" if r["kind"].startswith("dcn ") else "chips"
+        lines.append(f"{r['kind']} {r['dtype']} over {r['axes']} ({r['group_size']} {unit}): "
                      f"{r['count']} ops, full {r['full_bytes'] / 2**30:.3f} GiB, ring "
                      f"{r['ring_bytes'] / 2**30:.3f} GiB per chip{loop}")
     return lines

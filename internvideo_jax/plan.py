@@ -138,7 +138,7 @@ def plan(config, topology: str, slices: int = 1) -> dict:
                            "temp": int(memory.temp_size_in_bytes)},
         "hbm_gib": hbm, "fits": None if hbm is None else per_chip["total_gib"] <= hbm,
     }
-    rows = collectives.census(hlo, dict(mesh.shape))
+    rows = collectives.census(hlo, dict(mesh.shape), slices)
     report["collectives_per_chip"] = [{**r, "full_gib": round(r["full_bytes"] / gib, 4),
                                        "ring_gib": round(r["ring_bytes"] / gib, 4)} for r in rows]
     report["collectives_summary"] = collectives.describe(rows)

@@ -28,6 +28,9 @@ ENTRY %main.1 (a: f32[16,8]) -> f32[16,8] {
   %collective-permute.5 = f32[3]{0} collective-permute(%f), channel_id=6, source_target_pairs={{0,1},{1,0},{2,3},{3,2}}
   %fusion.7 = bf16[2,16]{1,0} fusion(%g), kind=kCustom, calls=%all-reduce-scatter.1
   %while.8 = (s32[], f32[4]{0}) while(%t0), condition=%cond, body=%body
+  %after-all = token[] after-all(), frontend_attributes={MegascaleRendezvousKeyName="all-reduce.1_0"}
+  %send = (bf16[1024,8,128]{2,1,0:T(8,128)(2,1)}, u32[]{:S(2)}, token[]) send(%h, %after-all), channel_id=8, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime",_xla_megascale_reduce_operation="SUM",_xla_megascale_target="{1,2}x{0:3}",_xla_megascale_transfer_type="ALL_REDUCE"}
+  %recv = (bf16[1024,8,128]{2,1,0:T(8,128)(2,1)}, u32[]{:S(2)}, token[]) recv(%after-all), channel_id=9, is_host_transfer=true, frontend_attributes={_xla_megascale_transfer_type="ALL_REDUCE"}
   ROOT %all-reduce.10 = f32[16,8]{1,0} all-reduce(%all-gather.1), channel_id=7, replica_groups=mesh['axis_0'=2,'axis_1'=2], device_ids=([2,2]T(1,0)) {'axis_1'}, use_global_device_ids=true, to_apply=%add
 }
 """
@@ -35,7 +38,7 @@ ENTRY %main.1 (a: f32[16,8]) -> f32[16,8] {
 
 def _rows():
     return {(r["kind"], r["dtype"], r["axes"], r["in_loop"]): r
-            for r in collectives.census(HLO, MESH)}
+            for r in collectives.census(HLO, MESH, slices=2)}
 
 
 def test_every_spelling_is_found_with_its_bytes_and_axes():
@@ -59,6 +62,8 @@ def test_every_spelling_is_found_with_its_bytes_and_axes():
         # TPU's fused all-reduce + slice counts as a reduce-scatter of the whole bf16[8,16]
         ("reduce-scatter", "bf16", "data+fsdp", False): (1, 256, 4, 192.0),
         ("collective-permute", "f32", "fsdp", False): (1, 12, 2, 12.0),
+        # a Megascale send across 2 slices: its bf16[1024,8,128] (2 MiB), the recv not again
+        ("dcn all-reduce", "bf16", "slices (DCN)", False): (1, 2 * 2**20, 2, 2 * 2**20 * 1.0),
     }
     assert set(rows) == set(want), sorted(rows)
     for key, (count, full, n, ring) in want.items():
@@ -81,7 +86,9 @@ def test_group_spellings_expand_to_device_lists():
 
 
 def test_summary_lines_name_axes_and_loops():
-    lines = collectives.describe(collectives.census(HLO, MESH))
+    lines = collectives.describe(collectives.census(HLO, MESH, slices=2))
     assert "reduce-scatter bf16 over data+fsdp (4 chips): 1 ops, full 0.000 GiB, ring 0.000 GiB "\
            "per chip" in lines
     assert sum("inside a loop" in line for line in lines) == 1
+    assert any(line.startswith("dcn all-reduce bf16 over slices (DCN) (2 slices): 1 ops")
+               for line in lines)
