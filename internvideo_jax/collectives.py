@@ -43,11 +43,12 @@ _MEGASCALE_SEND = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+send\(.*
                              r"_xla_megascale_transfer_type=\"?([A-Z_]+)")
 
 
-def _shapes(type_text: str) -> list[tuple[str, int]]:
-    """(element type, bytes) of every array shape in an HLO result type (tuple or not)."""
+def _shapes(type_text: str, drop_scalars: bool = False) -> list[tuple[str, int]]:
+    """(element type, bytes) of every array shape in an HLO result type (tuple or not);
+    drop_scalars leaves out rank-0 entries (an async -start's u32[] context values)."""
     out = []
     for dtype, dims in _SHAPE.findall(type_text):
-        if dtype not in _BITS:
+        if dtype not in _BITS or (drop_scalars and not dims):
             continue
         n = math.prod(int(d) for d in dims.split(",") if d)
         out.append((dtype, n * _BITS[dtype] // 8))
@@ -157,7 +158,7 @@ def census(hlo_text: str, mesh_shape: dict[str, int] | None = None,
 
     rows: dict[tuple, dict] = {}
     for comp, kind, is_start, type_text, line in found:
-        shapes = _shapes(type_text)
+        shapes = _shapes(type_text, drop_scalars=is_start)
         groups = replica_groups(line)
         n = len(groups[0]) if groups else devices
         if kind == "collective-permute":
@@ -165,7 +166,8 @@ def census(hlo_text: str, mesh_shape: dict[str, int] | None = None,
         elif kind.startswith("dcn "):
             n, groups = slices, []
         if is_start and kind in ("all-gather", "collective-permute", "all-to-all"):
-            shapes = shapes[len(shapes) // 2:]  # (operands..., results...): keep the results
+            shapes = shapes[len(shapes) // 2:]  # (operands..., results..., [u32 context]):
+            # the results
         if kind == "all-reduce" and comp.startswith("all-reduce-scatter"):
             kind = "reduce-scatter"  # TPU: all-reduce + this chip's slice, fused
         elif kind == "reduce-scatter":

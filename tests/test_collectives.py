@@ -16,6 +16,7 @@ HLO = """HloModule m, entry_computation_layout={(f32[16,8]{1,0})->f32[16,8]{1,0}
 %body (p: (s32[], f32[4])) -> (s32[], f32[4]) {
   %p = (s32[], f32[4]{0}) parameter(0)
   %all-gather.9 = f32[4,4]{1,0} all-gather(%x), channel_id=9, replica_groups=[2,2]<=[4], dimensions={0}, use_global_device_ids=true
+  %collective-permute-start.1 = (bf16[1,160,64]{2,1,0:T(8,128)(2,1)}, bf16[1,160,64]{2,1,0:T(8,128)(2,1)}, u32[]{:S(2)}, u32[]{:S(2)}) collective-permute-start(%w), channel_id=10, source_target_pairs={{0,2},{2,0},{1,3},{3,1}}
   ROOT %t = (s32[], f32[4]{0}) tuple(%i, %y)
 }
 
@@ -49,6 +50,9 @@ def test_every_spelling_is_found_with_its_bytes_and_axes():
         ("all-gather", "f32", "fsdp", False): (1, 512, 2, 256.0),
         # the loop body's iota [2,2]<=[4]: groups {0,1},{2,3}; 4*4 f32, counted once
         ("all-gather", "f32", "fsdp", True): (1, 64, 2, 32.0),
+        # a windowed matmul's ring step in the loop: (operand, result, u32[], u32[]) -> the
+        # bf16[1,160,64] result, once; pairs {0,2},{1,3} differ along data
+        ("collective-permute", "bf16", "data", True): (1, 160 * 64 * 2, 2, 160 * 64 * 2.0),
         # the -start tuple (operand f32[2], result f32[8]): the result, over all 4: 3/4 of it
         ("all-gather", "f32", "data+fsdp", False): (1, 32, 4, 24.0),
         # iota [2,2]<=[2,2]T(1,0): groups {0,2},{1,3}, along data; a two-array tuple gives two
@@ -89,6 +93,6 @@ def test_summary_lines_name_axes_and_loops():
     lines = collectives.describe(collectives.census(HLO, MESH, slices=2))
     assert "reduce-scatter bf16 over data+fsdp (4 chips): 1 ops, full 0.000 GiB, ring 0.000 GiB "\
            "per chip" in lines
-    assert sum("inside a loop" in line for line in lines) == 1
+    assert sum("inside a loop" in line for line in lines) == 2
     assert any(line.startswith("dcn all-reduce bf16 over slices (DCN) (2 slices): 1 ops")
                for line in lines)
