@@ -4,9 +4,9 @@ Under FSDP a weight sharded over 'fsdp' along its input ('embed') dimension shou
 gradient reduce-scattered: each chip receives only its slice, (n-1)/n of the bytes on a ring. This
 compiles, for a TPU topology on this CPU-only host (libtpu's compiler, no TPU), the gradient of
 one projection x @ W in bf16 with W in f32 sharded along 'embed', for the kernel layouts our
-attention uses, (embed, 3, heads, head_dim) and (embed, heads, head_dim), at head dims 64 (ViT-S/B/L),
-80 (InternVideo's ViT-H) and 128, next to a plain 2-D (embed, out) kernel, and reports which
-collective the compiled gradient uses and the layout the compiler gave it.
+attention uses, (embed, 3, heads, head_dim) and (embed, heads, head_dim), at head dims 64
+(ViT-S/B/L), 80 (InternVideo's ViT-H) and 128, next to a plain 2-D (embed, out) kernel, and
+reports which collective the compiled gradient uses and the layout the compiler gave it.
 
   pip install libtpu==0.0.52
   python benchmarks/tpu_fsdp_gradients.py [--topology v5p:2x2x1]

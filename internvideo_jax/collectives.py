@@ -2,7 +2,8 @@
 
 The fit planner (plan.py) compiles the train step for a TPU topology and reads the optimised
 module back (XLA's `after_optimizations.txt` dump); `census` lists every collective it finds,
-grouped by kind, element type and group size, with two byte counts per chip and step:
+grouped by kind, element type and the mesh axes its groups span, with two byte counts per chip
+and step:
 
   full_bytes   the size of the whole (unsharded) tensors: what an all-gather produces, what a
                reduce-scatter or an all-reduce reduces. For FSDP this is the parameter (gather)
@@ -16,9 +17,9 @@ TPU compilers write a reduce-scatter as an all-reduce inside a fusion named `all
 whose result is the chip's slice; that counts as a reduce-scatter here. Across slices (multi-slice,
 DCN) libtpu does not emit collectives but Megascale `send` instructions tagged with the transfer
 (`_xla_megascale_transfer_type="ALL_REDUCE"`); each counts as a 'dcn all-reduce' (etc.) of the
-sent array over the slices (axes 'slices (DCN)'). Collectives inside a
-while loop (scanned layers, gradient accumulation) are counted once and flagged `in_loop`: the
-trip count is not in the text.
+sent array over the slices (axes 'slices (DCN)'). Collectives inside a while loop (scanned
+layers, gradient accumulation, a windowed matmul's ring of collective-permutes) are counted once
+and flagged `in_loop`: the trip count is not in the text.
 """
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ def replica_groups(line: str) -> list[list[int]] | None:
         return grid.transpose(outer + inner).reshape(-1, group).tolist()
     m = re.search(r"source_target_pairs=\{(.*?)\}\}", line)
     if m:
-        return [[int(i) for i in g.split(",")] for g in re.findall(r"\{?([0-9]+,[0-9]+)", m.group(1))]
+        pairs = re.findall(r"\{?([0-9]+,[0-9]+)", m.group(1))
+        return [[int(i) for i in pair.split(",")] for pair in pairs]
     return None
 
 
