@@ -45,7 +45,7 @@ def gradient_collectives(mesh: Mesh, shape: tuple, equation: str) -> tuple[list[
     x = jax.ShapeDtypeStruct((BATCH, TOKENS, EMBED), jnp.bfloat16, sharding=sharded("fsdp"))
     grad = jax.jit(jax.grad(lambda w, x: jnp.einsum(equation, x, w.astype(jnp.bfloat16))
                             .astype(jnp.float32).sum()), out_shardings=sharded("fsdp"))
-    _, hlo = plan._compile_with_hlo(grad.lower(w, x))
+    _, hlo = plan.compile_with_hlo(grad.lower(w, x))
     layout = re.search(r"entry_computation_layout=\{.*?->\s*[a-z0-9]+\[[0-9,]*\]\{([^}]*)\}", hlo)
     rows = [r for r in collectives.census(hlo, {"fsdp": len(mesh.devices)})
             if r["dtype"] in ("bf16", "f32")]  # the gradient's, not index shuffles

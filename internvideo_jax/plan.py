@@ -15,8 +15,7 @@ and compiled by XLA for that target. Reported per chip: parameters, optimizer st
 against the chip's HBM; model FLOPs per step (internvideo_jax/flops.py) and, where the compiler
 gives one, its estimated step time and the MFU that would imply; and what one chip communicates
 per step, read from the optimised HLO (internvideo_jax/collectives.py): each kind of collective
-with its dtype, group size (named by the mesh axes it matches), count and bytes. Nothing is
-allocated.
+with its dtype, the mesh axes it spans, its count and bytes. Nothing is allocated.
 """
 from __future__ import annotations
 
@@ -64,7 +63,7 @@ def _sharded_bytes(tree, shardings) -> int:
     return total
 
 
-def _compile_with_hlo(lowered) -> tuple:
+def compile_with_hlo(lowered) -> tuple:
     """(compiled, optimised HLO text). The text comes from XLA's dump: libtpu's executables do not
     all print (`as_text` fails on some TPU async instructions). The persistent compilation cache
     is off for this compile, as a cache hit would dump nothing."""
@@ -110,7 +109,7 @@ def plan(config, topology: str, slices: int = 1) -> dict:
                        in_shardings=(state_shardings, {k: v.sharding for k, v in batch.items()}),
                        out_shardings=(state_shardings, sharding.replicated(mesh)),
                        donate_argnums=(0,))
-        compiled, hlo = _compile_with_hlo(step.lower(state, batch))
+        compiled, hlo = compile_with_hlo(step.lower(state, batch))
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
