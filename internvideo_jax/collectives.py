@@ -39,7 +39,6 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+("
 _SHAPE = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\]")
 _CALLEES = re.compile(r"(?:calls|body|condition|to_apply)=%?([\w.\-]+)")
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
-_WHILE_BODY = re.compile(r"\bwhile\(.*\bbody=%?([\w.\-]+)")
 _MEGASCALE_SEND = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+send\(.*"
                              r"_xla_megascale_transfer_type=\"?([A-Z_]+)")
 
@@ -144,10 +143,8 @@ def census(hlo_text: str, mesh_shape: dict[str, int] | None = None,
         calls[computation].update(_CALLEES.findall(line))
         for branches in _BRANCHES.findall(line):
             calls[computation].update(b.strip().lstrip("%") for b in branches.split(","))
-        body = _WHILE_BODY.search(line)
-        if body:
-            loop_roots.add(body.group(1))
-            loop_roots.update(re.findall(r"condition=%?([\w.\-]+)", line))
+        if " while(" in line:  # its callees are the loop's condition and body
+            loop_roots.update(_CALLEES.findall(line))
         m = _INSTRUCTION.match(line)
         if m:
             found.append((computation, m.group(2), bool(m.group(3)), m.group(1), line))
@@ -163,18 +160,17 @@ def census(hlo_text: str, mesh_shape: dict[str, int] | None = None,
         shapes = _shapes(type_text, drop_scalars=is_start)
         groups = replica_groups(line)
         n = len(groups[0]) if groups else devices
+        axes = mesh_axes_of(groups, mesh_shape)
         if kind == "collective-permute":
             n = 2
         elif kind.startswith("dcn "):
-            n, groups = slices, []
+            n, axes = slices, "slices (DCN)"
         if is_start and kind in ("all-gather", "collective-permute", "all-to-all"):
-            shapes = shapes[len(shapes) // 2:]  # (operands..., results..., [u32 context]):
-            # the results
+            shapes = shapes[len(shapes) // 2:]  # (operands..., results...): the results
         if kind == "all-reduce" and comp.startswith("all-reduce-scatter"):
             kind = "reduce-scatter"  # TPU: all-reduce + this chip's slice, fused
         elif kind == "reduce-scatter":
             shapes = [(dt, b * n) for dt, b in shapes]  # the result is one chip's slice
-        axes = mesh_axes_of(groups, mesh_shape) if groups != [] else "slices (DCN)"
         for dtype, full in shapes:
             key = (kind, dtype, axes, comp in in_loop)
             row = rows.setdefault(key, {"kind": kind, "dtype": dtype, "axes": axes,
