@@ -3,8 +3,17 @@
 A record is a dict: {'path': str (relative to the video root, or absolute), 'label': int (-1 when
 unlabelled), 'captions': list[str], 'video_id': str}.
 
+Files are read as UTF-8 (non-ASCII file names and captions are kept as they are).
+
 Formats (`read(path, fmt, ...)`):
-  list      VideoMAE / Kinetics list files: one `path label` per line (space, tab or comma).
+  list      VideoMAE / Kinetics list files: one `path label` per line; blank lines and lines
+            starting with `#` are skipped. Each line is split by the first rule that applies:
+              1. it contains a tab: split at the last tab (the path may hold spaces and commas);
+              2. it parses as one CSV row of 2 fields with an integer second field (quotes
+                 allowed: `"my clip, take 2.mp4",3`; `""` is a literal quote);
+              3. otherwise the last whitespace-separated token is the label and the rest (spaces
+                 allowed) the path.
+            The label must be an integer. A path with spaces and commas is safest tab-separated.
   csv       CSV with a header. Path column: path | video | filename | file; or the official
             Kinetics columns youtube_id, time_start, time_end (file `<id>_<start:06d>_<end:06d>.mp4`).
             Label column: label_id (int) or label (int, or a class name mapped by `label_map` or by
@@ -36,18 +45,43 @@ def _record(path: str, label: int = -1, captions=(), video_id: str | None = None
     return {"path": path, "label": int(label), "captions": list(captions), "video_id": vid}
 
 
+def _is_int(text: str) -> bool:
+    return text.strip().lstrip("-").isdigit()
+
+
+def _split_list_line(line: str) -> tuple[list[str], bool]:
+    """The fields of one `list` line by the module docstring's rules, and whether they form a
+    valid (path, integer label) pair; for an invalid line, the fields that the most specific rule
+    found (tab, else CSV when the line has a comma, else whitespace), for the error message."""
+    if "\t" in line:
+        fields = [f.strip() for f in line.rsplit("\t", 1)]
+        return fields, len(fields) == 2 and bool(fields[0]) and _is_int(fields[1])
+    try:
+        row = [f.strip() for f in next(csv.reader([line], skipinitialspace=True))]
+    except csv.Error:
+        row = []
+    if len(row) == 2 and row[0] and _is_int(row[1]):
+        return row, True
+    fields = line.rsplit(None, 1)
+    if len(fields) == 2 and _is_int(fields[1]):
+        return fields, True
+    return (row if "," in line and row else fields), False
+
+
 def read_list(path: str) -> list[dict]:
     out = []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
-            if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
-                raise AnnotationError(f"{path}:{n}: expected `path label` with an integer label, "
-                                      f"got {line!r}")
-            out.append(_record(parts[0].strip(), int(parts[1])))
+            fields, ok = _split_list_line(line)
+            if not ok:
+                raise AnnotationError(
+                    f"{path}:{n}: expected 'path<TAB>label' (or 'path label', 'path,label') with "
+                    f"an integer label; got {line!r}, parsed fields {fields}. If a path contains "
+                    f"spaces or commas, separate the label with a tab.")
+            out.append(_record(fields[0], int(fields[1])))
     return out
 
 
@@ -59,7 +93,7 @@ def _pick(row: dict, names: tuple[str, ...]) -> str | None:
 
 
 def read_csv(path: str, label_map: dict[str, int] | None = None) -> list[dict]:
-    with open(newline="", file=path) as f:
+    with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise AnnotationError(f"{path}: no rows under the header")
@@ -95,9 +129,9 @@ def ssv2_class_name(template: str) -> str:
 
 
 def read_ssv2(path: str, labels_path: str) -> list[dict]:
-    with open(labels_path) as f:
+    with open(labels_path, encoding="utf-8") as f:
         label_map = {k: int(v) for k, v in json.load(f).items()}
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         items = json.load(f)
     out = []
     for item in items:
@@ -115,7 +149,7 @@ def read_ssv2(path: str, labels_path: str) -> list[dict]:
 
 def read_captions(path: str) -> list[dict]:
     if path.endswith(".csv"):
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         grouped: OrderedDict[str, list[str]] = OrderedDict()
         for n, row in enumerate(rows, 2):
@@ -128,7 +162,7 @@ def read_captions(path: str) -> list[dict]:
                                       f"got {sorted(row)}")
             grouped.setdefault(file, []).append(caption)
         return [_record(p, -1, c) for p, c in grouped.items()]
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         data = json.load(f)
     grouped = OrderedDict()
     if isinstance(data, dict) and "sentences" in data:  # MSR-VTT
@@ -152,7 +186,7 @@ def read(path: str, fmt: str, labels_path: str | None = None) -> list[dict]:
     if fmt == "csv":
         label_map = None
         if labels_path:
-            with open(labels_path) as f:
+            with open(labels_path, encoding="utf-8") as f:
                 label_map = {line.strip(): i for i, line in enumerate(f) if line.strip()}
         return read_csv(path, label_map)
     if fmt == "ssv2":

@@ -70,3 +70,57 @@ def test_caption_list_json_and_webvid_csv(tmp_path):
     recs = annotations.read(str(c), "captions")
     assert [(r["path"], r["captions"]) for r in recs] == [("1066.mp4", ["a cat on a sofa"]),
                                                           ("1067.mp4", ["waves at dusk"])]
+
+
+def test_list_file_names_with_commas_spaces_quotes_tabs_and_non_ascii(tmp_path):
+    p = tmp_path / "train.txt"
+    p.write_text('my clip, take 2.mp4\t3\n'          # tab: split at the last tab
+                 'a\tb c.mp4\t4\n'                   # the path itself holds a tab
+                 '"my clip, take 2.mp4",5\n'         # CSV with a quoted path
+                 '"say ""hi"".mp4", 6\n'             # CSV, doubled quote, space after the comma
+                 'it\'s "fine".mp4 7\n'              # quotes inside a whitespace-split path
+                 'vidéo 東京.mp4 8\n'                # non-ASCII and a space
+                 'a,b.mp4 9\n'                       # a comma in the path, label after a space
+                 'clips/x y.mp4\t-1\n', encoding="utf-8")
+    recs = annotations.read(str(p), "list")
+    assert [(r["path"], r["label"]) for r in recs] == [
+        ("my clip, take 2.mp4", 3), ("a\tb c.mp4", 4), ("my clip, take 2.mp4", 5),
+        ('say "hi".mp4', 6), ('it\'s "fine".mp4', 7), ("vidéo 東京.mp4", 8), ("a,b.mp4", 9),
+        ("clips/x y.mp4", -1)]
+    assert recs[5]["video_id"] == "vidéo 東京"
+
+
+@pytest.mark.parametrize("line, fields", [
+    ("a b\tx", "['a b', 'x']"),                        # tab rule
+    ("clip, 2.mp4,3", "['clip', '2.mp4', '3']"),       # CSV rule (3 fields)
+    ('"my clip, take 2.mp4",x', "['my clip, take 2.mp4', 'x']"),
+    ("vidéo.mp4", "['vidéo.mp4']"),                    # whitespace rule, no label
+])
+def test_list_file_error_shows_the_parsed_fields(tmp_path, line, fields):
+    p = tmp_path / "train.txt"
+    p.write_text(f"a.mp4 0\n\nb.mp4\t1\n{line}\n", encoding="utf-8")
+    with pytest.raises(annotations.AnnotationError) as e:
+        annotations.read(str(p), "list")
+    msg = str(e.value)
+    assert msg.startswith(f"{p}:4: expected 'path<TAB>label' (or 'path label', 'path,label') "
+                          f"with an integer label")
+    assert f"parsed fields {fields}" in msg
+    assert "separate the label with a tab" in msg
+
+
+def test_csv_quoted_fields_with_commas_and_non_ascii(tmp_path):
+    p = tmp_path / "train.csv"
+    p.write_text('path,label,caption\n'
+                 '"my clip, take 2.mp4",3,"a man, a dog"\n'
+                 'vidéo 東京.mp4,4,"he said ""hi"""\n', encoding="utf-8")
+    recs = annotations.read(str(p), "csv")
+    assert [(r["path"], r["label"], r["captions"]) for r in recs] == [
+        ("my clip, take 2.mp4", 3, ["a man, a dog"]), ("vidéo 東京.mp4", 4, ['he said "hi"'])]
+
+
+def test_caption_json_with_non_ascii_names(tmp_path):
+    p = tmp_path / "caps.json"
+    p.write_text(json.dumps([{"video": "vidéo 東京.mp4", "caption": "un café à Tōkyō"}],
+                            ensure_ascii=False), encoding="utf-8")
+    recs = annotations.read(str(p), "captions")
+    assert [(r["path"], r["captions"]) for r in recs] == [("vidéo 東京.mp4", ["un café à Tōkyō"])]
