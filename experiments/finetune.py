@@ -39,7 +39,11 @@ def classification_config(task: str) -> config_dict.ConfigDict:
         dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=8,
         stride=4, crop_size=64, sampler="dense", flip=False, normalization="imagenet",
         num_workers=0, num_threads=2, prefetch_batches=2, max_bad_videos=100, num_repeats=1,
-        short_video="clamp"))
+        short_video="clamp",
+        sample_fps=0.0,  # > 0: dense clips by time, frames 1/sample_fps s apart (not `stride`)
+        max_bad_fraction=0.0,  # > 0: also stop past this fraction of the dataset's files bad
+        eval_dataset="",  # file lists only: the evaluation list (list:/csv:... of eval.split)
+        allow_eval_on_train=False))  # True: evaluating on the training list is intended
     # Off for the demo: small random crops would often miss the moving shape that defines the
     # class (the paper presets switch them on).
     c.augment = config_dict.ConfigDict(dict(

@@ -36,7 +36,9 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=16, stride=2, crop_size=64,
         flip=False, normalization="imagenet", num_workers=0, num_threads=2,
         prefetch_batches=2, max_bad_videos=100, num_repeats=1,
-        short_video="clamp"))
+        short_video="clamp",
+        sample_fps=0.0,  # > 0: dense clips by time, frames 1/sample_fps s apart (not `stride`)
+        max_bad_fraction=0.0))  # > 0: also stop past this fraction of the dataset's files bad
     c.batch_size = 16  # global, over all devices and processes
     c.grad_accum_steps = 1  # > 1: micro-batches scanned, one update (same batch_size)
     c.num_epochs = 20.0

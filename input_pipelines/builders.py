@@ -15,6 +15,23 @@ from input_pipelines import (decode, masking, randaugment, robust, sampling, sou
                              transforms)
 
 
+def open_video(example: dict) -> decode.Video:
+    """The example's encoded video, opened with its frame table (num_frames, times).
+
+    A count stored by `pack` (verified by decoding) caps the table; sources that store none
+    (file lists) give 0 and the table alone counts the frames."""
+    return decode.Video(example["video"], int(example.get("num_frames", 0) or 0))
+
+
+def dense_clip(video: decode.Video, clip_len: int, stride: int, sample_fps: float,
+               rng: np.random.Generator, short_video: str) -> np.ndarray:
+    """(clip_len,) frame indices of a dense clip: every `stride`-th frame, or, with sample_fps > 0,
+    frames 1 / sample_fps seconds apart by presentation time (variable or mixed frame rates)."""
+    if sample_fps:
+        return sampling.dense_time_indices(video.times, clip_len, sample_fps, rng, short_video)
+    return sampling.dense_indices(video.num_frames, clip_len, stride, rng, short_video)
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainClip:
     """A VideoMAE pretraining example: dense sampling, multi-scale crop, optional flip, tube mask.
@@ -33,12 +50,13 @@ class PretrainClip:
     mask_ratio: float
     num_repeats: int = 1
     short_video: str = "clamp"  # see sampling.dense_indices
+    sample_fps: float = 0.0  # > 0: frames 1 / sample_fps s apart by time instead of `stride`
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        num_frames = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
-        idx = sampling.dense_indices(num_frames, self.num_frames, self.stride, rng,
-                                     self.short_video)
-        frames = decode.decode_video_frames(example["video"], idx)  # T frames, not yet RGB
+        with open_video(example) as video:
+            idx = dense_clip(video, self.num_frames, self.stride, self.sample_fps, rng,
+                             self.short_video)
+            frames = video.frames(idx)  # T frames, not yet RGB
         videos, masks = [], []
         for _ in range(self.num_repeats):
             box = transforms.multi_scale_crop_box(*decode.display_size(frames[0]),
@@ -83,14 +101,16 @@ class ClassifyClip:
     erasing: float = 0.25
     short_video: str = "clamp"
     min_crop_area: float = 0.08  # random resized crop area range (min_crop_area, 1)
+    sample_fps: float = 0.0  # dense sampler: > 0 samples by time (see dense_clip)
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        n = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
-        if self.sampler == "segment":
-            idx = sampling.segment_indices(n, self.num_frames, rng)
-        else:
-            idx = sampling.dense_indices(n, self.num_frames, self.stride, rng, self.short_video)
-        frames = decode.decode_video_frames(example["video"], idx)
+        with open_video(example) as video:
+            if self.sampler == "segment":
+                idx = sampling.segment_indices(video.num_frames, self.num_frames, rng)
+            else:
+                idx = dense_clip(video, self.num_frames, self.stride, self.sample_fps, rng,
+                                 self.short_video)
+            frames = video.frames(idx)
         box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
                                                  scale=(self.min_crop_area, 1.0))
         clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
@@ -124,9 +144,9 @@ class CaptionClip:
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         from internvideo_jax.text.tokenizer import get_tokenizer
-        n = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
-        idx = sampling.segment_indices(n, self.num_frames, rng)
-        frames = decode.decode_video_frames(example["video"], idx)
+        with open_video(example) as video:
+            idx = sampling.segment_indices(video.num_frames, self.num_frames, rng)
+            frames = video.frames(idx)
         box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
                                                  scale=(self.min_crop_area, 1.0))
         clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
@@ -152,16 +172,22 @@ class EvalViews:
     num_clips: int = 1
     num_crops: int = 1
     sampler: str = "dense"  # dense | segment | uniform
+    sample_fps: float = 0.0  # dense sampler: > 0 spaces frames and clips by time
 
     def __call__(self, example: dict, index: int) -> dict:
-        n = int(example["num_frames"]) or decode.probe(example["video"])["num_frames"]
-        if self.sampler == "segment":  # TSN test views: the middle frame of each segment
-            clips = [sampling.segment_indices(n, self.num_frames, None)] * self.num_clips
-        elif self.sampler == "uniform":  # multimodal: linspace over the whole video
-            clips = [sampling.uniform_indices(n, self.num_frames)] * self.num_clips
-        else:
-            clips = sampling.dense_test_views(n, self.num_frames, self.stride, self.num_clips)
-        frames = decode.decode_video_frames(example["video"], np.concatenate(clips))
+        with open_video(example) as video:
+            n = video.num_frames
+            if self.sampler == "segment":  # TSN test views: the middle frame of each segment
+                clips = [sampling.segment_indices(n, self.num_frames, None)] * self.num_clips
+            elif self.sampler == "uniform":  # multimodal: linspace over the whole video
+                clips = [sampling.uniform_indices(n, self.num_frames)] * self.num_clips
+            elif self.sample_fps:
+                clips = sampling.dense_time_test_views(video.times, self.num_frames,
+                                                       self.sample_fps, self.num_clips)
+            else:
+                clips = sampling.dense_test_views(n, self.num_frames, self.stride,
+                                                  self.num_clips)
+            frames = video.frames(np.concatenate(clips))
         w, h = decode.display_size(frames[0])
         rw, rh = transforms.short_side_size(w, h, self.crop_size)
         boxes = transforms.three_crop_boxes(rw, rh, self.crop_size)
@@ -174,6 +200,13 @@ class EvalViews:
                 views.append(transforms.scaled_crop(clip_frames, box, self.crop_size,
                                                     "BILINEAR"))
         return {"video": np.stack(views), "label": np.int32(example["label"]),
+                "index": np.int32(index)}
+
+    def blank(self, index: int) -> dict:
+        """What __call__ returns, in zeros, for a video that could not be loaded."""
+        views = self.num_clips * (3 if self.num_crops == 3 else 1)
+        shape = (views, self.num_frames, self.crop_size, self.crop_size, 3)
+        return {"video": np.zeros(shape, np.uint8), "label": np.int32(-1),
                 "index": np.int32(index)}
 
 
@@ -249,7 +282,7 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
                      start_step: int = 0) -> tuple[grain.IterDataset, int]:
     """VideoMAE pretraining batches {'video': (B, T, S, S, 3) uint8, 'mask': (B, N) bool, ...}."""
     clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
-                        mask_ratio, data.num_repeats, data.short_video)
+                        mask_ratio, data.num_repeats, data.short_video, data.sample_fps)
     return train_stream(data, clip, seed=seed, local_batch=local_batch,
                         process_index=process_index, process_count=process_count,
                         start_step=start_step, num_repeats=data.num_repeats)
@@ -260,7 +293,8 @@ def eval_dataset(data, views: EvalViews, *, batch_size: int, process_index: int 
     """One pass over the split in order, each process a disjoint interleaved slice.
 
     The last batch is padded by repeating the split's last video, with 'valid' False on the
-    padding, so every batch has the same shape; evaluation counts valid entries only.
+    padding, so every batch has the same shape; evaluation counts valid entries only. A video
+    that cannot be loaded gives zeros and 'error' = '<file>\t<reason>' (else ''), logged once.
     Returns (dataset, number of videos on this process).
     """
     source = open_data_source(data)
@@ -271,7 +305,14 @@ def eval_dataset(data, views: EvalViews, *, batch_size: int, process_index: int 
     def load(i: int) -> dict:
         real = i < n
         index = int(indices[min(i, n - 1)])
-        out = views(source[index], index)
+        try:
+            out = views(source[index], index)
+            out["error"] = np.asarray("")
+        except robust.LOAD_ERRORS as e:
+            name = robust.source_name(source, index)
+            robust.log_once(name, e)
+            out = views.blank(index)
+            out["error"] = np.asarray(f"{name}\t{robust.reason(e)}")
         out["valid"] = np.bool_(real)
         return out
 

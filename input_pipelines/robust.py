@@ -34,6 +34,35 @@ def example_id(example: Any, index: int) -> str:
     return f"#{index}"
 
 
+def source_name(source: Any, index: int) -> str:
+    """The name of record `index` without loading it where the source can tell (a file list
+    names its file even when the file is missing); else its path or video id, else '#index'."""
+    describe = getattr(source, "describe", None)
+    if describe is not None:
+        return describe(index)
+    try:
+        return example_id(source[index], index)
+    except LOAD_ERRORS:
+        return f"#{index}"
+
+
+def reason(error: BaseException) -> str:
+    """One line: why a video could not be loaded (DecodeError messages already say it in
+    words; other errors keep their type, e.g. FileNotFoundError)."""
+    if isinstance(error, DecodeError):
+        return str(error)
+    if isinstance(error, FileNotFoundError):
+        return f"file not found: {error.filename or error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def log_once(name: str, error: BaseException) -> None:
+    """Log a bad video's reason the first time this process meets it."""
+    if name not in _logged:
+        _logged.add(name)
+        logging.warning("Skipping unreadable video %s: %s", name, reason(error))
+
+
 @dataclasses.dataclass(frozen=True)
 class SkipBadVideos:
     """grain random_map over source indices: load, transform, replace the example on failure.
@@ -58,10 +87,7 @@ class SkipBadVideos:
                 name = example_id(example, idx)
                 out = self.clip_fn(example, rng)
             except LOAD_ERRORS as e:
-                if name not in _logged:
-                    _logged.add(name)
-                    logging.warning("Skipping unreadable video %s: %s: %s", name,
-                                    type(e).__name__, e)
+                log_once(name, e)
                 failed.append(name)
                 idx = int(rng.integers(len(self.source)))  # deterministic replacement
                 continue
@@ -73,12 +99,24 @@ class SkipBadVideos:
 
 
 class BadVideoTracker:
-    """Host-side accounting of skipped videos; raises past `budget` with the offending files."""
+    """Host-side accounting of skipped videos.
 
-    def __init__(self, budget: int):
+    Every failed draw is counted (`count`, logged as bad_draws) but the budget is on distinct
+    files (`distinct`, logged as bad_videos): a bad file met again in every epoch is still one
+    bad file. The run stops with the list of files once more than `budget` distinct files, or
+    (fraction > 0) more than fraction x num_examples of them, have failed.
+    """
+
+    def __init__(self, budget: int, fraction: float = 0.0, num_examples: int = 0):
         self.budget = budget
+        self.fraction, self.num_examples = fraction, num_examples
         self.count = 0
         self.ids: list[str] = []
+        self._distinct: set[str] = set()
+
+    @property
+    def distinct(self) -> int:
+        return len(self._distinct)
 
     def update(self, batch: dict) -> dict:
         """Remove the host-only fields from a batch (returned), counting what they report."""
@@ -87,12 +125,21 @@ class BadVideoTracker:
         if skipped is not None:
             self.count += int(np.sum(skipped))
             for joined in np.asarray(ids).ravel():
-                self.ids.extend(s for s in str(joined).split(";") if s)
-        if self.count > self.budget:
-            unique = sorted(set(self.ids))
+                new = [s for s in str(joined).split(";") if s]
+                self.ids.extend(new)
+                self._distinct.update(new)
+        limit, what = self.budget, f"data.max_bad_videos={self.budget}"
+        if self.fraction > 0 and self.num_examples:
+            by_fraction = int(self.fraction * self.num_examples)
+            if by_fraction < limit:
+                limit = by_fraction
+                what = (f"data.max_bad_fraction={self.fraction} of {self.num_examples} videos "
+                        f"({by_fraction})")
+        if self.distinct > limit:
+            unique = sorted(self._distinct)
             raise RuntimeError(
-                f"{self.count} videos failed to load, more than data.max_bad_videos="
-                f"{self.budget}. Offending files ({len(unique)}): {unique}. Remove or re-encode "
-                f"them (`python -m input_pipelines.build validate` lists them all), or raise the "
-                f"budget.")
+                f"{self.distinct} videos failed to load, more than {what} ({self.count} failed "
+                f"draws in all). Offending files ({len(unique)}): {unique}. Remove or re-encode "
+                f"them (`python -m input_pipelines.build validate` lists them all, with the "
+                f"reasons), or raise the budget.")
         return batch

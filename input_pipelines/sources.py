@@ -136,12 +136,18 @@ class FileListSource:
                 "video_id": r["video_id"], "path": path, "num_frames": 0, "fps": 0.0}
 
 
+def is_file_list(dataset: str) -> bool:
+    """Whether a config's dataset names an annotation file read directly ('list:train.txt')."""
+    fmt, sep, _ = dataset.partition(":")
+    return bool(sep) and fmt in annotations.FORMATS
+
+
 def open_source(dataset: str, split: str, data_dir: str | None = None, *,
                 video_root: str | None = None, labels_path: str | None = None):
     """Resolve a config's dataset: 'demo', 'demo/small', a TFDS name or prepared directory, or
     '<format>:<annotation file>' (format: list, csv, ssv2, captions) to read files directly."""
-    fmt, sep, rest = dataset.partition(":")
-    if sep and fmt in annotations.FORMATS:
+    if is_file_list(dataset):
+        fmt, _, rest = dataset.partition(":")
         return FileListSource(rest, fmt, video_root, labels_path)
     if dataset == "demo" or dataset.startswith("demo/"):
         config = dataset.split("/", 1)[1] if "/" in dataset else "default"

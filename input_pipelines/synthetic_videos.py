@@ -146,25 +146,33 @@ def render(spec: SceneSpec, size: int, num_frames: int, rng: np.random.Generator
 
 
 def encode_mp4(frames: np.ndarray, fps: int | Fraction = 25, codec: str = "libx264", crf: int = 20,
-               keyframe_interval: int | None = None, display_rotation: int = 0) -> bytes:
+               keyframe_interval: int | None = None, display_rotation: int = 0,
+               pts: np.ndarray | None = None, time_base: Fraction | None = None) -> bytes:
     """Encode (T, H, W, 3) uint8 RGB frames to an mp4 container in memory (H and W even).
 
     display_rotation: degrees counter-clockwise stored in the display matrix (as phones do for
     portrait video); players, and decode.to_rgb, show the frames rotated by it.
+    pts, time_base: (T,) presentation timestamps in units of time_base, to keep a variable frame
+    rate (or any original timing); by default frames are 1 / fps apart.
     """
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        if pts is not None:
+            stream.codec_context.time_base = time_base
         if keyframe_interval:
             stream.codec_context.gop_size = keyframe_interval
         if codec == "libx264":
             stream.options = {"crf": str(crf), "preset": "fast"}
         if display_rotation:
             stream.set_display_rotation(display_rotation)
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        for t, frame in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            if pts is not None:
+                vf.pts, vf.time_base = int(pts[t]), time_base
+            container.mux(stream.encode(vf))
         container.mux(stream.encode(None))
     return buf.getvalue()
 

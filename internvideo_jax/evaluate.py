@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from input_pipelines import builders, label_map
+from input_pipelines import builders, label_map, sources
 from internvideo_jax import sharding
 
 
@@ -33,20 +33,57 @@ def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -
 
 
 def eval_data_config(config):
-    """config.data for one ordered pass over config.eval.split."""
+    """config.data for one ordered pass over config.eval.split.
+
+    A file list (`list:train.txt`, ...) is one split: evaluating on another split reads
+    data.eval_dataset; without one, or when it is the training list itself, evaluation is
+    refused unless data.allow_eval_on_train says the training files are meant. The same split
+    as training (the linear probe's training features) reads the training data as it is.
+    """
     data = config.data.copy_and_resolve_references()
+    split = config.eval.split
     with data.unlocked():
-        data.split = config.eval.split
+        evaluating = split != data.split
+        if evaluating and data.get("eval_dataset"):
+            if data.eval_dataset == data.dataset and not data.allow_eval_on_train:
+                raise ValueError(
+                    f"data.eval_dataset is the training data ({data.dataset}): evaluation would "
+                    f"score the training videos. Give another list, or set "
+                    f"--config.data.allow_eval_on_train=True if that is what you want.")
+            data.dataset = data.eval_dataset
+        elif evaluating and sources.is_file_list(data.dataset) and not data.allow_eval_on_train:
+            raise ValueError(
+                f"data.dataset={data.dataset} is one file list, with no {split!r} split: "
+                f"evaluating on it would score the training videos. Give the evaluation list "
+                f"with --config.data.eval_dataset=<format>:<file> (e.g. list:/data/val.txt), or "
+                f"--config.data.allow_eval_on_train=True to evaluate on the training files.")
+        data.split = split
         data.num_workers = 0  # one ordered pass; decode threads still run in parallel
     return data
+
+
+def _reason_bytes(errors: np.ndarray, width: int = 400) -> np.ndarray:
+    """(B,) strings -> (B, width) uint8, so they can be gathered over processes."""
+    out = np.zeros((len(errors), width), np.uint8)
+    for i, text in enumerate(errors):
+        raw = str(text).encode("utf-8")[:width]
+        out[i, :len(raw)] = np.frombuffer(raw, np.uint8)
+    return out
+
+
+def _reason_text(row: np.ndarray) -> str:
+    return bytes(row).rstrip(b"\0").decode("utf-8", errors="replace")
 
 
 def map_over_split(fn, params, mesh, config, views: builders.EvalViews) -> dict:
     """Run fn(params, video (B, V, T, S, S, 3) uint8) -> (B, ...) over every video of
     config.eval.split, gathered over processes.
 
+    A video that cannot be loaded is skipped (the training policy: logged, counted, past
+    data.max_bad_videos the pass stops with the list) and reported, never silently dropped.
     Returns {'outputs': (N, ...), 'label': (N,), 'index': (N,) source index} for the N videos of
-    the split (the last batch's padding removed), as NumPy.
+    the split that loaded (the last batch's padding removed), as NumPy, and 'skipped': a list of
+    (video, reason) for those that did not.
     """
     batch = config.eval.batch_size
     dp = sharding.data_parallel_size(mesh)
@@ -58,16 +95,33 @@ def map_over_split(fn, params, mesh, config, views: builders.EvalViews) -> dict:
                                   process_index=jax.process_index(),
                                   process_count=jax.process_count())
     jitted = jax.jit(fn)
-    outputs, labels, index, valid = [], [], [], []
+    outputs, labels, index, valid, failed, reasons = [], [], [], [], [], []
     for host in ds:
         device = sharding.put_batch({"video": host["video"]}, mesh)
         out = multihost_utils.process_allgather(jitted(params, device["video"]), tiled=True)
         outputs.append(np.asarray(out))
-        for name, acc in (("label", labels), ("index", index), ("valid", valid)):
+        host["failed"] = np.asarray([bool(e) for e in host["error"]])
+        host["reason"] = _reason_bytes(host["error"])
+        for name, acc in (("label", labels), ("index", index), ("valid", valid),
+                          ("failed", failed), ("reason", reasons)):
             acc.append(multihost_utils.process_allgather(host[name], tiled=True))
-    keep = np.concatenate(valid).astype(bool)
+        bad = int(sum(f.sum() for f in failed))
+        if bad > config.data.max_bad_videos:
+            rows = np.concatenate(reasons)[np.concatenate(failed).astype(bool)]
+            raise RuntimeError(f"{bad} videos of {config.eval.split} failed to load, more than "
+                               f"data.max_bad_videos={config.data.max_bad_videos}: "
+                               f"{[_reason_text(r) for r in rows]}")
+    valid, failed = np.concatenate(valid).astype(bool), np.concatenate(failed).astype(bool)
+    keep = valid & ~failed
+    skipped = [tuple(_reason_text(r).split("\t", 1))
+               for r in np.concatenate(reasons)[valid & failed]]
+    if skipped:
+        print(f"warning: {len(skipped)} video(s) of {config.eval.split} could not be loaded and "
+              f"are left out of the metrics: "
+              + "; ".join(f"{v} ({why})" for v, why in skipped[:10])
+              + (" ..." if len(skipped) > 10 else ""), flush=True)
     return {"outputs": np.concatenate(outputs)[keep], "label": np.concatenate(labels)[keep],
-            "index": np.concatenate(index)[keep]}
+            "index": np.concatenate(index)[keep], "skipped": skipped}
 
 
 def video_ids(config, indices: np.ndarray) -> list[str]:
@@ -88,9 +142,23 @@ def eval_label_map(config) -> dict:
     return {"names": names, "sha256": label_map.fingerprint(names), "source": origin}
 
 
+def skipped_report(skipped: list[tuple[str, str]]) -> dict:
+    """The result keys that say which videos of the split were left out, and why."""
+    return {"skipped_videos": len(skipped),
+            "skipped": [{"video": v, "reason": why} for v, why in skipped]}
+
+
+def skipped_arrays(skipped: list[tuple[str, str]]) -> dict:
+    """The same for an .npz file: skipped_video (S,) and skipped_reason (S,) strings."""
+    return {"skipped_video": np.asarray([v for v, _ in skipped], dtype=str),
+            "skipped_reason": np.asarray([why for _, why in skipped], dtype=str)}
+
+
 def describe_protocol(p: dict) -> str:
     """One line: how the numbers were measured."""
-    return (f"protocol: {p['frames']} frames ({p['sampler']}, stride {p['stride']}) x "
+    spacing = (f"at {p['sample_fps']:g} fps" if p.get("sample_fps")
+               else f"stride {p['stride']}")
+    return (f"protocol: {p['frames']} frames ({p['sampler']}, {spacing}) x "
             f"{p['clips']} clips x {p['crops']} crops, short side -> {p['crop_size']}, "
             f"{p['crop_size']}px crops, {p['normalization']} mean {p['mean']} std {p['std']}, "
             f"label map {p['label_map']['source']} ({len(p['label_map']['names'])} classes, "
@@ -121,9 +189,11 @@ def evaluate(task, variables, mesh, config, out_dir: str | None = None,
     scores = video_scores(got["outputs"])
     result = accuracy_metrics(scores, got["label"], task.num_classes)
     result["views"] = int(config.eval.num_clips * config.eval.num_crops)
+    result.update(skipped_report(got["skipped"]))
+    unread = (f", {len(got['skipped'])} unreadable left out" if got["skipped"] else "")
     print(f"eval {config.eval.split}: top-1 {100 * result['top1']:.2f} top-5 "
           f"{100 * result['top5']:.2f} mean class {100 * result['mean_class_accuracy']:.2f} "
-          f"({result['videos']} videos); {describe_protocol(protocol)}", flush=True)
+          f"({result['videos']} videos{unread}); {describe_protocol(protocol)}", flush=True)
     if out_dir and jax.process_index() == 0:
         from internvideo_jax import plots
         os.makedirs(out_dir, exist_ok=True)
@@ -131,7 +201,8 @@ def evaluate(task, variables, mesh, config, out_dir: str | None = None,
         np.savez(os.path.join(out_dir, f"scores_{split}.npz"),
                  video_id=np.asarray(video_ids(config, got["index"])), label=got["label"],
                  view_probs=got["outputs"].astype(np.float32), scores=scores.astype(np.float32),
-                 class_names=np.asarray(current["names"]), protocol=json.dumps(protocol))
+                 class_names=np.asarray(current["names"]), protocol=json.dumps(protocol),
+                 **skipped_arrays(got["skipped"]))
         counts = plots.confusion_matrix(scores.argmax(1), got["label"], task.num_classes)
         plots.write_confusion_png(
             counts, current["names"], os.path.join(out_dir, f"confusion_{split}.png"),

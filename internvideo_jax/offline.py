@@ -89,7 +89,7 @@ def _file_name(video_id: str) -> str:
 def extract_features(config, workdir: str) -> str:
     """Per-video features of config.eval.split (the task's video_features: for mm_pretrain the
     L2-normalised video embedding). Returns the .npz path."""
-    from internvideo_jax.evaluate import map_over_split, video_ids
+    from internvideo_jax.evaluate import map_over_split, skipped_arrays, video_ids
     mesh, task, variables, _, _ = _setup(config, workdir)
     if not hasattr(task, "video_features"):
         raise ValueError(f"task {config.task!r} defines no video features to extract.")
@@ -108,5 +108,5 @@ def extract_features(config, workdir: str) -> str:
             used.add(name)
             np.save(os.path.join(out_dir, name + ".npy"), feature.astype(np.float32))
         np.savez(path, video_id=np.asarray(ids), features=got["outputs"].astype(np.float32),
-                 label=got["label"])
+                 label=got["label"], **skipped_arrays(got["skipped"]))
     return path

@@ -318,7 +318,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                         f"{f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown (no MFU)'}")
 
         # ---- Loop -------------------------------------------------------------------------------
-        bad_videos = BadVideoTracker(config.data.max_bad_videos)
+        bad_videos = BadVideoTracker(config.data.max_bad_videos, config.data.max_bad_fraction,
+                                     epoch_size // config.data.num_repeats)
         pending, data_wait, t_last = [], 0.0, time.perf_counter()
         for step in range(start, d["total_steps"]):
             t0 = time.perf_counter()
@@ -340,7 +341,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                 scalars = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
                 scalars.update(step_time=elapsed / len(values),
                                clips_per_s=d["global_batch"] * len(values) / elapsed,
-                               data_wait=data_wait / elapsed, bad_videos=bad_videos.count)
+                               data_wait=data_wait / elapsed, bad_videos=bad_videos.distinct,
+                               bad_draws=bad_videos.count)
                 if step_flops:
                     per_device = step_flops * len(values) / elapsed / jax.device_count()
                     scalars["tflops_per_device"] = per_device / 1e12

@@ -104,7 +104,7 @@ class ClassificationTask:
         clip = builders.ClassifyClip(
             d.num_frames, d.stride, d.crop_size, d.sampler, d.flip,
             (a.randaugment_ops, a.randaugment_magnitude) if a.randaugment_ops else None,
-            a.erasing, d.short_video, a.min_crop_area)
+            a.erasing, d.short_video, a.min_crop_area, d.sample_fps)
         return builders.train_stream(d, clip, seed=seed, local_batch=local_batch,
                                      process_index=process_index, process_count=process_count,
                                      start_step=start_step, num_repeats=d.num_repeats)
@@ -124,13 +124,14 @@ class ClassificationTask:
         """The test views of (config or the task's config).eval."""
         d, e = self.data, (config or self.config).eval
         return builders.EvalViews(d.num_frames, d.stride, d.crop_size, e.num_clips, e.num_crops,
-                                  d.sampler)
+                                  d.sampler, d.sample_fps)
 
     def protocol(self) -> dict:
         """The evaluation protocol and label map (stored in checkpoints, printed with results)."""
         d, e = self.data, self.config.eval
         mean, std = normalization.get(d.normalization)
-        return {"frames": d.num_frames, "stride": d.stride, "sampler": d.sampler,
+        return {"frames": d.num_frames, "stride": d.stride, "sample_fps": d.sample_fps,
+                "sampler": d.sampler,
                 "clips": e.num_clips, "crops": e.num_crops, "crop_size": d.crop_size,
                 "normalization": d.normalization, "mean": list(mean), "std": list(std),
                 "label_map": self.label_map}
