@@ -161,12 +161,17 @@ def diagnose(data: bytes) -> str | None:
     return None
 
 
+def _is_text(data: bytes) -> bool:
+    head = data[:64]
+    return bool(head) and all(32 <= b < 127 or b in b"\t\r\n" for b in head)
+
+
 def _not_media(data: bytes, error: Exception) -> str:
-    head = data[:48]
-    printable = sum(32 <= b < 127 or b in b"\t\r\n" for b in head)
-    if head and printable == len(head):
-        return f"not a media file (it starts with text: {head.decode('ascii')[:40]!r})"
-    return f"not a media file FFmpeg can read ({len(data)} bytes, starts {head[:12].hex(' ')}): {error}"
+    if _is_text(data):
+        return f"not a media file (it starts with text: {data[:40].decode('ascii')!r})"
+    why = getattr(error, "strerror", None) or str(error)
+    return (f"not a media file FFmpeg can read ({len(data)} bytes, starting "
+            f"{data[:12].hex(' ')}): {why}")
 
 
 def _open(data: bytes) -> av.container.InputContainer:
@@ -214,6 +219,9 @@ class Video:
     def _index(self, data: bytes, known_frames: int) -> None:
         c = self._container
         if not c.streams.video:
+            if _is_text(data):
+                raise DecodeError(f"not a video file: it is text (FFmpeg reads it as "
+                                  f"{_streams_summary(c)}), starting {data[:24].decode('ascii')!r}")
             raise DecodeError(f"no video stream (streams: {_streams_summary(c)})")
         s = self.stream = c.streams.video[0]
         pts, demuxed, error = [], 0, None
