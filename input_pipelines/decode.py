@@ -224,12 +224,17 @@ class Video:
                                   f"{_streams_summary(c)}), starting {data[:24].decode('ascii')!r}")
             raise DecodeError(f"no video stream (streams: {_streams_summary(c)})")
         s = self.stream = c.streams.video[0]
-        pts, demuxed, error = [], 0, None
+        s.thread_type = "AUTO"  # frame and slice threads, set before the decoder opens
+        pts, keys, demuxed, error = [], [], 0, None
         try:
             for p in c.demux(s):
                 if p.size == 0 and p.pts is None and p.dts is None:
                     continue  # the end-of-stream flush packet
                 demuxed += 1
+                if p.is_keyframe and (p.pts is not None or p.dts is not None):
+                    # (pts, dts) of every keyframe, hidden ones too: a cut's pre-roll starts at one
+                    keys.append((p.pts if p.pts is not None else p.dts,
+                                 p.dts if p.dts is not None else p.pts))
                 if getattr(p, "is_discard", False):
                     continue  # hidden by an edit list: not shown, not counted
                 t = p.pts if p.pts is not None else p.dts
@@ -253,6 +258,7 @@ class Video:
         if not len(table):
             raise DecodeError("the video stream holds no frames")
         self.pts = table
+        self._keyframes = sorted(keys)  # by presentation time
         self.time_base = Fraction(s.time_base) if s.time_base else Fraction(1, 1)
         self.times = (table - table[0]) * float(self.time_base)
         rate = s.average_rate or s.guessed_rate
@@ -297,23 +303,13 @@ class Video:
             raise DecodeError(f"frames {_listing(outside)} requested from a video of "
                               f"{self.num_frames} frames")
         wanted = {int(self.pts[i]): i for i in wanted_set}
-        first, last = int(self.pts[wanted_set[0]]), int(self.pts[wanted_set[-1]])
+        first = int(self.pts[wanted_set[0]])
         got: dict[int, av.VideoFrame] = {}
-        error = None
-        s = self.stream
-        s.thread_type = "AUTO"
-        try:
-            self._container.seek(first, stream=s, backward=True, any_frame=False)
-            for frame in self._container.decode(s):
-                if frame.pts is None:
-                    continue
-                if frame.pts in wanted:
-                    got[wanted[frame.pts]] = frame
-                if frame.pts >= last:
-                    break
-        except av.FFmpegError as e:
-            error = e
+        error = self._decode_from(self._seek_target(first), wanted, got)
         missing = [i for i in wanted_set if i not in got]
+        if missing and self._keyframes:  # once more from the first keyframe, the slow sure way
+            error = self._decode_from(self._keyframes[0][1], wanted, got) or error
+            missing = [i for i in wanted_set if i not in got]
         if missing:
             done = max(got) if got else None
             raise DecodeError(
@@ -321,6 +317,39 @@ class Video:
                 + (f" (the last decoded was {done})" if done is not None else "")
                 + (f": {error}" if error else ": the stream is damaged there"))
         return [got[int(i)] for i in indices]
+
+
+    def _seek_target(self, first_pts: int) -> int:
+        """A timestamp to seek to so that decoding starts at a keyframe shown at or before
+        `first_pts`. The decode timestamp of that keyframe: container indexes (mp4) search by
+        decode time, and seeking to the wanted frame's own time can land on a later keyframe
+        whose decode time is earlier (B-frames), e.g. an HEVC open-GOP CRA picture, whose
+        leading pictures (shown before it) cannot be decoded from it and are dropped."""
+        best = None
+        for key_pts, key_dts in self._keyframes:
+            if key_pts > first_pts:
+                break
+            best = key_dts
+        return first_pts if best is None else best
+
+    def _decode_from(self, target: int, wanted: dict[int, int],
+                     got: dict[int, av.VideoFrame]) -> Exception | None:
+        """Seek to `target` (backward, to a keyframe) and decode until every frame in `wanted`
+        ({pts: index}) not yet in `got` is there or the stream ends; the FFmpeg error, if any."""
+        s = self.stream
+        last = max(pts for pts, i in wanted.items() if i not in got)
+        try:
+            self._container.seek(target, stream=s, backward=True, any_frame=False)
+            for frame in self._container.decode(s):
+                if frame.pts is None:
+                    continue
+                if frame.pts in wanted and wanted[frame.pts] not in got:
+                    got[wanted[frame.pts]] = frame
+                if frame.pts >= last:
+                    break
+        except av.FFmpegError as e:
+            return e
+        return None
 
 
 def _listing(values: list[int], limit: int = 12) -> str:

@@ -100,7 +100,8 @@ def map_over_split(fn, params, mesh, config, views: builders.EvalViews) -> dict:
         device = sharding.put_batch({"video": host["video"]}, mesh)
         out = multihost_utils.process_allgather(jitted(params, device["video"]), tiled=True)
         outputs.append(np.asarray(out))
-        host["failed"] = np.asarray([bool(e) for e in host["error"]])
+        host["failed"] = np.asarray([bool(e) and v for e, v in zip(host["error"],
+                                                                    host["valid"])])
         host["reason"] = _reason_bytes(host["error"])
         for name, acc in (("label", labels), ("index", index), ("valid", valid),
                           ("failed", failed), ("reason", reasons)):
@@ -113,8 +114,7 @@ def map_over_split(fn, params, mesh, config, views: builders.EvalViews) -> dict:
                                f"{[_reason_text(r) for r in rows]}")
     valid, failed = np.concatenate(valid).astype(bool), np.concatenate(failed).astype(bool)
     keep = valid & ~failed
-    skipped = [tuple(_reason_text(r).split("\t", 1))
-               for r in np.concatenate(reasons)[valid & failed]]
+    skipped = [tuple(_reason_text(r).split("\t", 1)) for r in np.concatenate(reasons)[failed]]
     if skipped:
         print(f"warning: {len(skipped)} video(s) of {config.eval.split} could not be loaded and "
               f"are left out of the metrics: "

@@ -358,7 +358,11 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         _close(data_iter)
         if hasattr(task, "evaluate") and int(state.step) >= d["total_steps"]:
             result = task.evaluate(state.eval_variables(), mesh, config, out_dir=workdir)
-            writer.write(d["total_steps"], {f"eval_{k}": v for k, v in result.items()})
+            writer.write(d["total_steps"], {f"eval_{k}": v for k, v in result.items()
+                                            if isinstance(v, (int, float, np.number))})
+            if jax.process_index() == 0:  # the whole result, with the videos it left out
+                with open(os.path.join(workdir, f"eval_{config.eval.split}.json"), "w") as f:
+                    json.dump(result, f, indent=1)
         writer.close()
     return state
 

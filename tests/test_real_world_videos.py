@@ -58,6 +58,20 @@ def test_readable_files_give_the_frames_a_player_shows(folder):
             np.testing.assert_array_equal(decode.to_rgb(frame), shown[i], err_msg=f"{name} {i}")
 
 
+def test_every_frame_alone_is_found_by_seeking(folder):
+    """Each frame decoded on its own (a seek to it, as a training clip starts anywhere) is the
+    frame shown there. HEVC's open GOPs put pictures before a keyframe in display order after
+    it in decode order: seeking to their time lands on that keyframe, which cannot decode them."""
+    _, readable, _ = folder
+    for name, path in readable.items():
+        data = _read(path)
+        shown = _sequential(data)
+        with decode.Video(data) as video:
+            for i in range(len(shown)):
+                np.testing.assert_array_equal(decode.to_rgb(video.frames([i])[0]), shown[i],
+                                              err_msg=f"{name} frame {i}")
+
+
 def test_the_traps_are_real(folder):
     """The fixtures hold what broke the old frame table: hidden pre-roll packets, and container
     durations that overcount the video (so the tests above are not vacuous)."""
@@ -202,3 +216,45 @@ def test_reencoding_keeps_the_timestamps_and_the_frames(folder):
         stripe = np.array([f[:8].mean() for f in _sequential(data)])
         np.testing.assert_allclose(small[:, :4].mean(axis=(1, 2, 3)), stripe, atol=8,
                                    err_msg=name)
+
+
+def test_tiny_training_and_evaluation_on_a_list_of_every_kind(folder, tmp_path):
+    """Fine-tuning from scratch, its end-of-training evaluation on a second list, and
+    `--mode=evaluate` complete on the mixed folder; the bad files are counted once in training
+    and listed with their reasons in the result and in the scores file."""
+    import json
+    import shutil
+
+    from experiments.finetune import get_config
+    from internvideo_jax import offline, train
+    from internvideo_jax.metrics_writer import read_metrics
+    root, readable, unreadable = folder
+    val = os.path.join(root, "val.txt")  # the same files as an evaluation list
+    shutil.copy(os.path.join(root, "list.txt"), val)
+    c = get_config("tiny")
+    c.data.update(dataset=f"list:{root}/list.txt", eval_dataset=f"list:{val}", num_frames=8,
+                  crop_size=32, max_bad_videos=len(unreadable))
+    c.eval.update(batch_size=8, num_clips=1, num_crops=3)
+    c.update(batch_size=8, total_steps=6, log_every=2, checkpoint_every=6)
+    workdir = str(tmp_path / "ft")
+    train.train(c, workdir, progress=False)
+    records = read_metrics(workdir)
+    trained = [r for r in records if "loss" in r]
+    # 48 draws over 18 files (2.7 epochs): every bad file was met, each counted once
+    assert trained[-1]["bad_videos"] == len(unreadable)
+    assert all(r["bad_draws"] >= r["bad_videos"] for r in trained)
+    result = json.load(open(os.path.join(workdir, "eval_validation.json")))
+    assert result["videos"] == len(readable)
+    assert result["skipped_videos"] == len(unreadable)
+    reasons = {os.path.basename(s["video"]): s["reason"] for s in result["skipped"]}
+    assert set(reasons) == set(unreadable)
+    assert all(re.search(unreadable[n], why) for n, why in reasons.items())
+    scores = np.load(os.path.join(workdir, "scores_validation.npz"))
+    assert len(scores["video_id"]) == len(readable)
+    assert {os.path.basename(v) for v in scores["skipped_video"]} == set(unreadable)
+    again = offline.evaluate(c, workdir)  # --mode=evaluate
+    assert again["top1"] == result["top1"] and again["skipped_videos"] == len(unreadable)
+    # Without an evaluation list, a file list is not evaluated on its own training files.
+    c.data.eval_dataset = ""
+    with pytest.raises(ValueError, match="is one file list, with no 'validation' split"):
+        offline.evaluate(c, workdir)
