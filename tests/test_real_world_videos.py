@@ -258,3 +258,83 @@ def test_tiny_training_and_evaluation_on_a_list_of_every_kind(folder, tmp_path):
     c.data.eval_dataset = ""
     with pytest.raises(ValueError, match="is one file list, with no 'validation' split"):
         offline.evaluate(c, workdir)
+
+
+def _pack(root: str, out: str, name: str, *extra: str) -> int:
+    return build.main(["pack", "--name", name, "--format", "list", "--video-root", root,
+                       "--split", f"train={root}/list.txt", "--out", out, *extra])
+
+
+def test_pack_keeps_the_same_videos_with_and_without_short_side_and_stores_true_counts(
+        folder, tmp_path):
+    root, readable, unreadable = folder
+    out = str(tmp_path / "tfds")
+    assert _pack(root, out, "plain") == 0
+    assert _pack(root, out, "small", "--short-side", "32") == 0
+    packed = {}
+    for name in ("plain", "small"):
+        directory = os.path.join(out, "video_folder", name, "1.0.0")
+        source = sources.open_source(directory, "train")
+        packed[name] = {os.path.basename(source[i]["path"].decode()): int(source[i]["num_frames"])
+                        for i in range(len(source))}  # Text features come back as bytes
+        skipped = open(os.path.join(directory, "skipped.tsv"), encoding="utf-8").read()
+        assert {os.path.basename(line.split("\t")[0]) for line in skipped.splitlines()} == set(
+            unreadable)
+    assert set(packed["plain"]) == set(packed["small"]) == set(readable)
+    for name, path in readable.items():  # frames a player shows, not the header's count
+        assert packed["plain"][name] == packed["small"][name] == len(_sequential(_read(path)))
+    assert packed["plain"]["cut_editlist.mp4"] == 50
+
+
+def test_pack_refuses_other_inputs_under_an_existing_name_and_rebuilds_when_asked(
+        folder, tmp_path, capsys):
+    root, readable, unreadable = folder
+    out = str(tmp_path / "tfds")
+    directory = os.path.join(out, "video_folder", "k", "1.0.0")
+    assert _pack(root, out, "k") == 0
+    before = {f: os.path.getmtime(os.path.join(directory, f)) for f in os.listdir(directory)}
+    skipped = open(os.path.join(directory, "skipped.tsv"), encoding="utf-8").read()
+    assert _pack(root, out, "k") == 0  # the same inputs: reused, nothing rewritten
+    assert "already packed from the same annotations" in capsys.readouterr().out
+    assert open(os.path.join(directory, "skipped.tsv"), encoding="utf-8").read() == skipped
+    assert _pack(root, out, "k", "--short-side", "32") == 2  # other options: refused
+    err = capsys.readouterr().err
+    assert "already holds a dataset built from other inputs (short_side: 0 -> 32)" in err
+    assert "--overwrite" in err and len(err.strip().splitlines()) == 1
+    after = {f: os.path.getmtime(os.path.join(directory, f)) for f in os.listdir(directory)}
+    assert after == before  # nothing touched
+    assert _pack(root, out, "k", "--short-side", "32", "--overwrite") == 0
+    source = sources.open_source(directory, "train")
+    assert len(source) == len(readable)
+    import json
+    info = json.load(open(os.path.join(directory, "build_info.json")))
+    assert info["short_side"] == 32 and info["skipped"] == len(unreadable)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pack", "--name", "x", "--format", "list", "--split", "train.txt", "--out", "o"],
+     "error: --split takes NAME=ANNOTATION_FILE (e.g. --split train=/data/train.txt), got "
+     "'train.txt'"),
+    (["pack", "--name", "x", "--format", "list", "--split", "train=/no/such.txt", "--out", "o"],
+     "error: --split train: annotation file /no/such.txt does not exist"),
+    (["validate", "--format", "list", "--annotations", "/no/such.txt"],
+     "error: --annotations /no/such.txt does not exist"),
+])
+def test_command_line_mistakes_give_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert build.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == message
+    assert not os.listdir(tmp_path)  # nothing created
+
+
+def test_bad_video_budget_counts_files_not_draws_and_takes_a_fraction():
+    tracker = robust.BadVideoTracker(budget=2)
+    for _ in range(50):  # one bad file met in 50 epochs is one bad file
+        tracker.update({"skipped": np.array([1, 0]), "skipped_ids": np.array(["/v/a.mp4", ""])})
+    assert tracker.distinct == 1 and tracker.count == 50
+    by_fraction = robust.BadVideoTracker(budget=100, fraction=0.1, num_examples=30)  # 3 files
+    by_fraction.update({"skipped": np.array([3]), "skipped_ids": np.array(["a;b;c"])})
+    with pytest.raises(RuntimeError, match=r"4 videos failed to load, more than "
+                                           r"data.max_bad_fraction=0.1 of 30 videos \(3\)"):
+        by_fraction.update({"skipped": np.array([1]), "skipped_ids": np.array(["d"])})
