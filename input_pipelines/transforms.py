@@ -38,21 +38,58 @@ def multi_scale_crop_box(image_w: int, image_h: int, output_size: int,
     return x, y, crop_w, crop_h
 
 
-def scaled_crop(frames: list[av.VideoFrame], box: tuple[int, int, int, int],
-                output_size: int, interpolation: str = "FAST_BILINEAR") -> np.ndarray:
+# scaled_crop's "auto" scaler, chosen on benchmarks/scaler.py (docs/benchmarks.md, "Crop scaler").
+# swscale's BILINEAR widens its tent filter with the downscale factor, as Pillow's resize does: it
+# is the swscale filter closest to the reference Pillow BILINEAR crop + resize at every downscale
+# measured (0.09x-0.95x; ~1.2-2.5 grey levels mean abs error for the filter alone). FAST_BILINEAR
+# is a fixed 2-tap filter: it aliases once the crop shrinks by more than 1.25x (+0.85 levels at
+# 0.75x, +1.5 at 0.7x, +3 at 0.5x, +13 at 0.09x), is ~0.3 level worse near 1x (coarser weights)
+# and 0.3-2.3 worse upscaling, where it is no faster. It is kept where it is ~1.5x faster and
+# costs at most ~0.6 level more: both axes scaled by a factor in [FAST_BILINEAR_MIN_SCALE, 1].
+FAST_BILINEAR_MIN_SCALE = 0.8
+
+
+def crop_interpolation(crop_w: float, crop_h: float, output_size: int) -> str:
+    """The swscale filter scaled_crop's "auto" uses for a crop_w x crop_h box -> output_size^2.
+
+    "FAST_BILINEAR" when both axes shrink by at most 1 / FAST_BILINEAR_MIN_SCALE (1.25x) or keep
+    their size; otherwise "BILINEAR", which is antialiased for downscales (its support widens with
+    the factor) and exact bilinear for upscales.
+    """
+    lo, hi = sorted((output_size / crop_w, output_size / crop_h))
+    return "FAST_BILINEAR" if lo >= FAST_BILINEAR_MIN_SCALE and hi <= 1.0 else "BILINEAR"
+
+
+def scaled_crop(frames: list[av.VideoFrame], box: tuple[float, float, float, float],
+                output_size: int, interpolation: str = "auto") -> np.ndarray:
     """Crop (x, y, w, h) of every decoded frame, resized to output_size^2, as uint8 RGB.
 
     Done as: scale the whole frame by (output_size / w, output_size / h) in the colour-conversion
-    pass (swscale, bilinear), then slice the output_size^2 window at the scaled offset. That is the
-    crop-then-resize of the reference up to bilinear weights at the crop border, and costs one
-    conversion instead of a full-size conversion plus a separate resize. Training crops use
-    swscale's FAST_BILINEAR (within ~1 grey level of exact bilinear on average, see the tests);
-    pass "BILINEAR" for evaluation views.
+    pass (swscale), then slice the output_size^2 window at the scaled offset; one conversion
+    instead of a full-size conversion plus a separate resize.
+
+    interpolation: "auto" (default) picks the swscale filter by the scale (crop_interpolation:
+    BILINEAR, antialiased when downscaling, except FAST_BILINEAR for downscales of at most 1.25x);
+    an av.video.reformatter.Interpolation name ("BILINEAR", "FAST_BILINEAR", "AREA", ...) forces
+    that filter.
+
+    Accuracy, against the reference (the full-size RGB frame cropped, then resized with Pillow's
+    antialiased BILINEAR) on natural-image-like H.264 frames (benchmarks/scaler.py): "auto" is
+    2.5-5.8 grey levels off on average for multi-scale and random resized crops to 64-224 px
+    from 720p and 320p video (FAST_BILINEAR, the old default: 10-16 at 64 px, 3.3-5.9 at 224 px).
+    Of that, ~1.2-2.5 is the filter; the rest is geometry: the window starts on a whole pixel of
+    the scaled frame, so it is offset from the box by up to half an output pixel (5.6 source
+    pixels for 720 -> 64), the scale is rounded to a whole scaled-frame size, and pixels at the
+    crop border are weighted with pixels outside it. Boxes that fall on whole scaled pixels
+    (evaluation views: short side resized, then cropped) have the filter error only (1.2-1.8 with
+    BILINEAR).
 
     Returns:
       (T, output_size, output_size, 3) uint8.
     """
     x, y, w, h = box
+    if interpolation == "auto":
+        interpolation = crop_interpolation(w, h, output_size)
     width, height = decode.display_size(frames[0])  # upright, as to_rgb returns them
     sx, sy = output_size / w, output_size / h
     sw, sh = max(output_size, round(width * sx)), max(output_size, round(height * sy))
