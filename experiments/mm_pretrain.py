@@ -22,6 +22,12 @@ Presets: tiny, b16, l14.
         data.dataset at a captioned dataset (packed with `python -m input_pipelines.build pack
         --format captions`, or `captions:<file>` with data.video_root).
   l14   the same with L/14 (global UniBlocks on 20-23) and the L/14 text tower.
+Zero-shot classification is evaluated only where eval.zero_shot_classnames is set: by the tiny
+preset (the demo's colours), else by the user for the eval dataset's classes, e.g.
+  --config.eval.zero_shot_classnames="('cat', 'dog')" \
+  --config.eval.zero_shot_templates="('a video of a {}.',)" --config.eval.zero_shot_labels=label
+A run of tiny on other data keeps the colours: clear them with --config.eval.zero_shot_classnames=()
+(evaluation stops with an error when no video's class can be told).
 The optimiser settings of b16/l14 are ours (CLIP-style AdamW, betas (0.9, 0.98), wd 0.2): the
 spec does not give InternVideo's multimodal recipe.
 
@@ -48,10 +54,10 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.augment = config_dict.ConfigDict(dict(min_crop_area=0.5))
     c.eval = config_dict.ConfigDict(dict(
         split="validation", batch_size=32,
-        # tuples, so that --config.eval.zero_shot_classnames="('a', 'b')" can override them
-        zero_shot_classnames=tuple(synthetic_videos.COLOURS),
-        zero_shot_templates=tuple(synthetic_videos.ZERO_SHOT_COLOUR_TEMPLATES),
-        zero_shot_labels="caption"))
+        # Zero-shot classification runs only with class names for the eval dataset (none by
+        # default; the tiny preset sets the demo's colours). Tuples, so that
+        # --config.eval.zero_shot_classnames="('a', 'b')" can set them.
+        zero_shot_classnames=(), zero_shot_templates=(), zero_shot_labels="caption"))
     c.batch_size = 32  # global: every example's negatives are the other 31
     c.grad_accum_steps = 1  # > 1: micro-batches scanned, one update (same batch_size)
     c.num_epochs = 10.0
@@ -68,10 +74,13 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         c.total_steps = 300
         c.model.caption_length = 16  # the demo's captions are at most 12 tokens with sot/eot
         c.optim.base_lr = 4e-3  # x 32/256 = 5e-4 peak
+        c.eval.update(  # the demo's colours, each caption naming one
+            zero_shot_classnames=tuple(synthetic_videos.COLOURS),
+            zero_shot_templates=tuple(synthetic_videos.ZERO_SHOT_COLOUR_TEMPLATES))
     elif preset in ("b16", "l14"):
         c.model.update(size="B/16" if preset == "b16" else "L/14", dtype="bfloat16")
         c.data.update(dataset="webvid", crop_size=224, num_workers=16)
-        c.eval.update(batch_size=64, zero_shot_classnames=(), zero_shot_templates=())
+        c.eval.update(batch_size=64)
         c.batch_size = 4096
         c.num_epochs = 10.0
         c.optim.update(base_lr=1e-4, min_lr=1e-6, warmup_epochs=1.0, weight_decay=0.2)

@@ -86,3 +86,77 @@ def test_uncaptioned_dataset_fails_at_start(tmp_path):
     c = _mm_config("", **{"data.dataset": f"list:{listing}"})
     with pytest.raises(ValueError, match="has no captions"):
         train.train(c, str(tmp_path / "w"), progress=False)
+
+
+def test_zero_shot_runs_only_with_class_names_and_never_reports_nan():
+    from experiments.mm_pretrain import get_config
+    from internvideo_jax.tasks.mm_pretrain import zero_shot_metrics
+    assert get_config("tiny").eval.zero_shot_classnames == tuple(synthetic_videos.COLOURS)
+    for preset in ("b16", "l14"):  # a user's dataset: no class names unless given
+        assert get_config(preset).eval.zero_shot_classnames == ()
+        assert get_config(preset).eval.zero_shot_templates == ()
+
+    def encode(texts):  # one axis per colour word: 'red' -> e0, 'blue' -> e1
+        return np.array([[float("red" in t), float("blue" in t), 0.0, 0.1] for t in texts])
+
+    videos = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]])
+    captions = [["a red cat"], ["a blue dog"], ["a cat on a sofa"]]
+    e = get_config("b16").eval
+    assert zero_shot_metrics(encode, e, videos, np.array([-1, -1, -1]), captions) == {}
+    e = apply_overrides(e, {"zero_shot_classnames": ("red", "blue"),
+                            "zero_shot_templates": ("a {} thing",)})
+    assert zero_shot_metrics(encode, e, videos, np.array([-1, -1, -1]), captions) == {
+        "zero_shot_top1": 100.0, "zero_shot_top2": 100.0, "zero_shot_videos": 2}
+    with pytest.raises(ValueError, match=r"no video's captions name exactly one of "
+                                         r"eval.zero_shot_classnames \('red', 'blue'\).*\(\)"):
+        zero_shot_metrics(encode, e, videos, np.array([0, 1, 0]), [["a cat"]] * 3)
+    e.zero_shot_labels = "label"
+    with pytest.raises(ValueError, match=r"no video has a label"):
+        zero_shot_metrics(encode, e, videos, np.array([-1, -1, -1]), captions)
+    assert zero_shot_metrics(encode, e, videos, np.array([0, -1, 1]), captions) == {
+        "zero_shot_top1": 50.0, "zero_shot_top2": 100.0, "zero_shot_videos": 2}
+
+
+def test_evaluation_without_class_names_has_no_zero_shot_and_unknown_classes_fail(
+        data_dir, trained):
+    result = offline.evaluate(_mm_config(data_dir, **{"eval.zero_shot_classnames": ()}), trained)
+    assert result["t2v_R@1"] >= 0.0 and not any(k.startswith("zero_shot") for k in result)
+    assert all(np.isfinite(v) for v in result.values() if isinstance(v, (int, float)))
+    with pytest.raises(ValueError, match="no video's true class is known"):  # was a NaN top-1
+        offline.evaluate(_mm_config(data_dir, **{"eval.zero_shot_classnames": ("purple",)}),
+                         trained)
+
+
+def _captioned_files(tmp_path, first_kind: str):
+    """A captions JSON whose first file is missing or unreadable, then two good videos."""
+    for i in (1, 2):
+        (tmp_path / f"v{i}.mp4").write_bytes(
+            synthetic_videos.make_example(i, 0, size=64, num_frames=16)["video"])
+    if first_kind == "unreadable":  # a directory: open() fails even as root
+        (tmp_path / "v0.mp4").mkdir()
+    caps = [{"video": f"v{i}.mp4", "caption": f"video number {i}"} for i in range(3)]
+    (tmp_path / "caps.json").write_text(json.dumps(caps))
+    return f"captions:{tmp_path / 'caps.json'}"
+
+
+@pytest.mark.parametrize("first_kind", ["missing", "unreadable"])
+def test_start_up_does_not_need_the_first_video(tmp_path, first_kind):
+    from internvideo_jax.tasks.mm_pretrain import MultimodalPretrainTask, first_readable_captions
+    dataset = _captioned_files(tmp_path, first_kind)
+    source = builders.open_data_source(_mm_config("", **{"data.dataset": dataset}).data)
+    assert first_readable_captions(source, dataset) == (str(tmp_path / "v1.mp4"),
+                                                        ["video number 1"])
+    task = MultimodalPretrainTask(_mm_config("", **{"data.dataset": dataset}))
+    _, epoch_size = task.train_dataset(seed=0, local_batch=2, process_index=0, process_count=1)
+    assert epoch_size == 3
+
+
+def test_start_up_names_the_unreadable_videos(tmp_path):
+    (tmp_path / "caps.json").write_text(json.dumps(
+        [{"video": f"nope_{i}.mp4", "caption": "x"} for i in range(25)]))
+    c = _mm_config("", **{"data.dataset": f"captions:{tmp_path / 'caps.json'}"})
+    from internvideo_jax.tasks.mm_pretrain import MultimodalPretrainTask
+    with pytest.raises(ValueError, match=r"none of its first 20 videos could be read: "
+                                         r".*nope_0.mp4 \(FileNotFoundError.*nope_19.mp4"):
+        MultimodalPretrainTask(c).train_dataset(seed=0, local_batch=2, process_index=0,
+                                                process_count=1)

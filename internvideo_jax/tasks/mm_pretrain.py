@@ -5,19 +5,23 @@ captions}. Loss = model.contrastive_weight * InfoNCE + model.caption_weight * ca
 caption decoder reading the first model.caption_length ids (77: all; shorter saves compute when
 captions are short, captions cut there lose their end-of-text target).
 Evaluation (end of training, or `--mode=evaluate`): text-to-video / video-to-text retrieval on
-config.eval.split (every caption of every video; raw and dual softmax) and zero-shot
-classification from eval.zero_shot_classnames x eval.zero_shot_templates (prompt ensembling), the
-true class being the dataset's label (eval.zero_shot_labels='label', in class-name order) or the one
-class name that the video's caption contains ('caption'; videos naming none or several are left
-out and counted in zero_shot_videos).
+config.eval.split (every caption of every video; raw and dual softmax) and, when
+eval.zero_shot_classnames is set (the config's default is none: only the demo preset sets them),
+zero-shot classification from eval.zero_shot_classnames x eval.zero_shot_templates (prompt
+ensembling), the true class being the dataset's label (eval.zero_shot_labels='label', in class-name
+order; unlabelled videos, label -1, are left out) or the one class name that the video's caption
+contains ('caption'; videos naming none or several are left out). zero_shot_videos counts the
+videos kept; none kept is an error, not a NaN accuracy. Without class names zero-shot is skipped
+(one logged line) and the result has no zero_shot_* key.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
-from input_pipelines import builders, normalization
+from input_pipelines import builders, normalization, robust
 from internvideo_jax import losses, retrieval
 from internvideo_jax.models import multimodal
 from internvideo_jax.text.tokenizer import get_tokenizer
@@ -84,10 +88,12 @@ class MultimodalPretrainTask:
     def train_dataset(self, seed: int, local_batch: int, process_index: int, process_count: int,
                       start_step: int = 0):
         d = self.data
-        first = builders.open_data_source(d)[0]
-        if not builders.captions_of(first):
-            raise ValueError(f"{d.dataset}:{d.split} has no captions (its first video has none): "
-                             f"multimodal pretraining needs a captioned dataset.")
+        where, captions = first_readable_captions(builders.open_data_source(d),
+                                                  f"{d.dataset}:{d.split}")
+        if not captions:
+            raise ValueError(f"{d.dataset}:{d.split} has no captions (its first readable video, "
+                             f"{where}, has none): multimodal pretraining needs a captioned "
+                             f"dataset.")
         clip = builders.CaptionClip(d.num_frames, d.crop_size, self.config.augment.min_crop_area,
                                     self.context_length)
         return builders.train_stream(d, clip, seed=seed, local_batch=local_batch,
@@ -133,29 +139,75 @@ class MultimodalPretrainTask:
         got = map_over_split(self.video_features, variables, mesh, config, self.eval_views())
         videos = got["outputs"]  # (N, E), order of got['index']
         source = builders.open_data_source(eval_data_config(config))
-        texts, text_to_video = [], []
-        for row, index in enumerate(got["index"]):
-            for caption in builders.captions_of(source[int(index)]):
-                texts.append(caption)
-                text_to_video.append(row)
+        captions = [builders.captions_of(source[int(index)]) for index in got["index"]]
+        texts = [c for caps in captions for c in caps]
+        text_to_video = [row for row, caps in enumerate(captions) for _ in caps]
         result = {"videos": len(videos), "texts": len(texts)}
         scale = float(np.exp(np.clip(np.asarray(params["logit_scale"]), 0, np.log(100.0))))
         if texts:
             sim = scale * self.text_features(params, texts) @ videos.T  # (texts, videos)
             result.update(retrieval.retrieval_metrics(sim, np.asarray(text_to_video)))
-        if e.zero_shot_classnames:
-            names = list(e.zero_shot_classnames)
-            if e.zero_shot_labels == "label":
-                labels, keep = got["label"], np.ones(len(videos), bool)
-            elif e.zero_shot_labels == "caption":
-                captions = [builders.captions_of(source[int(i)]) for i in got["index"]]
-                labels, keep = retrieval.labels_from_captions(captions, names)
-            else:
-                raise ValueError(f"eval.zero_shot_labels={e.zero_shot_labels!r}: choose 'label' "
-                                 f"(the dataset's labels) or 'caption' (the class name that the "
-                                 f"video's caption contains).")
-            classes = retrieval.class_text_features(
-                lambda t: self.text_features(params, t), names, list(e.zero_shot_templates))
-            result.update(retrieval.zero_shot_accuracy(videos[keep], classes, labels[keep]))
-            result["zero_shot_videos"] = int(keep.sum())
+        result.update(zero_shot_metrics(lambda t: self.text_features(params, t), e, videos,
+                                        got["label"], captions))
         return result
+
+
+def first_readable_captions(source, name: str, max_tries: int = 20) -> tuple[str, list[str]]:
+    """(the record's name, its captions) of the first record of `source` that can be read, so
+    that no check depends on record 0: records raising robust.LOAD_ERRORS (a missing or unreadable
+    file) are passed over, up to max_tries of them; then a ValueError naming them."""
+    failed = []
+    for index in range(min(max_tries, len(source))):
+        describe = getattr(source, "describe", None)  # names a file even if unreadable
+        where = describe(index) if describe else f"#{index}"
+        try:
+            example = source[index]
+        except robust.LOAD_ERRORS as e:
+            failed.append(f"{where} ({type(e).__name__}: {e})")
+            continue
+        where = robust.example_id(example, index)
+        return where, builders.captions_of(example) if "caption" in example else []
+    if not failed:
+        raise ValueError(f"{name} has no videos.")
+    raise ValueError(f"{name}: none of its first {len(failed)} videos could be read: "
+                     f"{'; '.join(failed)}. Run `python -m input_pipelines.build validate` on the "
+                     f"dataset.")
+
+
+def zero_shot_metrics(encode, e, videos: np.ndarray, labels: np.ndarray,
+                      captions: list[list[str]]) -> dict:
+    """Zero-shot top-1/top-5 (%) and zero_shot_videos of `videos` ((N, E) features; labels (N,)
+    the dataset's, -1 unlabelled; captions per video) with the class names and templates of
+    config.eval `e`; encode(texts) -> (M, E) text features. {} (and one logged line) when
+    e.zero_shot_classnames is empty; a ValueError when no video's class can be told."""
+    names = list(e.zero_shot_classnames)
+    if not names:
+        logging.warning("Zero-shot classification skipped: eval.zero_shot_classnames is empty "
+                        "(set it, and eval.zero_shot_templates, to the eval split's classes).")
+        return {}
+    if e.zero_shot_labels == "label":
+        labels = np.asarray(labels)
+        keep = labels >= 0
+        how = "no video has a label (all -1)"
+    elif e.zero_shot_labels == "caption":
+        labels, keep = retrieval.labels_from_captions(captions, names)
+        how = (f"no video's captions name exactly one of eval.zero_shot_classnames "
+               f"{tuple(names)}")
+    else:
+        raise ValueError(f"eval.zero_shot_labels={e.zero_shot_labels!r}: choose 'label' "
+                         f"(the dataset's labels) or 'caption' (the class name that the "
+                         f"video's caption contains).")
+    if not keep.any():
+        raise ValueError(
+            f"Zero-shot classification on eval.split={e.split!r} with "
+            f"eval.zero_shot_labels={e.zero_shot_labels!r}: {how}, so no video's true class is "
+            f"known. Set eval.zero_shot_classnames (and eval.zero_shot_templates) to this "
+            f"dataset's classes, or to () to skip zero-shot (--config.eval.zero_shot_classnames=()"
+            f"; --mode=evaluate reruns the evaluation from the last checkpoint).")
+    if not e.zero_shot_templates:
+        raise ValueError("eval.zero_shot_classnames is set but eval.zero_shot_templates is "
+                         "empty: give prompts such as ('a video of a {}.',).")
+    classes = retrieval.class_text_features(encode, names, list(e.zero_shot_templates))
+    result = retrieval.zero_shot_accuracy(videos[keep], classes, labels[keep])
+    result["zero_shot_videos"] = int(keep.sum())
+    return result
