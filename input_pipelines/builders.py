@@ -57,15 +57,15 @@ class PretrainClip:
             idx = dense_clip(video, self.num_frames, self.stride, self.sample_fps, rng,
                              self.short_video)
             frames = video.frames(idx)  # T frames, not yet RGB
-        videos, masks = [], []
-        for _ in range(self.num_repeats):
-            box = transforms.multi_scale_crop_box(*decode.display_size(frames[0]),
-                                                  self.crop_size, rng)
-            clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
-            if self.flip:
-                clip = transforms.random_flip(clip, rng)
-            videos.append(np.ascontiguousarray(clip))
-            masks.append(masking.tube_mask(self.token_grid, self.mask_ratio, rng))  # (N,)
+            videos, masks = [], []
+            for _ in range(self.num_repeats):
+                box = transforms.multi_scale_crop_box(*decode.display_size(frames[0]),
+                                                      self.crop_size, rng)
+                clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
+                if self.flip:
+                    clip = transforms.random_flip(clip, rng)
+                videos.append(np.ascontiguousarray(clip))
+                masks.append(masking.tube_mask(self.token_grid, self.mask_ratio, rng))  # (N,)
         return {"video": np.stack(videos), "mask": np.stack(masks)}
 
 
@@ -111,9 +111,9 @@ class ClassifyClip:
                 idx = dense_clip(video, self.num_frames, self.stride, self.sample_fps, rng,
                                  self.short_video)
             frames = video.frames(idx)
-        box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
-                                                 scale=(self.min_crop_area, 1.0))
-        clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
+            box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
+                                                     scale=(self.min_crop_area, 1.0))
+            clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
         if self.flip:
             clip = transforms.random_flip(clip, rng)
         if self.randaugment:
@@ -147,9 +147,9 @@ class CaptionClip:
         with open_video(example) as video:
             idx = sampling.segment_indices(video.num_frames, self.num_frames, rng)
             frames = video.frames(idx)
-        box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
-                                                 scale=(self.min_crop_area, 1.0))
-        clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
+            box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
+                                                     scale=(self.min_crop_area, 1.0))
+            clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
         captions = captions_of(example)
         if not captions:
             raise ValueError(f"video {example.get('video_id', '?')!r} has no caption: multimodal "
@@ -188,17 +188,17 @@ class EvalViews:
                 clips = sampling.dense_test_views(n, self.num_frames, self.stride,
                                                   self.num_clips)
             frames = video.frames(np.concatenate(clips))
-        w, h = decode.display_size(frames[0])
-        rw, rh = transforms.short_side_size(w, h, self.crop_size)
-        boxes = transforms.three_crop_boxes(rw, rh, self.crop_size)
-        boxes = boxes if self.num_crops == 3 else boxes[1:2]
-        views = []
-        for c in range(self.num_clips):
-            clip_frames = frames[c * self.num_frames:(c + 1) * self.num_frames]
-            for x, y, _, _ in boxes:  # crop boxes in resized coordinates -> original ones
-                box = (x * w / rw, y * h / rh, self.crop_size * w / rw, self.crop_size * h / rh)
-                views.append(transforms.scaled_crop(clip_frames, box, self.crop_size,
-                                                    "BILINEAR"))
+            w, h = decode.display_size(frames[0])
+            rw, rh = transforms.short_side_size(w, h, self.crop_size)
+            boxes = transforms.three_crop_boxes(rw, rh, self.crop_size)
+            boxes = boxes if self.num_crops == 3 else boxes[1:2]
+            views = []
+            for c in range(self.num_clips):
+                clip_frames = frames[c * self.num_frames:(c + 1) * self.num_frames]
+                for x, y, _, _ in boxes:  # crop boxes in resized coordinates -> original ones
+                    box = (x * w / rw, y * h / rh, self.crop_size * w / rw, self.crop_size * h / rh)
+                    views.append(transforms.scaled_crop(clip_frames, box, self.crop_size,
+                                                        "BILINEAR"))
         return {"video": np.stack(views), "label": np.int32(example["label"]),
                 "index": np.int32(index)}
 
