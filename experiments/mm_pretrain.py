@@ -50,7 +50,10 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.data = config_dict.ConfigDict(dict(
         dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=8,
         stride=1, crop_size=64, normalization="clip", num_workers=0, num_threads=2,
-        prefetch_batches=2, max_bad_videos=100, num_repeats=1))
+        prefetch_batches=2, max_bad_videos=100, num_repeats=1,
+        max_bad_fraction=0.0,  # > 0: also stop past this fraction of the dataset's files bad
+        eval_dataset="",  # file lists only: the evaluation list (captions:... of eval.split)
+        allow_eval_on_train=False))  # True: evaluating on the training list is intended
     c.augment = config_dict.ConfigDict(dict(min_crop_area=0.5))
     c.eval = config_dict.ConfigDict(dict(
         split="validation", batch_size=32,
