@@ -60,15 +60,15 @@ def make_videos(folder: str, count: int, frames: int) -> str:
 
 def run_ours(listing: str, workers: int, batches: int, repeats: int) -> float:
     from absl import flags
-    from ml_collections import config_dict
 
+    from experiments.videomae_pretrain import get_config
     from input_pipelines import builders
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
-    data = config_dict.ConfigDict(dict(
-        dataset=f"list:{listing}", split="train", data_dir="", video_root="", labels="",
-        num_frames=CLIP, stride=STRIDE, crop_size=CROP, flip=False, num_workers=workers,
-        num_threads=1, prefetch_batches=2, num_repeats=repeats, short_video="clamp"))
+    data = get_config("tiny").data  # every data key at the training default
+    data.update(dataset=f"list:{listing}", num_frames=CLIP, stride=STRIDE, crop_size=CROP,
+                flip=False, num_workers=workers, num_threads=1, prefetch_batches=2,
+                num_repeats=repeats)
     ds, _ = builders.pretrain_dataset(data, seed=0, local_batch=BATCH, token_grid=GRID,
                                       mask_ratio=0.9)
     return _time_batches(iter(ds), batches, lambda b: b["video"].shape[0])

@@ -292,9 +292,8 @@ class Video:
 
         Seeks to the keyframe before the first wanted frame and decodes forward to the last one.
         Returns av.VideoFrames in the codec's pixel format and stored orientation, in the order
-        of `indices`; convert with to_rgb (which applies the rotation metadata) before this Video
-        is closed: their pixels belong to its decoder. Keeping them unconverted lets several
-        augmented views be made from one decode.
+        of `indices`; convert with to_rgb (which applies the rotation metadata). Keeping them
+        unconverted lets several augmented views be made from one decode.
         Raises DecodeError naming the frames past the end, or the frames that did not decode.
         """
         indices = np.asarray(indices, dtype=np.int64).ravel()
@@ -366,19 +365,8 @@ def decode_frames(data: bytes, indices: np.ndarray) -> np.ndarray:
         return np.stack([to_rgb(f) for f in video.frames(indices)])
 
 
-class OpenFrames(list):
-    """Decoded frames that keep their Video open: a frame's pixels are only valid while its
-    decoder lives (with frame threading, frames read after the container closed were seen to hold
-    other frames' pixels: 1 run in 3 of tests/test_pipeline.py's rotation test)."""
-
-    def __init__(self, frames, video: Video):
-        super().__init__(frames)
-        self.video = video
-
-
-def decode_video_frames(data: bytes, indices: np.ndarray) -> OpenFrames:
-    """The decoded frames at `indices` (0-based display order) of an encoded video (Video.frames),
-    kept valid by holding the video open for as long as the returned list lives.
+def decode_video_frames(data: bytes, indices: np.ndarray) -> list[av.VideoFrame]:
+    """The decoded frames at `indices` (0-based display order) of an encoded video (Video.frames).
 
     Args:
       data: the encoded container (mp4, webm, mkv, ...), as bytes.
@@ -387,12 +375,8 @@ def decode_video_frames(data: bytes, indices: np.ndarray) -> OpenFrames:
       DecodeError: unreadable, no video stream, an index past the last frame, or a wanted frame
         that did not decode.
     """
-    video = Video(data)
-    try:
-        return OpenFrames(video.frames(indices), video)
-    except BaseException:
-        video.close()
-        raise
+    with Video(data) as video:
+        return video.frames(indices)
 
 
 def probe(data: bytes) -> dict:

@@ -85,14 +85,16 @@ def test_variable_frame_rate_video_indexes_frames_in_presentation_order():
 @pytest.mark.parametrize("degrees", [90, 180, 270])
 def test_rotation_metadata_is_applied(degrees):
     """A portrait scene stored as landscape frames + a display rotation (as phones record) comes
-    out upright: the same pixels as the unrotated encode, turned by the metadata."""
+    out upright: the stored pixels of the same encode, turned by the metadata."""
     rng = np.random.default_rng(6)
     upright = synthetic_videos.render(synthetic_videos.sample_scene(rng, 48, 6), 48, 6, rng)
     upright = np.ascontiguousarray(upright[:, :, 8:40])  # (6, 48, 32, 3) portrait
     turns = degrees // 90
     stored = np.ascontiguousarray(np.rot90(upright, -turns, axes=(1, 2)))  # what the camera wrote
-    plain = decode.decode_frames(synthetic_videos.encode_mp4(stored), np.arange(6))
     data = synthetic_videos.encode_mp4(stored, display_rotation=degrees)
+    # The stored frames of this very encode (to_ndarray ignores the display matrix): a second
+    # encode of the same frames is not bit-identical (libx264's threads), so it is no reference.
+    plain = _frames_by_full_decode(data)
     frames = decode.decode_video_frames(data, np.array([1, 4]))
     assert decode.display_size(frames[0]) == (32, 48)
     out = decode.decode_frames(data, np.array([1, 4]))
