@@ -17,7 +17,9 @@ worker processes and the same batch size, in one run.
 
   pip install torch==2.13.0 decord2==3.4.0 pillow==13.0.0   # the benchmark extra
   python benchmarks/input_pipeline.py --workers 2 --batches 30
-Prints one JSON line per loader and a markdown table for docs/benchmarks.md.
+  taskset -c 0 python benchmarks/input_pipeline.py --clip-cost 8   # ms per clip, scaler cost
+Prints one JSON line per loader and a markdown table for docs/benchmarks.md (--clip-cost: median
+and min ms per clip of each crop scaler, interleaved rounds).
 """
 from __future__ import annotations
 
@@ -134,6 +136,30 @@ class _ReferenceStyleDataset:
         return video, torch.from_numpy(tube_mask(GRID, 0.9, rng))
 
 
+def clip_cost(listing: str, rounds: int) -> dict[str, list[float]]:
+    """ms per PretrainClip in this process (one core), with the default crop scaler ("auto",
+    transforms.crop_interpolation) and with the old FAST_BILINEAR forced, interleaved over rounds
+    so that the host's drift hits both alike."""
+    from input_pipelines import builders, transforms
+    with open(listing) as f:
+        datas = [open(line.rsplit(None, 1)[0], "rb").read() for line in f if line.strip()][:12]
+    clip = builders.PretrainClip(CLIP, STRIDE, CROP, False, GRID, 0.9)
+    chosen = transforms.crop_interpolation
+    variants = {"auto (default)": chosen, "FAST_BILINEAR (old default)":
+                lambda *a: "FAST_BILINEAR"}
+    out = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, rule in variants.items():
+            transforms.crop_interpolation = rule
+            rng = np.random.default_rng(0)
+            t0 = time.perf_counter()
+            for data in datas:
+                clip({"video": data, "num_frames": 0}, rng)
+            out[name].append((time.perf_counter() - t0) / len(datas) * 1e3)
+    transforms.crop_interpolation = chosen
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--workers", type=int, default=2)
@@ -141,9 +167,15 @@ def main() -> None:
     p.add_argument("--videos", type=int, default=24)
     p.add_argument("--frames", type=int, default=250, help="frames per generated video")
     p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "ivj_bench_videos"))
+    p.add_argument("--clip-cost", type=int, default=0, metavar="ROUNDS",
+                   help="instead: ms per clip in one process, crop scaler auto vs FAST_BILINEAR")
     args = p.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     listing = make_videos(args.dir, args.videos, args.frames)
+    if args.clip_cost:
+        for name, ms in clip_cost(listing, args.clip_cost).items():
+            print(f"| {name} | {np.median(ms):.1f} | {min(ms):.1f} |")
+        return
     results = {
         "baseline (decord + PIL + torch DataLoader)": run_baseline(listing, args.workers,
                                                                     args.batches),
