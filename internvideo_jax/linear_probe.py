@@ -82,7 +82,7 @@ def run(config, workdir: str) -> dict:
     import flax.linen as nn
     from internvideo_jax import checkpointing, sharding
     from internvideo_jax.models import layers
-    from internvideo_jax.evaluate import accuracy_metrics, map_over_split
+    from internvideo_jax.evaluate import accuracy_metrics, map_over_split, skipped_report
     from internvideo_jax.tasks import get_task
     if not config.init_from:
         raise ValueError("--config.init_from must name the pretrained encoder to probe.")
@@ -106,7 +106,9 @@ def run(config, workdir: str) -> dict:
                        config.seed)
     result = {"init_from": config.init_from, "tensors_loaded": len(loaded), "l2": l2,
               "train_videos": int(len(train["label"])),
-              **accuracy_metrics(scores, test["label"], task.num_classes)}
+              "skipped_train_videos": len(train["skipped"]),
+              **accuracy_metrics(scores, test["label"], task.num_classes),
+              **skipped_report(test["skipped"])}
     print(f"linear probe on {config.eval.split}: top-1 {100 * result['top1']:.2f} "
           f"(l2 {l2}, {result['train_videos']} training videos)", flush=True)
     if jax.process_index() == 0:

@@ -132,7 +132,7 @@ class MultimodalPretrainTask:
                  stored_protocol: dict | None = None) -> dict:
         """Retrieval and zero-shot metrics of variables['params'] (out_dir, stored_protocol:
         unused; the classification tasks' interface)."""
-        from internvideo_jax.evaluate import eval_data_config, map_over_split
+        from internvideo_jax.evaluate import eval_data_config, map_over_split, skipped_report
         del out_dir, stored_protocol
         params = variables["params"]
         e = config.eval
@@ -142,7 +142,7 @@ class MultimodalPretrainTask:
         captions = [builders.captions_of(source[int(index)]) for index in got["index"]]
         texts = [c for caps in captions for c in caps]
         text_to_video = [row for row, caps in enumerate(captions) for _ in caps]
-        result = {"videos": len(videos), "texts": len(texts)}
+        result = {"videos": len(videos), "texts": len(texts), **skipped_report(got["skipped"])}
         scale = float(np.exp(np.clip(np.asarray(params["logit_scale"]), 0, np.log(100.0))))
         if texts:
             sim = scale * self.text_features(params, texts) @ videos.T  # (texts, videos)
