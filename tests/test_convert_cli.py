@@ -96,3 +96,38 @@ def test_import_hf_directory(tmp_path):
     q = hf.videomae.encoder.layer[0].attention.attention.query.bias.detach().numpy()
     np.testing.assert_array_equal(
         params["encoder"]["transformer"]["blocks_0"]["attn"]["q_bias"].ravel(), q)
+
+
+def _snapshot(path):
+    """(mtime_ns, bytes) of every file under path, and every directory's mtime."""
+    import os
+    out = {}
+    for root, _, files in os.walk(path):
+        out[os.path.relpath(root, path)] = os.stat(root).st_mtime_ns
+        for name in files:
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, path)] = (os.stat(p).st_mtime_ns, f.read())
+    return out
+
+
+def test_a_trained_workdir_is_never_written_into(workdir, tmp_path, capsys):
+    """import --out and export --to hf --out the run itself: refused (also with --overwrite), one
+    line, status 2, and the checkpoints, metrics and config.json byte-identical afterwards."""
+    main(["export", "--src", workdir, "--to", "pth", "--out", str(tmp_path / "x.pth")])
+    before = _snapshot(workdir)
+    assert {"config.json", "metrics.jsonl"} <= set(before) and any(
+        k.startswith("checkpoints/") for k in before)
+    message = (f"error: --out {workdir} is the training workdir {workdir} (it holds "
+               f"checkpoints/, metrics.jsonl, config.json of a run): convert never writes into a "
+               f"training workdir, even with --overwrite; choose another --out")
+    for argv in (["import", "--src", str(tmp_path / "x.pth"), "--model", "videomae_pretrain",
+                  "--size", "tiny", "--frames", "16", "--image-size", "64"],
+                 ["export", "--src", workdir, "--to", "hf"]):
+        for overwrite in ([], ["--overwrite"]):
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as e:
+                main(argv + ["--out", workdir] + overwrite)
+            assert e.value.code == 2
+            assert capsys.readouterr().err == message + "\n"
+    assert _snapshot(workdir) == before

@@ -28,6 +28,10 @@ Examples:
   # print a checkpoint's tree, shapes and dtypes (orbax dir, workdir, .pth, .safetensors, HF dir)
   python -m internvideo_jax.convert inspect workdirs/demo
 
+Nothing is ever written into a training workdir (a directory holding checkpoints/, metrics.jsonl
+or a run's config.json), nor over an existing non-empty --out unless --overwrite is given; the
+new file or directory replaces the old one only once it is complete.
+
 Imports are strict: every tensor consumed, every parameter filled, or the command fails listing
 missing, unexpected and shape-mismatched keys. The size is checked against the tensors.
 """
@@ -37,35 +41,115 @@ import argparse
 import glob
 import json
 import os
+import struct
 import sys
+import zipfile
 
 import numpy as np
 
 from internvideo_jax.checkpointing import load_variables
 from internvideo_jax.convert import videomae as cv
-from internvideo_jax.convert.common import ConversionError, flatten
+from internvideo_jax.convert.common import (ConversionError, ConvertUserError, NotACheckpoint,
+                                           SourceNotFound, UsageError, flatten)
+from internvideo_jax.convert.outputs import check_output, replacing
 from internvideo_jax.models.videomae import VideoMAESize
 
 
 # ---- reading ------------------------------------------------------------------------------------
+ACCEPTED = ("convert reads .pth/.pt/.pyth/.ckpt files written by torch.save, .safetensors files "
+            "and HF transformers directories (config.json + *.safetensors or pytorch_model*.bin)")
+
+
+def _looks_like(head: bytes) -> str:
+    """What a file that is no checkpoint seems to be, from its first bytes (for the message)."""
+    if not head:
+        return "an empty file"
+    for magic, what in ((b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
+                        (b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file"),
+                        (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
+                        (b"\x1f\x8b", "a gzip file"), (b"GIF8", "a GIF image")):
+        if head.startswith(magic):
+            return what
+    if head[4:8] == b"ftyp":
+        return "an MP4/MOV video"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "an AVI video"
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError as e:
+            if e.start >= len(head) - 3:  # a character cut by the end of the sniffed bytes
+                return "a text file"
+    return "a file of an unknown format"
+
+
+def sniff_checkpoint(path: str) -> str:
+    """'safetensors' or 'torch' (a torch.save zip archive or legacy pickle) by the file's content,
+    whatever its name; NotACheckpoint (one line: what it seems to be, what is accepted) for
+    anything else, SourceNotFound for a path that does not exist."""
+    if not os.path.exists(path):
+        raise SourceNotFound(f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        raise NotACheckpoint(f"{path} is a directory: this reads one checkpoint file "
+                             f"(.pth/.pt/.pyth/.ckpt written by torch.save, or .safetensors)")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if len(head) > 8 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= size - 8:
+        return "safetensors"
+    looks = _looks_like(head)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            names, looks = [], "a damaged or truncated zip archive"
+        else:
+            looks = "a zip archive that is not a torch.save one (no data.pkl in it)"
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "torch"
+    elif head.startswith(b"\x80") and 2 <= head[1] <= 5:  # pickle protocol 2-5: legacy torch.save
+        return "torch"
+    raise NotACheckpoint(f"{path} is not a PyTorch checkpoint (it looks like {looks}); "
+                         f"{ACCEPTED}")
+
+
 def read_torch_file(path: str) -> dict:
-    if path.endswith(".safetensors"):
+    if sniff_checkpoint(path) == "safetensors":
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
-        return load_file(path)
+        try:
+            return load_file(path)
+        except SafetensorError as e:
+            raise NotACheckpoint(f"{path}: a damaged safetensors file ({e})") from None
     import torch
     # Not memory-mapped on purpose: each tensor's storage is freed as soon as its converted copy
     # exists (cmd_import), where a mapping would stay resident until the very end.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError:
+        raise NotACheckpoint(f"{path}: a truncated torch file (it ends early)") from None
+    if not isinstance(sd, dict):
+        raise NotACheckpoint(f"{path}: a torch file holding a {type(sd).__name__}, not a "
+                             f"state dict (a dict of tensors)")
+    return sd
 
 
 def read_hf_dir(path: str) -> tuple[dict, dict]:
     """(state dict, config.json) of an HF transformers model directory."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise SourceNotFound(f"{path}: a directory without config.json, so not an HF "
+                             f"transformers directory; {ACCEPTED}")
     with open(os.path.join(path, "config.json")) as f:
-        config = json.load(f)
+        try:
+            config = json.load(f)
+        except ValueError as e:
+            raise NotACheckpoint(f"{path}: config.json is not JSON ({e})") from None
     files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) or sorted(
         glob.glob(os.path.join(path, "pytorch_model*.bin")))
     if not files:
-        raise FileNotFoundError(f"{path}: no *.safetensors or pytorch_model*.bin weights")
+        raise SourceNotFound(f"{path}: no *.safetensors or pytorch_model*.bin weights")
     sd = {}
     for f in files:
         sd.update(read_torch_file(f))
@@ -114,7 +198,7 @@ def build_model(kind: str, size, num_classes: int):
         return videomae.VideoMAEPretrain(size)
     if kind == "videomae_classifier":
         return videomae.VideoMAEClassifier(size, num_classes)
-    raise ValueError(f"unknown --model {kind!r}")
+    raise UsageError(f"unknown --model {kind!r}")
 
 
 def abstract_variables(model, *args) -> dict:
@@ -155,7 +239,7 @@ def import_uniformerv2(a) -> tuple[dict, dict]:
     from internvideo_jax.models import uniformerv2 as u
     sd = read_torch_file(a.src)
     sd = cu.strip_prefixes(dict(sd.get("model_state", sd)), cu.WRAPPER_PREFIXES)
-    size = u.get_size(a.size)
+    size = known_size(u.get_size, a.size)
     conv1 = sd.get("backbone.conv1.weight")
     if conv1 is None:
         raise ConversionError("not a UniFormerV2 checkpoint", missing=["backbone.conv1.weight"])
@@ -197,7 +281,7 @@ def parse_mesh(text: str) -> dict:
     for part in text.split(","):
         axis, _, size = part.partition("=")
         if axis.strip() not in config or not size.strip().lstrip("-").isdigit():
-            raise ValueError(f"--mesh {text!r}: expected comma-separated axis=size with axes "
+            raise UsageError(f"--mesh {text!r}: expected comma-separated axis=size with axes "
                              f"{MESH_AXES}, e.g. fsdp=8 or data=2,fsdp=-1")
         config[axis.strip()] = int(size)
     return config
@@ -230,7 +314,7 @@ def import_multimodal(a) -> tuple[dict, dict]:
     import jax.numpy as jnp
     from internvideo_jax.convert import multimodal as cm
     from internvideo_jax.models import multimodal
-    size = multimodal.get_size(a.size)
+    size = known_size(multimodal.get_size, a.size)
     checkpoint = read_torch_file(a.src)
     keys = cm.unwrap(checkpoint)
     caption = any(k.startswith(cm.DECODER) and not k.startswith(tuple(a.drop_prefix))
@@ -246,6 +330,16 @@ def import_multimodal(a) -> tuple[dict, dict]:
              " (no caption decoder in the file: train with model.caption_weight=0)"))
     return cm.import_internvideo(checkpoint, nn.meta.unbox(boxed)["params"],
                                  tuple(a.drop_prefix)), boxed
+
+
+def known_size(get, name: str, known=None):
+    """get(name), an unknown size reported as a UsageError (the models raise ValueError or
+    KeyError, naming the known ones)."""
+    try:
+        return get(name)
+    except (KeyError, ValueError) as e:
+        raise UsageError(f"--size {name!r}: known sizes {known}" if known else
+                         f"--size: {e.args[0] if e.args else e}") from None
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -281,7 +375,7 @@ def import_params(a) -> tuple[dict, dict]:
             if wrapper in sd and isinstance(sd[wrapper], dict):
                 sd = sd[wrapper]
         sd = cv.strip_prefixes(dict(sd), cv.WRAPPER_PREFIXES)
-        size = SIZES[a.size]
+        size = known_size(lambda name: SIZES[name], a.size, sorted(SIZES))
         check_size_against_official(sd, size, pretraining)
         num_classes = a.num_classes or (sd["head.weight"].shape[0] if "head.weight" in sd else 0)
         model = build_model(a.model, size, num_classes)
@@ -291,6 +385,11 @@ def import_params(a) -> tuple[dict, dict]:
 
 
 def cmd_import(a) -> None:
+    if not os.path.exists(a.src):
+        raise SourceNotFound(f"--src {a.src}: no such file or directory")
+    check_output(a.out, a.overwrite)  # before any weight is read
+    if a.mesh:
+        parse_mesh(a.mesh)  # a malformed --mesh, too
     imported, boxed = import_params(a)
     # import_params gives params (or {'params', 'batch_stats'} for UniFormerV2); shardings match
     wrapped = "params" not in imported
@@ -303,47 +402,58 @@ def cmd_import(a) -> None:
     if a.mesh:
         from internvideo_jax.sharding import describe_placement
         print(describe_placement(f"params over mesh {a.mesh}", tree))
-    save_params(params, a.out)
+    with replacing(a.out, a.overwrite) as staging:
+        save_params(params, staging)
     n = sum(int(np.prod(v.shape)) for v in flatten(params).values())
     print(f"imported {len(flatten(params))} tensors ({n:,} parameters) into {a.out}")
 
 
-def export_uniformerv2(variables: dict, out: str) -> None:
+def save_torch(sd: dict, out: str, overwrite: bool) -> None:
+    """torch.save(sd) to out, replacing it only once the file is complete."""
+    import torch
+    with replacing(out, overwrite) as staging:
+        torch.save(sd, staging)
+
+
+def export_uniformerv2(variables: dict, out: str, overwrite: bool = False) -> None:
     """Our UniFormerV2 classifier variables -> an official .pyth ({'model_state': state dict},
     float32), loadable with strict=True by internvideo_jax.torch_models.uniformerv2.UniFormerV2."""
     import torch
     from internvideo_jax.convert import uniformerv2 as cu
     sd = {k: torch.from_numpy(np.array(v)) for k, v in cu.export_official(variables).items()}
-    torch.save({"model_state": sd}, out)
+    save_torch({"model_state": sd}, out, overwrite)
     print(f"wrote {len(sd)} tensors (official UniFormerV2 layout, float32) to {out}")
 
 
 def cmd_export(a) -> None:
+    if not os.path.exists(a.src):
+        raise SourceNotFound(f"--src {a.src}: no such file or directory")
+    check_output(a.out, a.overwrite)  # before any weight is read
     variables, meta = load_variables(a.src, scanned=False)  # the official layouts are per layer
     if "backbone" in variables["params"]:  # a UniFormerV2 classifier
         if a.to != "pth":
-            sys.exit("error: UniFormerV2 has no HF transformers implementation: export it with "
-                     "--to pth (the official .pyth layout).")
-        export_uniformerv2(variables, a.out)
+            raise UsageError("UniFormerV2 has no HF transformers implementation: export it with "
+                             "--to pth (the official .pyth layout).")
+        export_uniformerv2(variables, a.out, a.overwrite)
         return
     if {"videomae", "uniformerv2"} <= set(variables["params"]):  # Cross-Model Attention
         if a.to != "pth":
-            sys.exit("error: CMA exports with --to pth only (torch_models.cma layout).")
+            raise UsageError("CMA exports with --to pth only (torch_models.cma layout).")
         import torch
         from internvideo_jax.convert import cma
         sd = {k: torch.from_numpy(np.asarray(v)) for k, v in cma.export_torch(variables).items()}
-        torch.save({"model": sd}, a.out)
+        save_torch({"model": sd}, a.out, a.overwrite)
         print(f"wrote {len(sd)} tensors (videomae.*, uniformerv2.* official, CMA blocks; "
               f"float32) to {a.out}: load with internvideo_jax.torch_models.cma")
         return
     if "textual" in variables["params"]:  # a multimodal video-text model
         if a.to != "pth":
-            sys.exit("error: a multimodal model exports with --to pth only (the InternVideo "
-                     "Lightning layout).")
+            raise UsageError("a multimodal model exports with --to pth only (the InternVideo "
+                             "Lightning layout).")
         import torch
         from internvideo_jax.convert import multimodal as cm
         sd = {k: torch.from_numpy(v) for k, v in cm.export_internvideo(variables["params"]).items()}
-        torch.save({"state_dict": sd}, a.out)
+        save_torch({"state_dict": sd}, a.out, a.overwrite)
         print(f"wrote {len(sd)} tensors (InternVideo 'clip.'/'caption_decoder.' layout, float32) "
               f"to {a.out}")
         return
@@ -352,22 +462,25 @@ def cmd_export(a) -> None:
     if a.to == "pth":
         import torch
         sd = {k: torch.from_numpy(np.array(v)) for k, v in cv.export_official(params).items()}
-        torch.save({"model": sd}, a.out)
+        save_torch({"model": sd}, a.out, a.overwrite)
         print(f"wrote {len(sd)} tensors (official layout, float32) to {a.out}")
         return
     from safetensors.numpy import save_file
     data = meta.get("config", {}).get("data", {})
     frames, image = data.get("num_frames", a.frames), data.get("crop_size", a.image_size)
     num_classes = params["head"]["kernel"].shape[1] if "head" in params else None
-    os.makedirs(a.out, exist_ok=True)
-    save_file(cv.export_hf(params), os.path.join(a.out, "model.safetensors"))
-    with open(os.path.join(a.out, "config.json"), "w") as f:
-        json.dump(cv.hf_config(size, num_frames=frames, image_size=image,
-                               num_classes=num_classes), f, indent=1)
+    with replacing(a.out, a.overwrite) as staging:
+        os.makedirs(staging)
+        save_file(cv.export_hf(params), os.path.join(staging, "model.safetensors"))
+        with open(os.path.join(staging, "config.json"), "w") as f:
+            json.dump(cv.hf_config(size, num_frames=frames, image_size=image,
+                                   num_classes=num_classes), f, indent=1)
     print(f"wrote an HF transformers directory to {a.out} ({frames} frames, {image}px)")
 
 
 def cmd_inspect(a) -> None:
+    if not os.path.exists(a.src):
+        raise SourceNotFound(f"{a.src}: no such file or directory")
     if os.path.isdir(a.src) and os.path.exists(os.path.join(a.src, "config.json")) and not \
             os.path.isdir(os.path.join(a.src, "checkpoints")):
         tree, _ = read_hf_dir(a.src)
@@ -404,7 +517,10 @@ def main(argv=None) -> None:
     i.add_argument("--num-classes", type=int, default=0)
     i.add_argument("--frames", type=int, default=16)
     i.add_argument("--image-size", type=int, default=224)
-    i.add_argument("--out", required=True)
+    i.add_argument("--out", required=True, help="the orbax params directory to write; never "
+                   "a training workdir")
+    i.add_argument("--overwrite", action="store_true",
+                   help="replace an existing non-empty --out (never a training workdir)")
     i.add_argument("--mesh", default="",
                    help="place the imported arrays sharded over a mesh of the devices, by the "
                         "rules table, before saving: e.g. fsdp=8 or data=2,fsdp=-1,tensor=2 "
@@ -418,14 +534,21 @@ def main(argv=None) -> None:
     e.add_argument("--to", required=True, choices=["hf", "pth"])
     e.add_argument("--frames", type=int, default=16, help="if the workdir has no config.json")
     e.add_argument("--image-size", type=int, default=224)
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", required=True, help="the HF directory or .pth file to write; never "
+                   "into a training workdir")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an existing non-empty --out (never a training workdir)")
     s = sub.add_parser("inspect", help="print a checkpoint's tensors")
     s.add_argument("src")
     a = p.parse_args(argv)
     try:
         {"import": cmd_import, "export": cmd_export, "inspect": cmd_inspect}[a.command](a)
-    except ConversionError as err:
-        sys.exit(f"error: {err}")
+    except ConvertUserError as err:  # a user mistake: the message, no traceback; bugs keep theirs
+        message = f"error: {err}"
+        print(message, file=sys.stderr)
+        exit_ = SystemExit(message)  # str() is the message (for callers and tests) ...
+        exit_.code = 2  # ... the status is 2, as for argparse's usage errors
+        raise exit_ from None
 
 
 if __name__ == "__main__":

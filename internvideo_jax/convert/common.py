@@ -15,8 +15,17 @@ Path = tuple[str, ...]
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
-class ConversionError(ValueError):
-    """A checkpoint does not match the model; the message lists every offending key."""
+class ConvertUserError(Exception):
+    """A user mistake (a wrong --src, --out, --size, ...): `python -m internvideo_jax.convert`
+    prints it as `error: ...` on stderr and exits with status 2, without a traceback. Anything
+    else that goes wrong is a bug and keeps its traceback."""
+
+
+class ConversionError(ConvertUserError, ValueError):
+    """A checkpoint does not match the model; the message lists every offending key.
+
+    mismatched: (key, the checkpoint's shape, the shape the model expects), both in the
+    checkpoint's own (torch) layout."""
 
     def __init__(self, what: str, missing=(), unexpected=(), mismatched=()):
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), \
@@ -28,8 +37,24 @@ class ConversionError(ValueError):
             lines.append(f"unexpected keys ({len(self.unexpected)}): {self.unexpected}")
         if self.mismatched:
             lines.append(f"shape mismatches ({len(self.mismatched)}): " + ", ".join(
-                f"{k}: checkpoint {a} vs model {b}" for k, a, b in self.mismatched))
+                f"{k}: checkpoint {a}, model expects {b}" for k, a, b in self.mismatched))
         super().__init__("\n".join(lines))
+
+
+class UsageError(ConvertUserError, ValueError):
+    """A command-line value that cannot work (an unknown --size, a malformed --mesh, ...)."""
+
+
+class OutputRefused(ConvertUserError, ValueError):
+    """--out is a training workdir (or inside one), or an existing target without --overwrite."""
+
+
+class NotACheckpoint(ConvertUserError, ValueError):
+    """--src is not a file or directory the converter can read weights from."""
+
+
+class SourceNotFound(ConvertUserError, FileNotFoundError):
+    """--src does not exist, or a directory lacks the files it needs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +124,17 @@ def to_numpy(tensor) -> np.ndarray:
     return np.asarray(tensor)
 
 
+def torch_layout_shape(rule: Rule, shape: tuple[int, ...]) -> tuple[int, ...] | str:
+    """Our parameter's shape as the checkpoint would hold it: `shape` sent back through the same
+    rule the import uses (a Linear kernel (in, out) -> weight (out, in), qkv (D, 3, heads, hd) ->
+    (3D, D), ...), on a zero-strided array, so nothing the size of the tensor is allocated.
+    A rule that cannot take it (none today) leaves our shape, marked as ours."""
+    try:
+        return tuple(np.shape(rule.to_torch(np.broadcast_to(np.float32(0), shape))))
+    except Exception:  # noqa: BLE001 - only the message's wording depends on it
+        return f"{shape} (in our layout)"
+
+
 def import_state_dict(rules: list[Rule], state_dict: dict, target_shapes: dict[Path, tuple],
                       what: str) -> dict:
     """Apply rules strictly: every key consumed, every target filled with the right shape."""
@@ -108,10 +144,14 @@ def import_state_dict(rules: list[Rule], state_dict: dict, target_shapes: dict[P
         if r.key not in state_dict:
             missing.append(r.key)
             continue
-        value = r.to_ours(to_numpy(state_dict[r.key]))
+        tensor = to_numpy(state_dict[r.key])
         expected = tuple(target_shapes[r.path])
-        if tuple(value.shape) != expected:
-            mismatched.append((r.key, tuple(to_numpy(state_dict[r.key]).shape), expected))
+        try:
+            value = r.to_ours(tensor)
+        except ValueError:  # a reshape or transpose the wrong-sized tensor cannot take
+            value = None
+        if value is None or tuple(value.shape) != expected:
+            mismatched.append((r.key, tuple(tensor.shape), torch_layout_shape(r, expected)))
             continue
         flat[r.path] = value.astype(np.float32, copy=False)  # no second copy of the model
     unexpected = sorted(k for k in state_dict if k not in rule_keys)
