@@ -64,6 +64,8 @@ def classification_config(task: str) -> config_dict.ConfigDict:
     c.log_every = 10
     c.checkpoint_every = 200
     c.keep_checkpoints = 2
+    c.resume_strict = False  # True: a damaged newest checkpoint stops the run (no fallback)
+    c.allow_config_change = ""  # keys that may differ on resume, e.g. "batch_size,total_steps"
     return c
 
 

@@ -72,6 +72,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.log_every = 10
     c.checkpoint_every = 100
     c.keep_checkpoints = 2
+    c.resume_strict = False  # True: a damaged newest checkpoint stops the run (no fallback)
+    c.allow_config_change = ""  # keys that may differ on resume, e.g. "batch_size,total_steps"
 
     if preset == "tiny":
         c.total_steps = 300

@@ -9,6 +9,10 @@ see internvideo_jax/distributed.py), checked before any work; logs and metrics f
 """
 from __future__ import annotations
 
+import os
+import re
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -20,8 +24,53 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "extract_featur
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+# Mistakes a user makes (a missing file, a bad setting, a run that cannot resume) end in one
+# line naming the fix; INTERNVIDEO_TRACEBACK=1 shows the traceback as well.
+USER_ERRORS = (FileNotFoundError, ValueError, RuntimeError)
+
+
+def unknown_key_message(error: BaseException, argv: list[str]) -> str:
+    """ml_collections' AttributeError for an unknown --config.key, as one line with the dotted
+    key and its suggestion: unknown config key 'bach_size' (did you mean 'batch_size'?)."""
+    text = str(error.args[0] if error.args else error).replace("\\n", "\n")
+    key = re.search(r"'([^'\\]+)", text)
+    key = key.group(1) if key else text.splitlines()[0]
+    dotted = next((a.split("=", 1)[0][len("--config."):] for a in argv
+                   if a.startswith("--config.") and a.split("=", 1)[0].endswith("." + key)),
+                  key)
+    guess = re.search(r'Did you mean "([^"]+)"', text)
+    hint = ""
+    if guess:
+        hint = f" (did you mean '{dotted[:len(dotted) - len(key)]}{guess.group(1)}'?)"
+    return f"unknown config key '{dotted}'{hint}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with config overrides that name no key reported in one line."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as e:  # ml_collections: --config.<unknown key>
+        print(f"error: {unknown_key_message(e, argv)}", file=sys.stderr)
+        sys.exit(2)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv) -> None:
     del argv
+    try:
+        run()
+    except USER_ERRORS as e:
+        if os.environ.get("INTERNVIDEO_TRACEBACK"):
+            raise
+        first = str(e).strip().splitlines()
+        print(f"error: {first[0] if first else type(e).__name__} "
+              f"[{type(e).__name__}; INTERNVIDEO_TRACEBACK=1 for the traceback]", file=sys.stderr)
+        sys.exit(1)
+
+
+def run() -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     from internvideo_jax import distributed
     if distributed.initialize_from_env():  # multi-host: environment (internvideo_jax/distributed)
@@ -41,4 +90,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

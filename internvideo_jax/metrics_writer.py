@@ -18,8 +18,13 @@ class MetricsWriter:
         if not self.active:
             return
         os.makedirs(workdir, exist_ok=True)
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        path = os.path.join(workdir, "metrics.jsonl")
+        drop_records_after(path, start_step)  # a resumed run writes those steps again
+        self.jsonl = open(path, "a")
+        # purge_step: TensorBoard drops the earlier events of steps >= start_step, so a run
+        # resumed after a crash shows one curve, not two overlapping ones.
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                purge_step=start_step if start_step else None)
         self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                              disable=not progress, file=sys.stderr)
 
@@ -55,6 +60,30 @@ class MetricsWriter:
 def _fmt(v: float) -> str:
     v = float(v)
     return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+
+
+def drop_records_after(path: str, step: int) -> int:
+    """Remove the records of metrics.jsonl past `step` (written by a run that crashed after its
+    last checkpoint at `step`); returns how many were removed. The file is replaced atomically."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    keep = [line for line in lines if _step_of(line) <= step]
+    if len(keep) == len(lines):
+        return 0
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
+def _step_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return float("inf")  # a line cut off by the crash: dropped
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -18,6 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from absl import logging
+
+from input_pipelines import sources
 from input_pipelines.robust import BadVideoTracker
 from internvideo_jax import checkpointing, flops, optim, sharding
 from internvideo_jax.models import attention, layers
@@ -208,6 +211,84 @@ def make_train_step(task, tx, schedule, base_rng: jax.Array, accum_steps: int = 
     return train_step
 
 
+# Config keys that may differ between a checkpoint and the run resuming it: where and how the run
+# executes, logs and is evaluated, not what it computes (the mesh: restores reshard).
+RESUMABLE_CHANGES = ("data.num_workers", "data.num_threads", "data.prefetch_batches",
+                     "data.data_dir", "data.video_root", "data.max_bad_videos",
+                     "data.max_bad_fraction", "data.eval_dataset", "data.allow_eval_on_train",
+                     "mesh.", "eval.", "log_every", "checkpoint_every", "keep_checkpoints",
+                     "peak_tflops", "init_from", "resume_strict", "allow_config_change")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def check_resume_config(saved: dict, config, step: int, where: str) -> None:
+    """Refuse to resume with a recipe other than the checkpoint's (a new schedule over the old
+    iterator drifts silently), listing the differences, unless each changed key is one of
+    RESUMABLE_CHANGES or named in config.allow_config_change ('batch_size,optim.base_lr')."""
+    if not saved:
+        return
+    saved_scan = saved.get("model", {}).get("scan_layers", False)
+    if saved_scan != config.model.get("scan_layers", False):
+        raise ValueError(
+            f"{where}/{step} was saved with model.scan_layers={saved_scan}: resume with the same "
+            f"layout, or start a new workdir with init_from=<this workdir> (init_from converts "
+            f"the layer layout).")
+    allowed = [k.strip() for k in str(config.allow_config_change).split(",") if k.strip()]
+    old, new = _flat(saved), _flat(json.loads(json.dumps(config.to_dict(), default=str)))
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key, "<absent>") == new.get(key, "<absent>"):
+            continue
+        if any(key == a or (a.endswith(".") and key.startswith(a))
+               for a in (*RESUMABLE_CHANGES, *allowed)):
+            continue
+        changed.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
+    if changed:
+        keys = ",".join(c.split(":")[0] for c in changed)
+        raise ValueError(
+            f"{where}/{step} was saved with another config: {'; '.join(changed[:10])}"
+            f"{' ...' if len(changed) > 10 else ''}. Resume with the same settings, start a new "
+            f"workdir (with --config.init_from to start from these weights), or allow the change "
+            f"with --config.allow_config_change={keys}")
+
+
+def newest_readable_step(ckpt, strict: bool) -> tuple[int | None, dict]:
+    """(the newest saved step whose metadata reads, that metadata); damaged newer ones are set
+    aside with a warning (or, strict, refused)."""
+    for step in ckpt.steps():
+        try:
+            return step, ckpt.restore_meta(step)
+        except Exception as e:  # noqa: BLE001
+            damaged(ckpt, step, e, strict)
+    return None, {}
+
+
+def damaged(ckpt, step: int, error: BaseException, strict: bool) -> None:
+    """Warn that checkpoint `step` is damaged and rename its folder (or, strict, refuse)."""
+    folder = f"{ckpt.directory}/{step}"
+    reason = checkpointing.damage_reason(error)
+    if strict:
+        raise checkpointing.NoIntactCheckpoint(
+            f"checkpoint {folder} is damaged ({reason}); config.resume_strict=True refuses to "
+            f"fall back to an older one: repair or move it, or resume without resume_strict.")
+    moved = ckpt.set_aside(step)
+    logging.warning("checkpoint %s is damaged (%s): renamed to %s (nothing deleted); resuming "
+                    "from the newest intact checkpoint before it", folder, reason, moved)
+
+
+def _by_position(saved_meta: dict, config) -> bool:
+    saved_workers = saved_meta.get("data_workers")
+    return saved_workers is not None and saved_workers != config.data.num_workers
+
+
 def count_params(params: Any) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
@@ -224,19 +305,14 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
     # ---- Task and input ---------------------------------------------------------------------
     task = get_task(config)  # validates model/data config
     local_batch = check_batch(config, mesh)
+    sources.check_exists(config.data)  # before anything is written into the workdir
     ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-    latest = ckpt.latest_step()
+    latest, saved_meta = newest_readable_step(ckpt, config.resume_strict)
+    if latest is not None:
+        check_resume_config(saved_meta.get("config", {}), config, latest, ckpt.directory)
     # Every element is a pure function of its position in the stream, so a run can also resume
     # by position: used when the worker count changed (grain's saved state needs the same one).
-    saved_meta = ckpt.restore_meta(latest) if latest is not None else {}
-    saved_workers = saved_meta.get("data_workers")
-    saved_scan = saved_meta.get("config", {}).get("model", {}).get("scan_layers", False)
-    if latest is not None and saved_scan != config.model.get("scan_layers", False):
-        raise ValueError(
-            f"{workdir} step {latest} was saved with model.scan_layers={saved_scan}: resume with "
-            f"the same layout, or start a new workdir with init_from={workdir} (init_from "
-            f"converts the layer layout).")
-    by_position = saved_workers is not None and saved_workers != config.data.num_workers
+    by_position = _by_position(saved_meta, config)
     dataset, epoch_size = task.train_dataset(
         config.seed, local_batch, jax.process_index(), jax.process_count(),
         start_step=latest if by_position else 0)
@@ -254,6 +330,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         ema_decay = float(config.optim.get("ema_decay", 0.0))
         state, state_shardings = create_state(task, tx, mesh, init_rng, init=latest is None,
                                               ema=ema_decay > 0)
+        abstract_state = state
         init_report = None
         if latest is None and hasattr(task, "initial_params"):  # e.g. CMA: two checkpoints
             params, init_report = task.initial_params(state.params)
@@ -271,8 +348,27 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         meta = {"config": config.to_dict(), "derived": d, "data_workers": config.data.num_workers}
         if hasattr(task, "protocol"):  # evaluation protocol and label map, kept with the weights
             meta["protocol"] = task.protocol()
-        if latest is not None:
-            state = ckpt.restore(latest, state, None if by_position else data_iter)
+        while latest is not None:  # the newest intact checkpoint; damaged ones set aside
+            try:
+                state = ckpt.restore(latest, abstract_state, None if by_position else data_iter)
+                checkpointing.check_fingerprint(state, saved_meta, f"{ckpt.directory}/{latest}")
+                break
+            except Exception as e:  # noqa: BLE001 - orbax/TensorStore raise many kinds
+                _close(data_iter)
+                damaged(ckpt, latest, e, config.resume_strict)
+                latest, saved_meta = newest_readable_step(ckpt, config.resume_strict)
+                if latest is None:
+                    raise checkpointing.NoIntactCheckpoint(
+                        f"no checkpoint in {ckpt.directory} restores (damaged ones were renamed "
+                        f"*.damaged): move the folder away to start the run over.") from e
+                check_resume_config(saved_meta.get("config", {}), config, latest,
+                                    ckpt.directory)
+                by_position = _by_position(saved_meta, config)
+                dataset, _ = task.train_dataset(
+                    config.seed, local_batch, jax.process_index(), jax.process_count(),
+                    start_step=latest if by_position else 0)
+                data_iter = iter(dataset)
+        saved_workers = saved_meta.get("data_workers")
         start = int(state.step)
 
         writer = MetricsWriter(workdir, d["total_steps"], start, progress)
@@ -333,6 +429,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                 state, metrics = step_fn(state, batch)
             pending.append(metrics)
             done = step + 1
+            ckpt.check_saves(done)  # a failed background save stops the run here
             writer.advance()
             if done % config.log_every == 0 or done == d["total_steps"]:
                 values = jax.device_get(pending)  # the only host sync of the loop

@@ -57,8 +57,10 @@ def test_unknown_config_key_fails_at_start(tmp_path):
         [sys.executable, "-m", "internvideo_jax.main",
          "--config", "experiments/videomae_pretrain.py:tiny", "--config.data.num_frame=8",
          "--workdir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0
-    assert "num_frame" in out.stderr and "Did you mean" in out.stderr  # ml_collections' message
+    assert out.returncode == 2
+    # One line with the dotted key and ml_collections' suggestion, no traceback (issue 19).
+    assert out.stderr.strip() == ("error: unknown config key 'data.num_frame' (did you mean "
+                                  "'data.num_frames'?)")
     assert not os.path.exists(tmp_path / "checkpoints")
 
 

@@ -53,4 +53,13 @@ class VideoMAEFinetuneTask(ClassificationTask):
                                                                               pretrained)),
                                        ("encoder",))
         kept = sorted(set("/".join(p) for p in target) - set(loaded))
+        encoder = [k for k in ("/".join(p) for p in target) if k.startswith("encoder/")]
+        missing = [k for k in encoder if k in set(kept)]
+        if len(missing) > 0.1 * len(encoder):  # a run of another model, or nothing matched
+            raise ValueError(
+                f"init_from fills {len(encoder) - len(missing)} of this classifier's "
+                f"{len(encoder)} encoder tensors (missing e.g. {missing[:5]}): it is not a "
+                f"VideoMAE run or import of this size (model.size={self.config.model.size!r}). "
+                f"Point init_from at a VideoMAE pretraining/fine-tuning workdir or an imported "
+                f"VideoMAE checkpoint of the same size.")
         return unflatten(target), loaded, kept
