@@ -131,6 +131,21 @@ class Checkpointer:
             self.manager.close()
 
 
+def _bit_sum(x):
+    """The sum of an array's raw bits as uint32 (wrapping), or None for non-numeric leaves."""
+    import jax.numpy as jnp
+    if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
+        return None  # e.g. typed PRNG keys
+    size = x.dtype.itemsize
+    if x.dtype != jnp.bool_ and size in (1, 2, 4, 8):
+        unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[size]
+        x = jax.lax.bitcast_convert_type(x, unsigned)  # 8-byte values: (..., 2) words
+    return jnp.sum(x.astype(jnp.uint32), dtype=jnp.uint32)
+
+
+_bit_sums = jax.jit(lambda leaves: [_bit_sum(x) for x in leaves])  # compiled once per structure
+
+
 def fingerprint(tree: Any) -> dict[str, int]:
     """{leaf path: the sum of the leaf's raw bits as uint32, mod 2**32} of a pytree of arrays.
 
@@ -140,22 +155,9 @@ def fingerprint(tree: Any) -> dict[str, int]:
     in an OCDBT data file restored as NaNs, tested): the fingerprint saved with the metadata
     catches it.
     """
-    import jax.numpy as jnp
     import numpy as np
-
-    def bits(x):
-        x = jnp.asarray(x)
-        if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
-            return None  # e.g. typed PRNG keys
-        size = x.dtype.itemsize
-        if size == 8:
-            x = jax.lax.bitcast_convert_type(x, jnp.uint32)  # (..., 2)
-        elif size in (1, 2, 4) and x.dtype != jnp.bool_:
-            x = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[size])
-        return jnp.sum(x.astype(jnp.uint32), dtype=jnp.uint32)
-
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    sums = jax.jit(lambda xs: [bits(x) for x in xs])([x for _, x in leaves])
+    sums = _bit_sums([x for _, x in leaves])
     return {jax.tree_util.keystr(path): int(np.asarray(v)) for (path, _), v in zip(leaves, sums)
             if v is not None}
 

@@ -184,3 +184,17 @@ def test_a_missing_dataset_directory_is_named_and_nothing_is_created(data_dir, t
         train.train(tiny_config(data_dir, **{"data.dataset": "/data/nope/1.0.0"}), work,
                     progress=False)
     assert not os.path.exists(work)
+
+
+def test_fingerprint_is_the_bit_sum_and_sees_one_changed_value():
+    import jax
+    import jax.numpy as jnp
+    tree = {"w": jnp.arange(10, dtype=jnp.float32), "h": jnp.ones(3, jnp.bfloat16),
+            "n": jnp.int32(7), "key": jax.random.key(0)}
+    got = checkpointing.fingerprint(tree)
+    by_hand = int(np.arange(10, dtype=np.float32).view(np.uint32).astype(np.uint64).sum() % 2**32)
+    assert got == {"['w']": by_hand, "['h']": 3 * 0x3F80, "['n']": 7}  # bf16 1.0 = 0x3F80
+    changed = dict(tree, w=tree["w"].at[3].set(0.0))
+    with pytest.raises(checkpointing.CheckpointDamaged, match=r"1 restored arrays differ"):
+        checkpointing.check_fingerprint(changed, {"fingerprint": got}, "W/checkpoints/6")
+    checkpointing.check_fingerprint(tree, {"fingerprint": got}, "W/checkpoints/6")  # intact
