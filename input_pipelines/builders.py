@@ -12,7 +12,7 @@ import grain
 import numpy as np
 
 from input_pipelines import (decode, masking, randaugment, robust, sampling, sources,
-                             transforms)
+                             transforms, workers)
 
 
 def open_video(example: dict) -> decode.Video:
@@ -273,7 +273,10 @@ def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads,
                                               prefetch_buffer_size=data.prefetch_batches))
     if data.num_workers > 0:
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
+        # Workers end with this process, however it dies (kill -9, OOM killer): input_pipelines/
+        # workers.py.
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers),
+                            worker_init_fn=workers.exit_with_parent)
     return it
 
 

@@ -3,7 +3,8 @@
 A single frame cannot tell the class: a shape moves left/right/up/down, rotates clockwise or
 counter-clockwise, grows or shrinks. Shape, colour, size, speed, start position and background
 shading vary; every video has a class label and an English caption ("a small red triangle moves to
-the left"). Everything is a deterministic function of (seed, index).
+the left"). Everything, down to the bytes of each mp4, is a deterministic function of
+(seed, index) (see encode_mp4).
 """
 from __future__ import annotations
 
@@ -154,6 +155,12 @@ def encode_mp4(frames: np.ndarray, fps: int | Fraction = 25, codec: str = "libx2
     portrait video); players, and decode.to_rgb, show the frames rotated by it.
     pts, time_base: (T,) presentation timestamps in units of time_base, to keep a variable frame
     rate (or any original timing); by default frames are 1 / fps apart.
+
+    The same frames and arguments give the same bytes on every call: libx264 is run with its
+    macroblock tree off (mbtree=0). With it on, about one encode in ten came out different from
+    call to call (also single-threaded, and from frames handed over already as yuv420p), so two
+    builds of the demo dataset differed in ~170 of 800 videos. Off costs no encode time (80x80x32
+    frames: within noise of ~15 ms a call) and gives ~30% larger files at the same crf.
     """
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
@@ -165,7 +172,7 @@ def encode_mp4(frames: np.ndarray, fps: int | Fraction = 25, codec: str = "libx2
         if keyframe_interval:
             stream.codec_context.gop_size = keyframe_interval
         if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": "fast"}
+            stream.options = {"crf": str(crf), "preset": "fast", "mbtree": "0"}
         if display_rotation:
             stream.set_display_rotation(display_rotation)
         for t, frame in enumerate(frames):
