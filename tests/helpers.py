@@ -18,6 +18,19 @@ def tiny_config(data_dir: str, **overrides):
     return apply_overrides(c, overrides)
 
 
+def snapshot(path: str) -> dict:
+    """Every file and directory under path: (mtime_ns, bytes) of files, mtime of directories; two
+    equal snapshots mean nothing there was touched."""
+    out = {}
+    for root, _, files in os.walk(path):
+        out[os.path.relpath(root, path)] = os.stat(root).st_mtime_ns
+        for name in files:
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, path)] = (os.stat(p).st_mtime_ns, f.read())
+    return out
+
+
 def apply_overrides(config, overrides: dict):
     """Set dotted keys ('data.num_workers') on a config, as --config.x.y=v would."""
     for k, v in overrides.items():

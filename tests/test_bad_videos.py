@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from input_pipelines import builders, robust, sources, synthetic_videos
+from tests.video_fixtures import audio_only
 
 BAD_KINDS = ("missing", "empty", "truncated", "text", "audio_only", "corrupt_frames")
 
@@ -17,19 +18,6 @@ def _good_video(i: int) -> bytes:
     rng = np.random.default_rng([9, i])
     spec = synthetic_videos.sample_scene(rng, 64, 24)
     return synthetic_videos.encode_mp4(synthetic_videos.render(spec, 64, 24, rng))
-
-
-def _audio_only() -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as c:
-        s = c.add_stream("aac", rate=16000)
-        for i in range(8):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                               layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
-    return buf.getvalue()
 
 
 def _bad_bytes(kind: str, good: bytes) -> bytes | None:
@@ -43,7 +31,7 @@ def _bad_bytes(kind: str, good: bytes) -> bytes | None:
     if kind == "text":
         return b"this is a subtitle file, not a video\n"
     if kind == "audio_only":
-        return _audio_only()
+        return audio_only()
     corrupt = bytearray(good)  # header intact, the coded frames overwritten with noise
     corrupt[n // 4: 3 * n // 4] = np.random.default_rng(1).integers(
         0, 256, 3 * n // 4 - n // 4).astype(np.uint8).tobytes()

@@ -11,7 +11,7 @@ from internvideo_jax.checkpointing import load_params as latest_params  # noqa: 
 from internvideo_jax.convert.__main__ import main  # noqa: E402
 from internvideo_jax.convert.common import flatten  # noqa: E402
 from internvideo_jax.models import videomae  # noqa: E402
-from tests.helpers import tiny_config  # noqa: E402
+from tests.helpers import snapshot, tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -98,24 +98,11 @@ def test_import_hf_directory(tmp_path):
         params["encoder"]["transformer"]["blocks_0"]["attn"]["q_bias"].ravel(), q)
 
 
-def _snapshot(path):
-    """(mtime_ns, bytes) of every file under path, and every directory's mtime."""
-    import os
-    out = {}
-    for root, _, files in os.walk(path):
-        out[os.path.relpath(root, path)] = os.stat(root).st_mtime_ns
-        for name in files:
-            p = os.path.join(root, name)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, path)] = (os.stat(p).st_mtime_ns, f.read())
-    return out
-
-
 def test_a_trained_workdir_is_never_written_into(workdir, tmp_path, capsys):
     """import --out and export --to hf --out the run itself: refused (also with --overwrite), one
     line, status 2, and the checkpoints, metrics and config.json byte-identical afterwards."""
     main(["export", "--src", workdir, "--to", "pth", "--out", str(tmp_path / "x.pth")])
-    before = _snapshot(workdir)
+    before = snapshot(workdir)
     assert {"config.json", "metrics.jsonl"} <= set(before) and any(
         k.startswith("checkpoints/") for k in before)
     message = (f"error: --out {workdir} is the training workdir {workdir} (it holds "
@@ -130,4 +117,4 @@ def test_a_trained_workdir_is_never_written_into(workdir, tmp_path, capsys):
                 main(argv + ["--out", workdir] + overwrite)
             assert e.value.code == 2
             assert capsys.readouterr().err == message + "\n"
-    assert _snapshot(workdir) == before
+    assert snapshot(workdir) == before

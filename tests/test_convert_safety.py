@@ -18,6 +18,7 @@ from internvideo_jax.checkpointing import load_params  # noqa: E402
 from internvideo_jax.convert import videomae as cv  # noqa: E402
 from internvideo_jax.convert.common import flatten  # noqa: E402
 from internvideo_jax.convert.outputs import is_training_workdir  # noqa: E402
+from tests.helpers import snapshot  # noqa: E402
 from internvideo_jax.models import videomae  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,18 +64,6 @@ def fake_workdir(path, *, checkpoints=True, metrics=True, config=True, tensorboa
         with open(os.path.join(path, "tb", "events.out.tfevents.1"), "wb") as f:
             f.write(b"\x01\x02events")
     return str(path)
-
-
-def snapshot(path):
-    """Every file and directory under path: (mtime_ns, bytes) of files, mtime of directories."""
-    out = {}
-    for root, dirs, files in os.walk(path):
-        out[os.path.relpath(root, path)] = os.stat(root).st_mtime_ns
-        for name in files:
-            p = os.path.join(root, name)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, path)] = (os.stat(p).st_mtime_ns, f.read())
-    return out
 
 
 def refused(argv, capsys) -> str:

@@ -103,7 +103,8 @@ def stream_copy_cut(data: bytes, start: float, duration: float) -> bytes:
     return out.getvalue()
 
 
-def _audio_only() -> bytes:
+def audio_only() -> bytes:
+    """An mp4 of AAC audio and no video stream."""
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as c:
         s = c.add_stream("aac", rate=16000)
@@ -170,7 +171,7 @@ def unreadable_files() -> dict[str, tuple[bytes, str]]:
         "empty.mp4": (b"", r"empty file \(0 bytes\)"),
         "subtitles.mp4": (b"1\n00:00:01,000 --> 00:00:02,000\nHello\n",
                           r"not a video file: it is text"),
-        "audio_only.mp4": (_audio_only(), r"no video stream \(streams: audio aac\)"),
+        "audio_only.mp4": (audio_only(), r"no video stream \(streams: audio aac\)"),
         "random_bytes.mp4": (np.random.default_rng(5).integers(0, 256, 4096, np.uint8).tobytes(),
                              r"not a media file FFmpeg can read \(4096 bytes"),
     }
