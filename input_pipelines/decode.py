@@ -387,9 +387,13 @@ def probe(data: bytes) -> dict:
     Raises DecodeError when the file cannot be used.
     """
     with Video(data) as v:
-        cc = v.stream.codec_context
-        return {"num_frames": v.num_frames, "fps": v.fps, "duration": v.duration,
-                "width": cc.width, "height": cc.height, "declared_frames": v.declared_frames}
+        return _facts(v)
+
+
+def _facts(v: Video) -> dict:
+    cc = v.stream.codec_context
+    return {"num_frames": v.num_frames, "fps": v.fps, "duration": v.duration,
+            "width": cc.width, "height": cc.height, "declared_frames": v.declared_frames}
 
 
 def check(data: bytes, deep: bool = False, edge_frames: int = 2) -> dict:
@@ -412,9 +416,7 @@ def check(data: bytes, deep: bool = False, edge_frames: int = 2) -> dict:
         except DecodeError as e:
             decodable = _count_decodable(data)
             raise DecodeError(f"{e}; {decodable} of its {n} frames decode") from e
-        cc = v.stream.codec_context
-        return {"num_frames": n, "fps": v.fps, "duration": v.duration, "width": cc.width,
-                "height": cc.height, "declared_frames": v.declared_frames}
+        return _facts(v)
 
 
 def _count_decodable(data: bytes) -> int:
