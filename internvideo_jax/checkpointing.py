@@ -47,7 +47,11 @@ class Checkpointer:
         while os.path.exists(dst):
             n += 1
             dst = f"{src}.damaged{n}"
-        os.rename(src, dst)
+        if jax.process_index() == 0:  # every host sees the same workdir: one renames it
+            os.rename(src, dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"set_aside_{step}")
         self.manager.reload()
         return dst
 

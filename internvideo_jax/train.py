@@ -284,9 +284,16 @@ def damaged(ckpt, step: int, error: BaseException, strict: bool) -> None:
                     "from the newest intact checkpoint before it", folder, reason, moved)
 
 
-def _by_position(saved_meta: dict, config) -> bool:
+def resume_point(ckpt, config) -> tuple[int | None, dict, bool]:
+    """(the step to resume from or None, its metadata, whether the input pipeline is rebuilt at
+    that position). The pipeline is rebuilt when the worker count changed: every element is a
+    pure function of its position, and grain's saved state needs the same worker count."""
+    latest, saved_meta = newest_readable_step(ckpt, config.resume_strict)
+    if latest is not None:
+        check_resume_config(saved_meta.get("config", {}), config, latest, ckpt.directory)
     saved_workers = saved_meta.get("data_workers")
-    return saved_workers is not None and saved_workers != config.data.num_workers
+    by_position = saved_workers is not None and saved_workers != config.data.num_workers
+    return latest, saved_meta, by_position
 
 
 def count_params(params: Any) -> int:
@@ -307,15 +314,13 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
     local_batch = check_batch(config, mesh)
     sources.check_exists(config.data)  # before anything is written into the workdir
     ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-    latest, saved_meta = newest_readable_step(ckpt, config.resume_strict)
-    if latest is not None:
-        check_resume_config(saved_meta.get("config", {}), config, latest, ckpt.directory)
-    # Every element is a pure function of its position in the stream, so a run can also resume
-    # by position: used when the worker count changed (grain's saved state needs the same one).
-    by_position = _by_position(saved_meta, config)
-    dataset, epoch_size = task.train_dataset(
-        config.seed, local_batch, jax.process_index(), jax.process_count(),
-        start_step=latest if by_position else 0)
+    latest, saved_meta, by_position = resume_point(ckpt, config)
+
+    def input_stream(start_step: int):
+        return task.train_dataset(config.seed, local_batch, jax.process_index(),
+                                  jax.process_count(), start_step=start_step)
+
+    dataset, epoch_size = input_stream(latest if by_position else 0)
     d = derived_values(config, mesh, epoch_size)
 
     # ---- State (created sharded), optimizer, checkpoint ---------------------------------------
@@ -356,18 +361,12 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
             except Exception as e:  # noqa: BLE001 - orbax/TensorStore raise many kinds
                 _close(data_iter)
                 damaged(ckpt, latest, e, config.resume_strict)
-                latest, saved_meta = newest_readable_step(ckpt, config.resume_strict)
+                latest, saved_meta, by_position = resume_point(ckpt, config)
                 if latest is None:
                     raise checkpointing.NoIntactCheckpoint(
                         f"no checkpoint in {ckpt.directory} restores (damaged ones were renamed "
                         f"*.damaged): move the folder away to start the run over.") from e
-                check_resume_config(saved_meta.get("config", {}), config, latest,
-                                    ckpt.directory)
-                by_position = _by_position(saved_meta, config)
-                dataset, _ = task.train_dataset(
-                    config.seed, local_batch, jax.process_index(), jax.process_count(),
-                    start_step=latest if by_position else 0)
-                data_iter = iter(dataset)
+                data_iter = iter(input_stream(latest if by_position else 0)[0])
         saved_workers = saved_meta.get("data_workers")
         start = int(state.step)
 
