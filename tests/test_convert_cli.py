@@ -76,8 +76,9 @@ def test_import_sharded_over_a_mesh(workdir, tmp_path, monkeypatch, capsys):
 
 def test_import_with_the_wrong_size_names_the_right_one(workdir, tmp_path):
     main(["export", "--src", workdir, "--to", "pth", "--out", str(tmp_path / "x.pth")])
-    with pytest.raises(SystemExit, match=r"the checkpoint is \{'dim': 128, 'depth': 4, "
-                                         r"'patch': 8, 'tubelet': 2\}.*use --size tiny"):
+    with pytest.raises(SystemExit, match=r"--size B is not the VideoMAE this checkpoint holds: "
+                                         r"dim 128 in the checkpoint, 768 in --size B, depth 4 "
+                                         r"in the checkpoint, 12 in --size B, .*use --size tiny"):
         main(["import", "--src", str(tmp_path / "x.pth"), "--model", "videomae_pretrain",
               "--size", "B", "--out", str(tmp_path / "p")])
 

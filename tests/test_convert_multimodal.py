@@ -148,8 +148,10 @@ def test_import_and_export_commands(tmp_path, monkeypatch):
     back = torch.load(tmp_path / "back.ckpt")["state_dict"]
     del checkpoint["clip.text_mask_embedding"]
     assert back.keys() == checkpoint.keys()
-    with pytest.raises(SystemExit, match=r"'video_width': 24.*--size B/16 has .*'video_width': "
-                                         r"768.*use --size test"):
+    with pytest.raises(SystemExit, match=r"--size B/16 is not the InternVideo multimodal this "
+                                         r"checkpoint holds: video UniFormerV2Size\(width=24, .*"
+                                         r"in the checkpoint, UniFormerV2Size\(width=768, .*"
+                                         r"use --size test"):
         main(["import", "--src", str(tmp_path / "mm.ckpt"), "--model", "internvideo_multimodal",
               "--size", "B/16", "--out", str(tmp_path / "wrong")])
     for k, v in checkpoint.items():

@@ -194,8 +194,8 @@ def test_a_shape_mismatch_is_printed_in_the_checkpoints_layout(official_sd, tmp_
     not as our transposed kernel (128, 512); a qkv weight the reshape cannot take is listed too,
     as (3D, D)."""
     sd = dict(official_sd)
-    sd["encoder.blocks.0.mlp.fc1.weight"] = np.zeros((256, 128), np.float32)
-    sd["encoder.blocks.1.attn.qkv.weight"] = np.zeros((384, 96), np.float32)
+    sd["encoder.blocks.1.mlp.fc1.weight"] = np.zeros((256, 128), np.float32)  # (the size is
+    sd["encoder.blocks.1.attn.qkv.weight"] = np.zeros((384, 96), np.float32)  # read off block 0)
     torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "bad.pth")
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
@@ -204,9 +204,9 @@ def test_a_shape_mismatch_is_printed_in_the_checkpoints_layout(official_sd, tmp_
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: VideoMAE (official layout): the checkpoint does not match")
-    assert ("shape mismatches (2): encoder.blocks.0.mlp.fc1.weight: checkpoint (256, 128), "
-            "model expects (512, 128), encoder.blocks.1.attn.qkv.weight: checkpoint (384, 96), "
-            "model expects (384, 128)\n") in err
+    assert ("shape mismatches (2): encoder.blocks.1.attn.qkv.weight: checkpoint (384, 96), "
+            "model expects (384, 128), encoder.blocks.1.mlp.fc1.weight: checkpoint (256, 128), "
+            "model expects (512, 128)\n") in err
     assert "Traceback" not in err and not os.path.exists(tmp_path / "p")
 
 

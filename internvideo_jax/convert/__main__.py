@@ -38,122 +38,23 @@ missing, unexpected and shape-mismatched keys. The size is checked against the t
 from __future__ import annotations
 
 import argparse
-import glob
+import dataclasses
 import json
 import os
-import struct
 import sys
-import zipfile
 
 import numpy as np
 
 from internvideo_jax.checkpointing import load_variables
+from internvideo_jax.convert import architecture as arch
 from internvideo_jax.convert import videomae as cv
-from internvideo_jax.convert.common import (ConversionError, ConvertUserError, NotACheckpoint,
-                                           SourceNotFound, UsageError, flatten)
+from internvideo_jax.convert.common import (ConvertUserError, SourceNotFound, UsageError,
+                                           flatten)
 from internvideo_jax.convert.outputs import check_output, replacing
+from internvideo_jax.convert.reading import (choose_weights, read_hf_dir, read_torch_file,
+                                            strip_wrappers)
+from internvideo_jax.models import architecture
 from internvideo_jax.models.videomae import VideoMAESize
-
-
-# ---- reading ------------------------------------------------------------------------------------
-ACCEPTED = ("convert reads .pth/.pt/.pyth/.ckpt files written by torch.save, .safetensors files "
-            "and HF transformers directories (config.json + *.safetensors or pytorch_model*.bin)")
-
-
-def _looks_like(head: bytes) -> str:
-    """What a file that is no checkpoint seems to be, from its first bytes (for the message)."""
-    if not head:
-        return "an empty file"
-    for magic, what in ((b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
-                        (b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file"),
-                        (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
-                        (b"\x1f\x8b", "a gzip file"), (b"GIF8", "a GIF image")):
-        if head.startswith(magic):
-            return what
-    if head[4:8] == b"ftyp":
-        return "an MP4/MOV video"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "an AVI video"
-    if b"\0" not in head:
-        try:
-            head.decode("utf-8")
-            return "a text file"
-        except UnicodeDecodeError as e:
-            if e.start >= len(head) - 3:  # a character cut by the end of the sniffed bytes
-                return "a text file"
-    return "a file of an unknown format"
-
-
-def sniff_checkpoint(path: str) -> str:
-    """'safetensors' or 'torch' (a torch.save zip archive or legacy pickle) by the file's content,
-    whatever its name; NotACheckpoint (one line: what it seems to be, what is accepted) for
-    anything else, SourceNotFound for a path that does not exist."""
-    if not os.path.exists(path):
-        raise SourceNotFound(f"{path}: no such file or directory")
-    if os.path.isdir(path):
-        raise NotACheckpoint(f"{path} is a directory: this reads one checkpoint file "
-                             f"(.pth/.pt/.pyth/.ckpt written by torch.save, or .safetensors)")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if len(head) > 8 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= size - 8:
-        return "safetensors"
-    looks = _looks_like(head)
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        try:
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-        except zipfile.BadZipFile:
-            names, looks = [], "a damaged or truncated zip archive"
-        else:
-            looks = "a zip archive that is not a torch.save one (no data.pkl in it)"
-        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-            return "torch"
-    elif head.startswith(b"\x80") and 2 <= head[1] <= 5:  # pickle protocol 2-5: legacy torch.save
-        return "torch"
-    raise NotACheckpoint(f"{path} is not a PyTorch checkpoint (it looks like {looks}); "
-                         f"{ACCEPTED}")
-
-
-def read_torch_file(path: str) -> dict:
-    if sniff_checkpoint(path) == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-        try:
-            return load_file(path)
-        except SafetensorError as e:
-            raise NotACheckpoint(f"{path}: a damaged safetensors file ({e})") from None
-    import torch
-    # Not memory-mapped on purpose: each tensor's storage is freed as soon as its converted copy
-    # exists (cmd_import), where a mapping would stay resident until the very end.
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except EOFError:
-        raise NotACheckpoint(f"{path}: a truncated torch file (it ends early)") from None
-    if not isinstance(sd, dict):
-        raise NotACheckpoint(f"{path}: a torch file holding a {type(sd).__name__}, not a "
-                             f"state dict (a dict of tensors)")
-    return sd
-
-
-def read_hf_dir(path: str) -> tuple[dict, dict]:
-    """(state dict, config.json) of an HF transformers model directory."""
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise SourceNotFound(f"{path}: a directory without config.json, so not an HF "
-                             f"transformers directory; {ACCEPTED}")
-    with open(os.path.join(path, "config.json")) as f:
-        try:
-            config = json.load(f)
-        except ValueError as e:
-            raise NotACheckpoint(f"{path}: config.json is not JSON ({e})") from None
-    files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) or sorted(
-        glob.glob(os.path.join(path, "pytorch_model*.bin")))
-    if not files:
-        raise SourceNotFound(f"{path}: no *.safetensors or pytorch_model*.bin weights")
-    sd = {}
-    for f in files:
-        sd.update(read_torch_file(f))
-    return sd, config
 
 
 # ---- model from a size --------------------------------------------------------------------------
@@ -172,24 +73,6 @@ def size_from_params(params: dict) -> "VideoMAESize":
                    decoder_heads=d["blocks_0"]["attn"]["qkv"]["kernel"].shape[2] if d else 1)
     return VideoMAESize(dim=dim, depth=depth, heads=heads, mlp_ratio=mlp / dim, patch=p,
                         tubelet=pt, **dec)
-
-
-def check_size_against_official(sd: dict, size, pretraining: bool) -> None:
-    """Compare what the tensors say (width, depth, patch, tubelet, MLP) with the chosen size."""
-    pre = "encoder." if pretraining else ""
-    key = f"{pre}patch_embed.proj.weight"
-    if key not in sd:
-        return  # the strict import reports the missing key
-    dim, _, pt, p, _ = tuple(sd[key].shape)
-    depth = len({k.split(".")[1 + bool(pre)] for k in sd if k.startswith(f"{pre}blocks.")})
-    found = dict(dim=dim, depth=depth, patch=p, tubelet=pt)
-    wanted = dict(dim=size.dim, depth=size.depth, patch=size.patch, tubelet=size.tubelet)
-    if found != wanted:
-        from internvideo_jax.models.videomae import SIZES
-        match = [n for n, s in SIZES.items() if dict(dim=s.dim, depth=s.depth, patch=s.patch,
-                                                     tubelet=s.tubelet) == found]
-        raise ConversionError(f"the checkpoint is {found} but the chosen size is {wanted}"
-                              + (f"; use --size {match[0]}" if match else ""))
 
 
 def build_model(kind: str, size, num_classes: int):
@@ -225,36 +108,59 @@ def target_params(model, frames: int, image: int) -> dict:
     return nn.meta.unbox(videomae_variables(model, frames, image))["params"]
 
 
-def import_uniformerv2(a) -> tuple[dict, dict]:
+def read_weights(a) -> dict:
+    """--src's state dict: the entry --weights names (or the first of reading.WEIGHT_ENTRIES),
+    said on stdout with what else the file holds; `module.` / `_orig_mod.` wrappers stripped."""
+    state_dict, report = choose_weights(read_torch_file(a.src, a.trust_checkpoint), a.weights)
+    print(report)
+    return strip_wrappers(state_dict)
+
+
+def say_size(family: str, name: str | None, what: str, given: str) -> None:
+    print(f"{family}: {what}" + (f" = size {name}" if name else " (no named size: stored in "
+                                 "model.json; fine-tune it with --config.model.size=init_from)")
+          + ("" if given else ", read off the tensors"))
+
+
+def import_uniformerv2(a) -> tuple[dict, dict, dict]:
     """An official UniFormerV2 .pyth/.pth -> our variables {'params', 'batch_stats'}.
 
-    Local UniBlocks, conv1's temporal kernel (3 = the temporal downsample, stride 2) and the class
-    count are read off the tensors; the width/depth/patch preset comes from --size.
-    Returns (variables, the model's boxed abstract variables).
-    """
+    Everything is read off the tensors (convert/architecture.py): width, depth, patch, resolution,
+    the global UniBlocks (one per dec.j, on the last layers), local UniBlocks, conv1's temporal
+    kernel (3 = the temporal downsample, stride 2), the frozen-backbone variant (no balance) and
+    the classes. Returns (variables, the model's boxed abstract variables, the description)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
     from internvideo_jax.convert import uniformerv2 as cu
     from internvideo_jax.models import uniformerv2 as u
-    sd = read_torch_file(a.src)
-    sd = cu.strip_prefixes(dict(sd.get("model_state", sd)), cu.WRAPPER_PREFIXES)
-    size = known_size(u.get_size, a.size)
-    conv1 = sd.get("backbone.conv1.weight")
-    if conv1 is None:
-        raise ConversionError("not a UniFormerV2 checkpoint", missing=["backbone.conv1.weight"])
-    width, _, kt, patch, _ = tuple(conv1.shape)
-    if (width, patch) != (size.width, size.patch):
-        raise ConversionError(f"the checkpoint has width {width}, patch {patch}; --size {a.size} "
-                              f"has {size.width}, {size.patch}")
-    head = sd.get("backbone.transformer.proj.2.weight")
-    model = u.UniFormerV2Classifier(
-        size, a.num_classes or (head.shape[0] if head is not None else 0), temporal_kernel=kt,
-        temporal_stride=2 if kt == 3 else 1,
-        local=any(".lmhra1." in k for k in sd))
-    video = jax.ShapeDtypeStruct((1, a.frames, size.image_size, size.image_size, 3), jnp.float32)
+    sd = cu.strip_prefixes(read_weights(a), cu.WRAPPER_PREFIXES)
+    chosen = known_size(u.get_size, a.size) if a.size else None
+    found = arch.uniformerv2_checkpoint(sd, (chosen.width, chosen.heads) if chosen else None)
+    size = found.size
+    if chosen:
+        arch.check_against(size, dataclasses.replace(chosen, embed_dim=size.embed_dim), a.size,
+                           u.SIZES, "UniFormerV2")
+    first, last = size.return_list[0], size.return_list[-1]
+    say_size("UniFormerV2", found.name,
+             f"width {size.width}, {size.layers} layers, {size.heads} heads, patch {size.patch}, "
+             f"{size.image_size}px, {len(size.return_list)} global UniBlocks on layers "
+             f"{first}-{last}, conv1 temporal kernel {found.temporal_kernel} stride "
+             f"{found.temporal_stride}" + (", local UniBlocks" if found.local else "")
+             + (", the frozen-backbone variant (no balance)" if found.frozen else "")
+             + f", {a.num_classes or found.num_classes} classes", a.size)
+    num_classes = a.num_classes or found.num_classes
+    model = u.UniFormerV2Classifier(size, num_classes, temporal_kernel=found.temporal_kernel,
+                                    temporal_stride=found.temporal_stride, local=found.local,
+                                    frozen=found.frozen)
+    frames = a.frames - a.frames % found.temporal_stride
+    video = jax.ShapeDtypeStruct((1, frames, size.image_size, size.image_size, 3), jnp.float32)
     boxed = abstract_variables(model, video)
-    return cu.import_official(sd, nn.meta.unbox(boxed)), boxed
+    description = architecture.describe(
+        "uniformerv2_classifier", size, found.name, num_classes=num_classes,
+        temporal_kernel=found.temporal_kernel, temporal_stride=found.temporal_stride,
+        local=found.local, frozen=found.frozen)
+    return cu.import_official(sd, nn.meta.unbox(boxed)), boxed, description
 
 
 def as_jax_arrays(params: dict, shardings: dict | None = None) -> dict:
@@ -305,31 +211,41 @@ def save_params(params: dict, out: str) -> None:
         ckptr.save(os.path.abspath(out), args=ocp.args.StandardSave(params), force=True)
 
 
-def import_multimodal(a) -> tuple[dict, dict]:
+def import_multimodal(a) -> tuple[dict, dict, dict]:
     """An InternVideo multimodal Lightning checkpoint ('clip.*' and 'caption_decoder.*' keys) ->
     VideoTextModel params; the caption decoder is built when the file has one (and it is not
-    left out with --drop-prefix caption_decoder.). Returns (params, boxed abstract variables)."""
+    left out with --drop-prefix caption_decoder.). Returns (params, boxed abstract variables,
+    the description)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
     from internvideo_jax.convert import multimodal as cm
     from internvideo_jax.models import multimodal
-    size = known_size(multimodal.get_size, a.size)
-    checkpoint = read_torch_file(a.src)
+    checkpoint = read_weights(a)
     keys = cm.unwrap(checkpoint)
+    chosen = known_size(multimodal.get_size, a.size) if a.size else None
+    size, name, _ = arch.multimodal_size(keys, chosen)
     caption = any(k.startswith(cm.DECODER) and not k.startswith(tuple(a.drop_prefix))
                   for k in keys)
-    cm.check_size(keys, size, a.size)
+    if chosen:
+        if not caption:  # the decoder is not in the file (or left out): not compared
+            chosen = dataclasses.replace(chosen, decoder=size.decoder)
+        arch.check_against(size, chosen, a.size, multimodal.SIZES, "InternVideo multimodal")
+    v, t = size.video, size.text
+    say_size("InternVideo multimodal", name,
+             f"video width {v.width}, {v.layers} layers, patch {v.patch}, {v.image_size}px, "
+             f"{len(v.return_list)} global UniBlocks; text width {t.width}, {t.layers} layers; "
+             f"embedding {v.embed_dim}", a.size)
     model = multimodal.VideoTextModel(size, caption=caption)
-    video = jax.ShapeDtypeStruct((1, a.frames, size.video.image_size, size.video.image_size, 3),
-                                 jnp.float32)
-    ids = jax.ShapeDtypeStruct((1, size.text.context_length), jnp.int32)
+    video = jax.ShapeDtypeStruct((1, a.frames, v.image_size, v.image_size, 3), jnp.float32)
+    ids = jax.ShapeDtypeStruct((1, t.context_length), jnp.int32)
     boxed = abstract_variables(model, video, ids)
-    print(f"multimodal {a.size}: video tower, text tower"
+    print("multimodal: video tower, text tower"
           + (f", caption decoder ({size.decoder.layers} layers)" if caption else
              " (no caption decoder in the file: train with model.caption_weight=0)"))
+    description = architecture.describe("internvideo_multimodal", size, name, caption=caption)
     return cm.import_internvideo(checkpoint, nn.meta.unbox(boxed)["params"],
-                                 tuple(a.drop_prefix)), boxed
+                                 tuple(a.drop_prefix)), boxed, description
 
 
 def known_size(get, name: str, known=None):
@@ -343,45 +259,59 @@ def known_size(get, name: str, known=None):
 
 
 # ---- commands -----------------------------------------------------------------------------------
-def import_params(a) -> tuple[dict, dict]:
-    """--src as our parameter tree (numpy leaves, possibly views into the source tensors; for
-    UniFormerV2 {'params', 'batch_stats'}) and the model's boxed abstract variables."""
+def import_videomae(a) -> tuple[dict, dict, dict]:
+    """An official VideoMAE / InternVideo-MAE / VideoMAE V2 file or an HF transformers directory
+    -> our params; the size read off the tensors (or config.json)."""
     import flax.linen as nn
     from internvideo_jax.models.videomae import SIZES
     pretraining = a.model == "videomae_pretrain"
-    if a.model == "uniformerv2_classifier":
-        return import_uniformerv2(a)
-    if a.model == "internvideo_multimodal":
-        return import_multimodal(a)
     if os.path.isdir(a.src):
         sd, hf = read_hf_dir(a.src)
         size = VideoMAESize(
             dim=hf["hidden_size"], depth=hf["num_hidden_layers"], heads=hf["num_attention_heads"],
-            decoder_dim=hf.get("decoder_hidden_size", 0),
-            decoder_heads=hf.get("decoder_num_attention_heads", 0),
-            decoder_depth=hf.get("decoder_num_hidden_layers", 0),
+            decoder_dim=hf.get("decoder_hidden_size", 0) if pretraining else 0,
+            decoder_heads=hf.get("decoder_num_attention_heads", 0) if pretraining else 0,
+            decoder_depth=hf.get("decoder_num_hidden_layers", 0) if pretraining else 0,
             mlp_ratio=hf["intermediate_size"] / hf["hidden_size"], patch=hf["patch_size"],
             tubelet=hf["tubelet_size"])
+        name = arch.name_of(size, SIZES)
         if abs(hf.get("layer_norm_eps", 1e-12) - 1e-6) > 1e-9:
             print(f"warning: config.json has layer_norm_eps={hf.get('layer_norm_eps')}; the "
                   f"official models (and ours) use 1e-6", file=sys.stderr)
         num_classes = len(hf.get("id2label", {})) or a.num_classes
-        model = build_model(a.model, size, num_classes)
-        boxed = videomae_variables(model, a.frames, a.image_size)
-        params = cv.import_hf(sd, nn.meta.unbox(boxed)["params"])
+        convert = cv.import_hf
     else:
-        sd = read_torch_file(a.src)
-        for wrapper in ("model", "module", "state_dict"):
-            if wrapper in sd and isinstance(sd[wrapper], dict):
-                sd = sd[wrapper]
-        sd = cv.strip_prefixes(dict(sd), cv.WRAPPER_PREFIXES)
-        size = known_size(lambda name: SIZES[name], a.size, sorted(SIZES))
-        check_size_against_official(sd, size, pretraining)
+        sd = cv.strip_prefixes(read_weights(a), cv.WRAPPER_PREFIXES)
+        size, name = arch.videomae_size(sd, pretraining, SIZES.get(a.size))
         num_classes = a.num_classes or (sd["head.weight"].shape[0] if "head.weight" in sd else 0)
-        model = build_model(a.model, size, num_classes)
-        boxed = videomae_variables(model, a.frames, a.image_size)
-        params = cv.import_official(sd, nn.meta.unbox(boxed)["params"])
-    return params, boxed
+        convert = cv.import_official
+    if a.size:
+        chosen = known_size(lambda n: SIZES[n], a.size, sorted(SIZES))
+        if not pretraining:
+            chosen, size = arch.videomae_encoder_only(chosen), arch.videomae_encoder_only(size)
+        arch.check_against(size, chosen, a.size, {n: arch.videomae_encoder_only(s) if not
+                                                  pretraining else s for n, s in SIZES.items()},
+                           "VideoMAE")
+    say_size("VideoMAE", name, f"width {size.dim}, {size.depth} layers, {size.heads} heads, patch "
+             f"{size.patch}, tubelet {size.tubelet}, MLP {size.mlp_dim}" + (
+                 f"; decoder width {size.decoder_dim}, {size.decoder_depth} layers"
+                 if pretraining else f"; {num_classes} classes"), a.size or os.path.isdir(a.src))
+    model = build_model(a.model, size, num_classes)
+    boxed = videomae_variables(model, a.frames, a.image_size)
+    description = architecture.describe(a.model, size, name, num_classes=num_classes)
+    return convert(sd, nn.meta.unbox(boxed)["params"]), boxed, description
+
+
+IMPORTERS = {"videomae_pretrain": import_videomae, "videomae_classifier": import_videomae,
+             "uniformerv2_classifier": import_uniformerv2,
+             "internvideo_multimodal": import_multimodal}
+
+
+def import_params(a) -> tuple[dict, dict, dict]:
+    """--src as our parameter tree (numpy leaves, possibly views into the source tensors; for
+    UniFormerV2 {'params', 'batch_stats'}), the model's boxed abstract variables and its
+    description (models/architecture.py, saved as OUT/model.json)."""
+    return IMPORTERS[a.model](a)
 
 
 def cmd_import(a) -> None:
@@ -390,7 +320,7 @@ def cmd_import(a) -> None:
     check_output(a.out, a.overwrite)  # before any weight is read
     if a.mesh:
         parse_mesh(a.mesh)  # a malformed --mesh, too
-    imported, boxed = import_params(a)
+    imported, boxed, description = import_params(a)
     # import_params gives params (or {'params', 'batch_stats'} for UniFormerV2); shardings match
     wrapped = "params" not in imported
     tree = {"params": imported} if wrapped else imported
@@ -404,8 +334,10 @@ def cmd_import(a) -> None:
         print(describe_placement(f"params over mesh {a.mesh}", tree))
     with replacing(a.out, a.overwrite) as staging:
         save_params(params, staging)
+        architecture.write(staging, dict(description, source=os.path.abspath(a.src)))
     n = sum(int(np.prod(v.shape)) for v in flatten(params).values())
-    print(f"imported {len(flatten(params))} tensors ({n:,} parameters) into {a.out}")
+    print(f"imported {len(flatten(params))} tensors ({n:,} parameters) into {a.out} "
+          f"(architecture in {os.path.join(a.out, architecture.FILE)})")
 
 
 def save_torch(sd: dict, out: str, overwrite: bool) -> None:
@@ -490,10 +422,8 @@ def cmd_inspect(a) -> None:
             tree = tree["params"]
         tree = {"/".join(k): v for k, v in flatten(tree).items()}
     else:
-        tree = read_torch_file(a.src)
-        for wrapper in ("model", "module", "state_dict"):
-            if wrapper in tree and isinstance(tree[wrapper], dict):
-                tree = tree[wrapper]
+        tree, report = choose_weights(read_torch_file(a.src, a.trust_checkpoint), a.weights)
+        print(report)
     total = 0
     for k in sorted(tree):
         v = tree[k]
@@ -501,6 +431,17 @@ def cmd_inspect(a) -> None:
         total += int(np.prod(shape))
         print(f"{k:70s} {str(shape):22s} {str(v.dtype)}")
     print(f"{len(tree)} tensors, {total:,} parameters")
+
+
+def reading_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default="",
+                   help="the entry of the file that holds the weights, e.g. model_ema (default: "
+                        "the first of model, module, state_dict, model_state, model_ema; the "
+                        "choice and the other entries are printed)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle any object the file holds (can run code: only for files from a "
+                        "source you trust); without it, objects other than tensors, "
+                        "argparse.Namespace, paths and NumPy values are refused")
 
 
 def main(argv=None) -> None:
@@ -512,7 +453,8 @@ def main(argv=None) -> None:
     i.add_argument("--model", required=True,
                    choices=["videomae_pretrain", "videomae_classifier", "uniformerv2_classifier",
                             "internvideo_multimodal"])
-    i.add_argument("--size", default="B", help="for .pth files: tiny, S, B, L, H, H_internvideo, g "
+    i.add_argument("--size", default="", help="optional: the size is read off the tensors; "
+                   "given, it is checked against them: tiny, S, B, L, H, H_internvideo, g "
                    "(VideoMAE); tiny, B/16, L/14, L/14@336 (UniFormerV2, multimodal)")
     i.add_argument("--num-classes", type=int, default=0)
     i.add_argument("--frames", type=int, default=16)
@@ -529,6 +471,7 @@ def main(argv=None) -> None:
                    help="internvideo_multimodal: leave out tensors under this key prefix (full "
                         "key, e.g. clip.text_mask_embedding or caption_decoder.); listed, never "
                         "silent")
+    reading_flags(i)
     e = sub.add_parser("export", help="our checkpoint -> HF directory or official .pth")
     e.add_argument("--src", required=True, help="workdir, checkpoint step dir or params dir")
     e.add_argument("--to", required=True, choices=["hf", "pth"])
@@ -540,6 +483,7 @@ def main(argv=None) -> None:
                    help="replace an existing non-empty --out (never a training workdir)")
     s = sub.add_parser("inspect", help="print a checkpoint's tensors")
     s.add_argument("src")
+    reading_flags(s)
     a = p.parse_args(argv)
     try:
         {"import": cmd_import, "export": cmd_export, "inspect": cmd_inspect}[a.command](a)

@@ -81,42 +81,6 @@ def unwrap(checkpoint: dict) -> dict:
     return state_dict
 
 
-def check_size(state_dict: dict, size, size_name: str) -> None:
-    """What the tensors say (video width/patch/depth, text width/depth, decoder depth) against the
-    chosen preset; a disagreement names the preset that fits, if one does."""
-    from internvideo_jax.models import multimodal
-
-    def found_in(sd: dict) -> dict:
-        conv1 = sd.get("clip.visual.conv1.weight")
-        text = sd.get("clip.token_embedding.weight")
-        out = {}
-        if conv1 is not None:
-            out.update(video_width=int(conv1.shape[0]), patch=int(conv1.shape[-1]),
-                       video_layers=len({k.split(".")[4] for k in sd
-                                         if k.startswith("clip.visual.transformer.resblocks.")}))
-        if text is not None:
-            out.update(text_width=int(text.shape[1]),
-                       text_layers=len({k.split(".")[3] for k in sd
-                                        if k.startswith("clip.transformer.resblocks.")}))
-        layers = {k.split(".")[2] for k in sd if k.startswith(DECODER + "multimodal_layers.")}
-        if layers:
-            out.update(decoder_layers=len(layers))
-        return out
-
-    def preset(s) -> dict:
-        return dict(video_width=s.video.width, patch=s.video.patch, video_layers=s.video.layers,
-                    text_width=s.text.width, text_layers=s.text.layers,
-                    decoder_layers=s.decoder.layers)
-
-    found = found_in(state_dict)
-    wanted = {k: v for k, v in preset(size).items() if k in found}
-    if found != wanted:
-        match = [n for n, s in multimodal.SIZES.items()
-                 if {k: v for k, v in preset(s).items() if k in found} == found]
-        raise ConversionError(f"the checkpoint has {found} but --size {size_name} has {wanted}"
-                              + (f": use --size {match[0]}" if match else ""))
-
-
 def import_internvideo(checkpoint: dict, target_params: dict,
                        drop_prefixes: tuple[str, ...] = ()) -> dict:
     """An InternVideo multimodal checkpoint -> our VideoTextModel params, strictly. Keys under

@@ -9,7 +9,8 @@ added to the patch tokens of a copy of the stream, then a decoder block where th
 token (zero init, carried across blocks) attends to all T' * (1 + h*w) tokens (ln_1 on the query,
 ln_3 on the tokens; out_proj and c_proj zero-init; MLP dropout 0.5). Fusion:
 w = sigmoid(balance) (init 0), feature = (1 - w) * query + w * mean over frames of the last layer's
-CLS. Classifier head: LayerNorm -> dropout 0.5 -> Linear. The multimodal tower instead applies
+CLS; the frozen-backbone variant (`frozen`, the L/14@336 "frozen" checkpoints) has no balance and
+classifies the query alone. Classifier head: LayerNorm -> dropout 0.5 -> Linear. The multimodal tower instead applies
 visual_ln_post and @ visual_proj. Parameter names follow the reference (conv1, class_embedding,
 positional_embedding, ln_pre, resblocks_i, temporal_cls_token, dpe_j, dec_j, balance, proj).
 """
@@ -217,6 +218,7 @@ class UniFormerV2Encoder(nn.Module):
     dtype: Dtype = jnp.float32
     remat: str = "none"  # layers.REMAT_POLICIES, for the backbone layers
     scan: bool = False  # backbone layers as one nn.scan (layers.scan_blocks): 'resblocks/block'
+    frozen: bool = False  # the frozen-backbone variant: no balance, the query token alone
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
@@ -279,12 +281,14 @@ class UniFormerV2Encoder(nn.Module):
             query = QueryDecoder(s.heads, self.mlp_dropout, float(dpr[j]), self.dtype,
                                  name=f"dec_{j}")(query, tokens, deterministic)
         frames = x.reshape(b, t2, 1 + g * g, s.width)  # (B, T', 1+hw, W)
+        if tokens is None:
+            tokens = frames.reshape(b, t2 * (1 + g * g), s.width)
+        if self.frozen:  # the reference's FROZEN model classifies the query token alone
+            return query[:, 0], frames, tokens  # (B, W), ...
         balance = self.param("balance", nn.with_logical_partitioning(zeros, ("embed",)),
                              (s.width,), jnp.float32)
         weight = jax.nn.sigmoid(balance).astype(self.dtype)
         fused = (1 - weight) * query[:, 0] + weight * frames[:, :, 0].mean(axis=1)  # (B, W)
-        if tokens is None:
-            tokens = frames.reshape(b, t2 * (1 + g * g), s.width)
         return fused, frames, tokens
 
 
@@ -303,12 +307,13 @@ class UniFormerV2Classifier(nn.Module):
     dtype: Dtype = jnp.float32
     remat: str = "none"
     scan: bool = False
+    frozen: bool = False  # UniFormerV2Encoder.frozen (fine-tuning freezes the CLIP backbone)
 
     def setup(self):
         self.backbone = UniFormerV2Encoder(
             self.size, self.temporal_kernel, self.temporal_stride, self.local,
             self.backbone_drop_path_rate, self.drop_path_rate, self.mlp_dropout, self.dtype,
-            self.remat, self.scan)
+            self.remat, self.scan, self.frozen)
         self.proj_norm = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32)
         self.proj_dropout = nn.Dropout(self.cls_dropout)
         self.proj_head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=torch_default,
@@ -358,7 +363,7 @@ class VideoTower(nn.Module):
 
 
 def encoder_param_count(size: UniFormerV2Size, local: bool = False, temporal_kernel: int = 1,
-                        dw_reduction: float = 1.5) -> int:
+                        dw_reduction: float = 1.5, frozen: bool = False) -> int:
     """UniFormerV2Encoder parameters by formula (checked against the module in tests)."""
     w, g = size.width, size.grid
     block = 2 * 2 * w + (3 * w * w + 3 * w) + (w * w + w) + (4 * w * w + 4 * w) + (4 * w * w + w)
@@ -369,5 +374,5 @@ def encoder_param_count(size: UniFormerV2Size, local: bool = False, temporal_ker
     dpe = 27 * w + w
     n = len(size.return_list)
     return (temporal_kernel * size.patch ** 2 * 3 * w + w + (1 + g * g) * w + 2 * w
-            + size.layers * block + w + n * (dpe + decoder) + w)
+            + size.layers * block + w + n * (dpe + decoder) + (0 if frozen else w))
 

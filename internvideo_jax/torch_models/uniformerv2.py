@@ -91,16 +91,17 @@ class Extractor(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width, layers, heads, return_list, local, num_classes):
+    def __init__(self, width, layers, heads, return_list, local, num_classes, frozen=False):
         super().__init__()
-        self.return_list = return_list
+        self.return_list, self.frozen = return_list, frozen
         self.resblocks = nn.ModuleList(
             [ResidualAttentionBlock(width, heads, local) for _ in range(layers)])
         self.temporal_cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.dpe = nn.ModuleList([nn.Conv3d(width, width, 3, padding=1, groups=width)
                                   for _ in return_list])
         self.dec = nn.ModuleList([Extractor(width, heads) for _ in return_list])
-        self.balance = nn.Parameter(torch.zeros(width))
+        if not frozen:  # the frozen-backbone variant classifies the query token alone
+            self.balance = nn.Parameter(torch.zeros(width))
         if num_classes:  # the multimodal video tower has no head
             self.proj = nn.Sequential(nn.LayerNorm(width), nn.Dropout(0.5),
                                       nn.Linear(width, num_classes))
@@ -123,9 +124,12 @@ class Transformer(nn.Module):
                 tmp[1:] = tmp[1:] + feats
                 tmp = tmp.permute(2, 0, 1, 3).flatten(0, 1)  # (T*L, N, C)
                 cls_token = self.dec[j](cls_token, tmp)
-        weight = torch.sigmoid(self.balance)
-        residual = x.view(l, n, t, c)[0].mean(1)  # mean over frames of the per-frame CLS
-        fused = (1 - weight) * cls_token[0] + weight * residual
+        if self.frozen:
+            fused = cls_token[0]
+        else:
+            weight = torch.sigmoid(self.balance)
+            residual = x.view(l, n, t, c)[0].mean(1)  # mean over frames of the per-frame CLS
+            fused = (1 - weight) * cls_token[0] + weight * residual
         if return_features:
             return fused, tmp.transpose(0, 1)
         out = self.proj(fused) if hasattr(self, "proj") else fused
@@ -134,7 +138,7 @@ class Transformer(nn.Module):
 
 class VisionTransformer(nn.Module):
     def __init__(self, image_size, patch, width, layers, heads, return_list, local,
-                 temporal_kernel, temporal_stride, num_classes):
+                 temporal_kernel, temporal_stride, num_classes, frozen=False):
         super().__init__()
         self.stride = temporal_stride
         self.conv1 = nn.Conv3d(3, width, (temporal_kernel, patch, patch),
@@ -145,7 +149,8 @@ class VisionTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(
             scale * torch.randn((image_size // patch) ** 2 + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads, return_list, local, num_classes)
+        self.transformer = Transformer(width, layers, heads, return_list, local, num_classes,
+                                       frozen)
 
     def forward(self, x, return_all_feats=False, return_features=False):  # (N, 3, T, H, W)
         x = self.conv1(x)
