@@ -1,5 +1,12 @@
 r"""UniFormerV2 fine-tuning for action recognition (shared keys: experiments/finetune.py).
 
+model.size: tiny, B/16, L/14, L/14@336, or init_from: the architecture an imported checkpoint
+holds (its model.json), e.g. Something-Something's 8/16 global UniBlocks, the frozen variant:
+  python -m internvideo_jax.convert import --src ssv2_b16_f16x224.pyth \
+      --model uniformerv2_classifier --out /ckpt/ssv2_b16
+  python -m internvideo_jax.main --config experiments/finetune_uniformerv2.py:l14_ssv2 \
+      --config.model.size=init_from --config.init_from=/ckpt/ssv2_b16 ...
+
 Presets:
   tiny      the demo: the multimodal demo's video tower (experiments/mm_pretrain.py:tiny) as the
             backbone, a fresh head, 8 frames stride 4 at 64px, CLIP normalisation (what the
@@ -27,6 +34,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c = classification_config("uniformerv2_finetune")
     c.model = config_dict.ConfigDict(dict(
         size="tiny", num_classes=8, temporal_kernel=1, temporal_stride=1, local=False,
+        frozen=False,  # the frozen-backbone variant (L/14@336 "frozen" checkpoints)
         backbone_drop_path_rate=0.0, drop_path_rate=0.0, mlp_dropout=0.5, dropout=0.5,
         dtype="float32", remat="none",  # remat: none | full | dots | dots_no_batch
         scan_layers=False))  # backbone layers as nn.scan; checkpoints of either layout load

@@ -300,6 +300,24 @@ def count_params(params: Any) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+def carry_model_state(model_state: dict, pretrained: dict) -> tuple[dict, str]:
+    """The model state (e.g. UniFormerV2's BatchNorm running statistics, 'batch_stats') taken
+    from init_from's variables where the path and shape agree; the rest keeps its initial value.
+    Returns (model_state, a report to append to the init report: what came, what did not)."""
+    from internvideo_jax.convert.common import flatten, unflatten
+    out, report = {}, ""
+    for collection, tree in model_state.items():
+        ours, theirs = flatten(tree), flatten(pretrained.get(collection, {}))
+        taken = {p for p, v in ours.items() if p in theirs and
+                 tuple(np.shape(theirs[p])) == tuple(v.shape)}
+        out[collection] = unflatten({p: theirs[p] if p in taken else v for p, v in ours.items()})
+        report += (f"; {collection}: {len(taken)} of {len(ours)} tensors from init_from" +
+                   (f" (the rest at their initial values: init_from has "
+                    f"{'no ' + collection if not theirs else 'other shapes or paths'})"
+                    if len(taken) < len(ours) else ""))
+    return out, report
+
+
 def train(config, workdir: str, *, stop_after_step: int | None = None,
           progress: bool = True) -> TrainState:
     """Train until config's total steps (resuming from WORKDIR/checkpoints if present).
@@ -340,11 +358,14 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         if latest is None and hasattr(task, "initial_params"):  # e.g. CMA: two checkpoints
             params, init_report = task.initial_params(state.params)
         elif latest is None and config.get("init_from"):
-            pretrained, _ = checkpointing.load_params(  # in this model's layer layout
+            pretrained, _ = checkpointing.load_variables(  # in this model's layer layout
                 config.init_from, scanned=layers.is_scanned(state.params))
-            params, loaded, kept = task.load_pretrained(state.params, pretrained)
+            params, loaded, kept = task.load_pretrained(state.params, pretrained.pop("params"))
+            model_state, state_report = carry_model_state(state.model_state, pretrained)
+            state = state.replace(model_state=jax.device_put(model_state,
+                                                             state_shardings.model_state))
             init_report = (f"initialised from {config.init_from}: {len(loaded)} tensors loaded, "
-                           f"{len(kept)} at their initial values: {kept}")
+                           f"{len(kept)} at their initial values: {kept}" + state_report)
         if init_report:
             params = jax.device_put(params, state_shardings.params)
             state = state.replace(params=params,
@@ -353,6 +374,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         meta = {"config": config.to_dict(), "derived": d, "data_workers": config.data.num_workers}
         if hasattr(task, "protocol"):  # evaluation protocol and label map, kept with the weights
             meta["protocol"] = task.protocol()
+        if hasattr(task, "architecture"):  # what model.size=init_from reads (models/architecture)
+            meta["architecture"] = task.architecture()
         while latest is not None:  # the newest intact checkpoint; damaged ones set aside
             try:
                 state = ckpt.restore(latest, abstract_state, None if by_position else data_iter)

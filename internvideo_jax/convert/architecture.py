@@ -14,6 +14,7 @@ import dataclasses
 import re
 
 from internvideo_jax.convert.common import ConversionError, UsageError
+from internvideo_jax.models.architecture import name_of
 
 
 def count_indexed(keys, prefix: str) -> int:
@@ -36,11 +37,6 @@ def heads_by_rule(width: int, named: list[tuple[int, int]], given=None) -> int:
         raise UsageError(f"width {width} is no multiple of 64, so the number of attention heads "
                          f"cannot be inferred (the tensors do not hold it): give --size")
     return width // 64
-
-
-def name_of(size, named: dict) -> str | None:
-    """The name of the size equal to `size` (a frozen dataclass), or None."""
-    return next((n for n, s in named.items() if s == size), None)
 
 
 def _headless(size):

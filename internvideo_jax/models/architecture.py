@@ -20,6 +20,11 @@ FAMILIES = ("videomae_pretrain", "videomae_classifier", "uniformerv2_classifier"
             "internvideo_multimodal")
 
 
+def name_of(size, named: dict) -> str | None:
+    """The name of the size equal to `size` (a frozen dataclass) in `named`, or None."""
+    return next((n for n, s in named.items() if s == size), None)
+
+
 def describe(family: str, size, name: str | None, **fields) -> dict:
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {FAMILIES}")
@@ -68,3 +73,11 @@ def size_of(description: dict, size_class):
     """The description's size as `size_class` (tuples restored from JSON lists)."""
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in description["size"].items()}
     return size_class(**fields)
+
+
+def configured_size(config, family: str, get_size, size_class):
+    """config.model.size as a size: a named one (get_size), or with `init_from` the one stored
+    with config.init_from."""
+    if config.model.size == "init_from":
+        return size_of(load(config.get("init_from", ""), family), size_class)
+    return get_size(config.model.size)

@@ -102,6 +102,28 @@ def split_by_mask(mask: jax.Array, num_masked: int) -> tuple[jax.Array, jax.Arra
     return order[:, :n_vis], order[:, n_vis:]
 
 
+def _mask_count_error(counts: np.ndarray, num_masked: int, mask_ratio: float) -> str:
+    wrong = sorted({int(c) for c in np.asarray(counts).ravel() if int(c) != num_masked})
+    return (f"the mask hides {wrong} tokens in some rows, but this VideoMAEPretrain (mask_ratio="
+            f"{mask_ratio}) takes exactly {num_masked} per clip (int(mask_ratio * h * w) per "
+            f"time slice): build the model with the mask's ratio, or the mask with the model's.")
+
+
+def check_mask_count(mask: jax.Array, num_masked: int, mask_ratio: float) -> jax.Array | None:
+    """The official model takes the number of masked tokens from the mask itself; ours is static
+    (from mask_ratio, so that shapes are known under jit). A mask with another count would give a
+    wrong-length output. A concrete mask with another count is refused at once (ValueError); a
+    traced one cannot be (a host callback in the step would gather the mask across devices, and
+    XLA aborts on one inside the accumulation scan), so the rows it gets wrong are returned:
+    (B,) bool, True where the count is right, for the model to set the others to NaN."""
+    counts = mask.sum(axis=1)  # (B,)
+    if isinstance(counts, jax.core.Tracer):
+        return counts == num_masked
+    if (np.asarray(counts) != num_masked).any():
+        raise ValueError(_mask_count_error(counts, num_masked, mask_ratio))
+    return None
+
+
 def gather_tokens(x: jax.Array, idx: jax.Array) -> jax.Array:
     """x (B, N, ...) gathered along N with idx (B, K) -> (B, K, ...)."""
     idx = idx.reshape(idx.shape + (1,) * (x.ndim - 2))
@@ -159,7 +181,8 @@ class VideoMAEPretrain(nn.Module):
 
     __call__(video (B, T, H, W, C), mask (B, N) bool) -> (B, N_masked, tubelet*patch*patch*C)
     predictions in ascending masked-token order, pixels flattened as (pt, ph, pw, C).
-    `mask_ratio` fixes the number of masked tokens: int(mask_ratio * H'W') per temporal slice.
+    `mask_ratio` fixes the number of masked tokens: int(mask_ratio * H'W') per temporal slice; a
+    mask with another count is refused (check_mask_count: an error, or NaN rows under jit).
     """
 
     size: VideoMAESize
@@ -183,6 +206,8 @@ class VideoMAEPretrain(nn.Module):
             raise ValueError(f"mask has shape {mask.shape}, expected (batch, tokens) = "
                              f"{(video.shape[0], n)} for a video of shape {video.shape}.")
         num_masked = self.num_masked(video.shape)
+        right_count = None if self.is_initializing() else check_mask_count(
+            mask, num_masked, self.mask_ratio)  # (B,) bool under jit, else None
         visible_idx, masked_idx = split_by_mask(mask, num_masked)
         x = VideoMAEEncoder(s, self.drop_path_rate, self.init_values, final_norm=True,
                             dtype=self.dtype, remat=self.remat, scan=self.scan,
@@ -203,6 +228,8 @@ class VideoMAEPretrain(nn.Module):
         x = VideoMAEDecoder(s, 3 * s.tubelet * s.patch * s.patch, self.drop_path_rate,
                             self.init_values, self.dtype, self.remat, self.scan,
                             name="decoder")(x, num_masked, deterministic)
+        if right_count is not None:  # a mask with another count: NaN, never a wrong-length answer
+            x = jnp.where(right_count[:, None, None], x, jnp.nan)
         return x  # (B, M, pt*p*p*3)
 
 

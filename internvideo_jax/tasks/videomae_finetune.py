@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from internvideo_jax.models import videomae
+from internvideo_jax.models import architecture, videomae
 from internvideo_jax.tasks.classification import (ClassificationTask, copy_matching,
                                                   to_unit_range)
 
@@ -18,7 +18,8 @@ from internvideo_jax.tasks.classification import (ClassificationTask, copy_match
 class VideoMAEFinetuneTask(ClassificationTask):
     def build_model(self, config):
         m = config.model
-        self.size = videomae.get_size(m.size)
+        self.size = architecture.configured_size(config, 'videomae_classifier', videomae.get_size,
+                                                 videomae.VideoMAESize)
         videomae.token_grid((1,) + self.video_shape, self.size)  # fails early with the fix
         grid = tuple(m.get("pos_embed_grid", ()) or ()) or None
         if grid is not None and len(grid) != 3:
@@ -28,6 +29,12 @@ class VideoMAEFinetuneTask(ClassificationTask):
             self.size, m.num_classes, drop_path_rate=m.drop_path_rate, dropout=m.dropout,
             dtype=jnp.dtype(m.dtype), pos_grid=grid, remat=m.get("remat", "none"),
             scan=m.get("scan_layers", False))
+
+    def architecture(self) -> dict:
+        """This model's description (models/architecture.py), stored in the run's config.json."""
+        return architecture.describe("videomae_classifier", self.size,
+                                     architecture.name_of(self.size, videomae.SIZES),
+                                     num_classes=self.num_classes)
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one clip (internvideo_jax/flops.py)."""

@@ -7,13 +7,14 @@ import numpy as np
 
 from input_pipelines import builders, normalization
 from internvideo_jax import losses
-from internvideo_jax.models import videomae
+from internvideo_jax.models import architecture, videomae
 
 
 class VideoMAEPretrainTask:
     def __init__(self, config):
         m, d = config.model, config.data
-        self.size = videomae.get_size(m.size)
+        self.size = architecture.configured_size(config, 'videomae_pretrain', videomae.get_size,
+                                                 videomae.VideoMAESize)
         self.video_shape = (d.num_frames, d.crop_size, d.crop_size, 3)
         # Fails early, naming the fix, on frames not divisible by the tubelet / crop by the patch.
         self.grid = videomae.token_grid((1,) + self.video_shape, self.size)
@@ -35,6 +36,11 @@ class VideoMAEPretrainTask:
     @property
     def num_tokens(self) -> int:
         return int(np.prod(self.grid))
+
+    def architecture(self) -> dict:
+        """This model's description (models/architecture.py), stored in the run's config.json."""
+        return architecture.describe("videomae_pretrain", self.size,
+                                     architecture.name_of(self.size, videomae.SIZES))
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one clip (internvideo_jax/flops.py)."""
