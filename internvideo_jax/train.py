@@ -300,6 +300,28 @@ def count_params(params: Any) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+def initialised(task, config, state: TrainState, shardings) -> tuple[TrainState, str | None]:
+    """A fresh state with the weights a run starts from: the task's own (`initial_params`, e.g.
+    CMA's two checkpoints) or config.init_from's (params through task.load_pretrained, model state
+    such as BatchNorm statistics by carry_model_state); placed by `shardings`. Returns (state,
+    the report for the log, or None when nothing was loaded)."""
+    if hasattr(task, "initial_params"):
+        params, report = task.initial_params(state.params)
+    elif config.get("init_from"):
+        pretrained, _ = checkpointing.load_variables(  # in this model's layer layout
+            config.init_from, scanned=layers.is_scanned(state.params))
+        params, loaded, kept = task.load_pretrained(state.params, pretrained.pop("params"))
+        model_state, state_report = carry_model_state(state.model_state, pretrained)
+        state = state.replace(model_state=jax.device_put(model_state, shardings.model_state))
+        report = (f"initialised from {config.init_from}: {len(loaded)} tensors loaded, "
+                  f"{len(kept)} at their initial values: {kept}" + state_report)
+    else:
+        return state, None
+    params = jax.device_put(params, shardings.params)
+    return state.replace(params=params, ema_params=params if state.ema_params is not None
+                         else None), report
+
+
 def carry_model_state(model_state: dict, pretrained: dict) -> tuple[dict, str]:
     """The model state (e.g. UniFormerV2's BatchNorm running statistics, 'batch_stats') taken
     from init_from's variables where the path and shape agree; the rest keeps its initial value.
@@ -355,21 +377,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                                               ema=ema_decay > 0)
         abstract_state = state
         init_report = None
-        if latest is None and hasattr(task, "initial_params"):  # e.g. CMA: two checkpoints
-            params, init_report = task.initial_params(state.params)
-        elif latest is None and config.get("init_from"):
-            pretrained, _ = checkpointing.load_variables(  # in this model's layer layout
-                config.init_from, scanned=layers.is_scanned(state.params))
-            params, loaded, kept = task.load_pretrained(state.params, pretrained.pop("params"))
-            model_state, state_report = carry_model_state(state.model_state, pretrained)
-            state = state.replace(model_state=jax.device_put(model_state,
-                                                             state_shardings.model_state))
-            init_report = (f"initialised from {config.init_from}: {len(loaded)} tensors loaded, "
-                           f"{len(kept)} at their initial values: {kept}" + state_report)
-        if init_report:
-            params = jax.device_put(params, state_shardings.params)
-            state = state.replace(params=params,
-                                  ema_params=params if state.ema_params is not None else None)
+        if latest is None:
+            state, init_report = initialised(task, config, state, state_shardings)
         data_iter = iter(dataset)
         meta = {"config": config.to_dict(), "derived": d, "data_workers": config.data.num_workers}
         if hasattr(task, "protocol"):  # evaluation protocol and label map, kept with the weights

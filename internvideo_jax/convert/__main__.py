@@ -444,7 +444,7 @@ def reading_flags(p: argparse.ArgumentParser) -> None:
                         "argparse.Namespace, paths and NumPy values are refused")
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m internvideo_jax.convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -484,7 +484,11 @@ def main(argv=None) -> None:
     s = sub.add_parser("inspect", help="print a checkpoint's tensors")
     s.add_argument("src")
     reading_flags(s)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     try:
         {"import": cmd_import, "export": cmd_export, "inspect": cmd_inspect}[a.command](a)
     except ConvertUserError as err:  # a user mistake: the message, no traceback; bugs keep theirs
