@@ -194,3 +194,26 @@ def test_layer_scale_exists_only_with_positive_init_values():
     np.testing.assert_array_equal(run(0.0, 0.0), x)
     np.testing.assert_allclose(run(0.2, 0.0) - x, 2 * (run(0.1, 0.0) - x), rtol=1e-4, atol=1e-6)
     assert np.abs(run(0.1, 0.0) - x).max() > 1e-3
+
+
+def test_a_mask_with_another_masked_count_is_refused():
+    """The official model takes the count from the mask; ours from mask_ratio. A 90% mask given
+    to a 0.75 model: a ValueError naming both, eagerly; under jit (where shapes are fixed) the
+    rows with the wrong count come out NaN, the others as they are - never a wrong-length
+    answer without a sign."""
+    s = videomae.SIZES["tiny"]
+    model = videomae.VideoMAEPretrain(s, mask_ratio=0.75)
+    video = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)), jnp.float32)
+    n = 2 * 4 * 4  # tokens; 0.75 of each slice's 16 = 12 per slice, 24 per clip
+    params = model.init(jax.random.key(0), video, jnp.zeros((2, n), bool))
+    right = np.zeros((2, n), bool)
+    right[:, :24] = True
+    ninety = right.copy()
+    ninety[0, :28] = True  # int(0.9 * 16) * 2 = 28
+    with pytest.raises(ValueError, match=r"the mask hides 28 tokens in some rows, but this "
+                                         r"VideoMAEPretrain \(mask_ratio=0.75\) takes exactly 24"):
+        model.apply(params, video, ninety)
+    out = np.asarray(jax.jit(model.apply)(params, video, ninety))
+    good = np.asarray(model.apply(params, video, right))
+    assert np.isnan(out[0]).all() and not np.isnan(out[1]).any()
+    np.testing.assert_allclose(out[1], good[1], rtol=1e-5, atol=1e-6)

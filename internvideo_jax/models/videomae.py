@@ -104,7 +104,7 @@ def split_by_mask(mask: jax.Array, num_masked: int) -> tuple[jax.Array, jax.Arra
 
 def _mask_count_error(counts: np.ndarray, num_masked: int, mask_ratio: float) -> str:
     wrong = sorted({int(c) for c in np.asarray(counts).ravel() if int(c) != num_masked})
-    return (f"the mask hides {wrong} tokens in some rows, but this VideoMAEPretrain (mask_ratio="
+    return (f"the mask hides {', '.join(map(str, wrong))} tokens in some rows, but this VideoMAEPretrain (mask_ratio="
             f"{mask_ratio}) takes exactly {num_masked} per clip (int(mask_ratio * h * w) per "
             f"time slice): build the model with the mask's ratio, or the mask with the model's.")
 

@@ -18,7 +18,7 @@ from internvideo_jax.tasks.classification import (ClassificationTask, copy_match
 class VideoMAEFinetuneTask(ClassificationTask):
     def build_model(self, config):
         m = config.model
-        self.size = architecture.configured_size(config, 'videomae_classifier', videomae.get_size,
+        self.size = architecture.configured_size(config, "videomae_classifier", videomae.get_size,
                                                  videomae.VideoMAESize)
         videomae.token_grid((1,) + self.video_shape, self.size)  # fails early with the fix
         grid = tuple(m.get("pos_embed_grid", ()) or ()) or None

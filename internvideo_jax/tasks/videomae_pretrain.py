@@ -13,8 +13,7 @@ from internvideo_jax.models import architecture, videomae
 class VideoMAEPretrainTask:
     def __init__(self, config):
         m, d = config.model, config.data
-        self.size = architecture.configured_size(config, 'videomae_pretrain', videomae.get_size,
-                                                 videomae.VideoMAESize)
+        self.size = videomae.get_size(m.size)
         self.video_shape = (d.num_frames, d.crop_size, d.crop_size, 3)
         # Fails early, naming the fix, on frames not divisible by the tubelet / crop by the patch.
         self.grid = videomae.token_grid((1,) + self.video_shape, self.size)
@@ -38,7 +37,8 @@ class VideoMAEPretrainTask:
         return int(np.prod(self.grid))
 
     def architecture(self) -> dict:
-        """This model's description (models/architecture.py), stored in the run's config.json."""
+        """This model's description (models/architecture.py), stored in the run's config.json:
+        a fine-tuning run from this one can take model.size=init_from."""
         return architecture.describe("videomae_pretrain", self.size,
                                      architecture.name_of(self.size, videomae.SIZES))
 
