@@ -1,27 +1,33 @@
-r"""python -m internvideo_jax.convert {import,export,inspect}: VideoMAE and UniFormerV2 weights,
-in and out.
+r"""python -m internvideo_jax.convert {import,export,inspect}: VideoMAE, UniFormerV2 and InternVideo
+multimodal weights, in and out.
 
 Examples:
-  # official VideoMAE / InternVideo-MAE .pth (pretraining layout) -> orbax params checkpoint
+  # official VideoMAE / InternVideo-MAE / VideoMAE V2 .pth (pretraining layout) -> orbax params
+  # checkpoint; the size is read off the tensors (--size B would be checked against them)
   python -m internvideo_jax.convert import --src videomae_vit_b_k400_pretrain.pth \
-      --model videomae_pretrain --size B --out /ckpt/vmae_b_params
+      --model videomae_pretrain --out /ckpt/vmae_b_params
+  # the EMA copy of a file that holds 'model' and 'model_ema'
+  python -m internvideo_jax.convert import --src checkpoint-best.pth --weights model_ema \
+      --model videomae_classifier --out /ckpt/vmae_ema
   # HF transformers directory (config.json + safetensors/.bin) of a fine-tuned classifier
   python -m internvideo_jax.convert import --src ./videomae-base-finetuned-kinetics \
       --model videomae_classifier --out /ckpt/vmae_b_k400_params
   # our training run (latest checkpoint of a workdir) -> HF directory or official .pth
   python -m internvideo_jax.convert export --src workdirs/demo --to hf --out ./hf_export
   python -m internvideo_jax.convert export --src workdirs/demo --to pth --out ./export.pth
-  # official UniFormerV2 .pyth -> orbax {'params', 'batch_stats'} (local blocks, temporal kernel
-  # and classes read off the tensors)
-  python -m internvideo_jax.convert import --src k400_b16_f8x224.pyth \
-      --model uniformerv2_classifier --size B/16 --frames 8 --out /ckpt/uniformerv2_b16
+  # official UniFormerV2 .pyth -> orbax {'params', 'batch_stats'}: width, depth, resolution,
+  # global UniBlocks (e.g. SthV2's 8 on layers 4-11), local blocks, temporal kernel, the frozen
+  # variant and classes read off the tensors; OUT/model.json describes it for
+  # --config.model.size=init_from
+  python -m internvideo_jax.convert import --src ssv2_b16_f16x224.pyth \
+      --model uniformerv2_classifier --out /ckpt/uniformerv2_ssv2_b16
   # a UniFormerV2 fine-tuning run -> official .pyth (runs in PyTorch with
   # internvideo_jax.torch_models.uniformerv2.UniFormerV2, load_state_dict strict)
   python -m internvideo_jax.convert export --src workdirs/demo/uniformerv2 --to pth --out u.pyth
   # an InternVideo multimodal checkpoint (Lightning: 'clip.*' video + text towers,
   # 'caption_decoder.*') -> ours; the masked-language-modelling token is left out knowingly
   python -m internvideo_jax.convert import --src internvideo_mm_b16.ckpt \
-      --model internvideo_multimodal --size B/16 --frames 8 \
+      --model internvideo_multimodal --frames 8 \
       --drop-prefix clip.text_mask_embedding --out /ckpt/mm_b16
   # a CMA run -> one .pth (official VideoMAE and UniFormerV2 keys + the gated blocks)
   python -m internvideo_jax.convert export --src workdirs/demo/cma --to pth --out cma.pth
@@ -32,8 +38,12 @@ Nothing is ever written into a training workdir (a directory holding checkpoints
 or a run's config.json), nor over an existing non-empty --out unless --overwrite is given; the
 new file or directory replaces the old one only once it is complete.
 
+Files are unpickled weights-only (tensors, containers, argparse.Namespace, paths, NumPy values);
+another pickled object is refused by name unless --trust-checkpoint. Which entry holds the weights
+('model', 'module', 'state_dict', 'model_state', 'model_ema') is printed, with the others.
+
 Imports are strict: every tensor consumed, every parameter filled, or the command fails listing
-missing, unexpected and shape-mismatched keys. The size is checked against the tensors.
+missing, unexpected and shape-mismatched keys.
 """
 from __future__ import annotations
 
