@@ -31,7 +31,7 @@ def compile_seconds(experiment: str, preset: str, scan: bool, repeats: int, run:
     import jax
     import numpy as np
 
-    from internvideo_jax import sharding, train
+    from internvideo_jax import sharding, steps
     from internvideo_jax.tasks import get_task
     config = importlib.import_module(f"experiments.{experiment}").get_config(preset)
     config.model.scan_layers = scan
@@ -39,13 +39,10 @@ def compile_seconds(experiment: str, preset: str, scan: bool, repeats: int, run:
     task = get_task(config)
     mesh = sharding.make_mesh(config.mesh.to_dict(), jax.devices()[:1])
     d = {"peak_lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 0, "total_steps": 10}
-    tx, schedule = train.make_optimizer(config, d)
-    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-             for k, v in task.init_batch(1).items()}
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-        state, shardings = train.create_state(task, tx, mesh, jax.random.key(0), init=False)
-        step = jax.jit(train.make_train_step(task, tx, schedule, jax.random.key(1)),
-                       out_shardings=(shardings, None))
+        built = steps.build_step(config, mesh, task, d, jax.random.key(0), jax.random.key(1),
+                                 init=False)  # exactly the step training runs
+        state, step, batch = built.state, built.fn, built.abstract_batch(1)
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
@@ -54,14 +51,15 @@ def compile_seconds(experiment: str, preset: str, scan: bool, repeats: int, run:
         out = {"preset": preset, "layout": "scanned" if scan else "per-layer",
                "compile_s": round(best, 2)}
         if run:
-            real, _ = train.create_state(task, tx, mesh, jax.random.key(0))
+            real = steps.build_step(config, mesh, task, d, jax.random.key(0),
+                                    jax.random.key(1)).state
             host = task.init_batch(1)
             host["video"] = np.random.default_rng(0).integers(0, 256, host["video"].shape,
                                                               dtype=np.uint8)
             if "text" in host:  # token ids ending in the end-of-text id (the largest)
                 host["text"][:, :3] = [49406, 320, 49407]
             arrays = sharding.put_batch(host, mesh)
-            jax.block_until_ready(compiled(real, arrays))
+            real, _ = jax.block_until_ready(compiled(real, arrays))  # the state is donated
             start = time.perf_counter()
             jax.block_until_ready(compiled(real, arrays))
             out["step_s"] = round(time.perf_counter() - start, 3)

@@ -72,7 +72,7 @@ def build_step(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str,
     import flax.linen as nn
     import jax
     from experiments.videomae_pretrain import get_config
-    from internvideo_jax import sharding, train
+    from internvideo_jax import sharding, steps
     from internvideo_jax.models import attention as attention_lib
     from internvideo_jax.tasks import get_task
     config = get_config("tiny")
@@ -82,13 +82,12 @@ def build_step(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str,
     task = get_task(config)
     mesh = sharding.make_mesh(config.mesh.to_dict(), jax.devices()[:1])
     d = {"peak_lr": 1.5e-4, "min_lr": 0.0, "warmup_steps": 0, "total_steps": 1000}
-    tx, schedule = train.make_optimizer(config, d)
     with (jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES),
           attention_lib.use_implementation(attention)):
-        state, _ = train.create_state(task, tx, mesh, jax.random.key(0))
+        built = steps.build_step(config, mesh, task, d, jax.random.key(0), jax.random.key(1))
+        state = built.state  # the step training runs (steps.build_step), state donated
         batch = sharding.put_batch({"video": video, "mask": mask}, mesh)
-        step = jax.jit(train.make_train_step(task, tx, schedule, jax.random.key(1)),
-                       donate_argnums=(0,)).lower(state, batch).compile()
+        step = built.fn.lower(state, batch).compile()
     return step, state, batch
 
 

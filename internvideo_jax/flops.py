@@ -157,11 +157,11 @@ def cma_flops(videomae_size, uniformer_size, video_shape: tuple[int, int, int, i
 def training_flops_per_example(task) -> float | None:
     """A task's training FLOPs per example: its own count where freezing makes 3x the forward
     wrong (`train_flops_per_example`), else 3x `flops_per_example`; None when it has neither."""
-    if hasattr(task, "train_flops_per_example"):
-        return float(task.train_flops_per_example())
-    if hasattr(task, "flops_per_example"):
-        return 3.0 * task.flops_per_example()
-    return None
+    training = task.train_flops_per_example()
+    if training is not None:
+        return float(training)
+    forward = task.flops_per_example()
+    return None if forward is None else 3.0 * forward
 
 
 def peak_flops(device) -> float | None:

@@ -88,7 +88,7 @@ def run(config, workdir: str) -> dict:
         raise ValueError("--config.init_from must name the pretrained encoder to probe.")
     mesh = sharding.make_mesh(config.mesh.to_dict())
     task = get_task(config)
-    if not hasattr(task, "pooled_features"):
+    if not task.implements("pooled_features"):
         raise ValueError(f"task {config.task!r} defines no pooled features to probe.")
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
         params = nn.meta.unbox(task.init_variables(jax.random.key(0), task.init_batch(1)))

@@ -64,16 +64,16 @@ def evaluate(config, workdir: str) -> dict:
     classification, scores_<split>.npz and confusion_<split>.png) and returns the metrics.
     A checkpoint that stored its protocol refuses a dataset with another label map."""
     mesh, task, variables, meta, source = _setup(config, workdir)
-    if not hasattr(task, "evaluate"):
+    if not task.implements("evaluate"):
         raise ValueError(f"task {config.task!r} has no evaluation.")
     stored = meta.get("protocol")
-    if stored is None and hasattr(task, "protocol"):
+    if stored is None and task.protocol() is not None:
         print(f"note: {source} stores no evaluation protocol or label map (an imported "
               f"checkpoint?): the label map cannot be checked.")
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
         result = task.evaluate(variables, mesh, config, out_dir=workdir, stored_protocol=stored)
     result = {"checkpoint": source, "split": config.eval.split, **result}
-    if hasattr(task, "protocol"):
+    if task.protocol() is not None:
         result["protocol"] = task.protocol()
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
@@ -91,7 +91,7 @@ def extract_features(config, workdir: str) -> str:
     L2-normalised video embedding). Returns the .npz path."""
     from internvideo_jax.evaluate import map_over_split, skipped_arrays, video_ids
     mesh, task, variables, _, _ = _setup(config, workdir)
-    if not hasattr(task, "video_features"):
+    if not task.implements("video_features"):
         raise ValueError(f"task {config.task!r} defines no video features to extract.")
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
         got = map_over_split(task.video_features, variables, mesh, config, task.eval_views())

@@ -83,33 +83,19 @@ def compile_with_hlo(lowered) -> tuple:
 
 
 def plan(config, topology: str, slices: int = 1) -> dict:
-    from internvideo_jax import collectives, flops, sharding, train
+    from internvideo_jax import collectives, flops, sharding, steps, train
     from internvideo_jax.tasks import get_task
     devices = topology_devices(topology, slices)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
     task = get_task(config)
     train.check_batch(config, mesh)
-    steps = 1000
-    d = {"peak_lr": 1e-4, "min_lr": 0.0, "warmup_steps": 10, "total_steps": steps}
+    d = {"peak_lr": 1e-4, "min_lr": 0.0, "warmup_steps": 10, "total_steps": 1000}
     rng = jax.random.key(0)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-        abstract_params = jax.eval_shape(
-            lambda r: nn.meta.unbox(task.init_variables(r, task.init_batch(1)))["params"], rng)
-        trainable = task.trainable_mask(abstract_params) if hasattr(task, "trainable_mask") \
-            else None
-        tx, schedule = train.make_optimizer(config, d, abstract_params, trainable)
-        ema = float(config.optim.get("ema_decay", 0.0))
-        state, state_shardings = train.create_state(task, tx, mesh, rng, init=False, ema=ema > 0)
-        batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype,
-                                         sharding=sharding.batch_sharding(mesh, v.ndim))
-                 for k, v in task.init_batch(1).items()}
-        step = jax.jit(train.make_train_step(task, tx, schedule, rng,
-                                             int(config.get("grad_accum_steps", 1)), ema,
-                                             trainable),
-                       in_shardings=(state_shardings, {k: v.sharding for k, v in batch.items()}),
-                       out_shardings=(state_shardings, sharding.replicated(mesh)),
-                       donate_argnums=(0,))
-        compiled, hlo = compile_with_hlo(step.lower(state, batch))
+        built = steps.build_step(config, mesh, task, d, rng, rng, init=False)
+        state, state_shardings = built.state, built.state_shardings
+        batch = built.abstract_batch(config.batch_size)
+        compiled, hlo = compile_with_hlo(built.fn.lower(state, batch))
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

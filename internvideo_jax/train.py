@@ -23,23 +23,11 @@ from absl import logging
 from input_pipelines import sources
 from input_pipelines.robust import BadVideoTracker
 from internvideo_jax import checkpointing, flops, optim, sharding
+from internvideo_jax.steps import (TrainState, build_step, create_state, make_optimizer,  # noqa: F401
+                                   make_train_step, micro_batches)
 from internvideo_jax.models import attention, layers
 from internvideo_jax.metrics_writer import MetricsWriter
 from internvideo_jax.tasks import get_task
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array  # () int32: optimizer steps taken
-    params: Any
-    opt_state: Any
-    model_state: Any = flax.struct.field(default_factory=dict)  # e.g. {'batch_stats': ...}
-    ema_params: Any = None  # the exponential moving average of params (optim.ema_decay > 0)
-
-    def eval_variables(self) -> dict:
-        """What evaluation runs: the EMA weights when kept, with the model state."""
-        params = self.params if self.ema_params is None else self.ema_params
-        return {"params": params, **self.model_state}
 
 
 def check_batch(config, mesh) -> int:
@@ -85,130 +73,6 @@ def derived_values(config, mesh, epoch_size_per_process: int) -> dict:
         "peak_lr": optim.scaled_lr(o.base_lr, global_batch),
         "min_lr": optim.scaled_lr(o.min_lr, global_batch),
     }
-
-
-def make_optimizer(config, d: dict, params: Any = None,
-                   trainable: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW with the schedule; with optim.layer_decay < 1 (fine-tuning) the updates are scaled
-    per parameter by the reference's layer-wise rule (`params`: the tree, abstract is enough).
-    trainable: a tree of bools (the task's `trainable_mask`); frozen parameters get a zero update
-    and no optimizer state (optax.multi_transform keeps Adam's moments for the trainable only)."""
-    o = config.optim
-    schedule = optim.warmup_cosine(d["peak_lr"], d["min_lr"], d["warmup_steps"], d["total_steps"])
-    tx = optim.adamw(schedule, o.b1, o.b2, o.eps, o.weight_decay, o.grad_clip or None)
-    decay = o.get("layer_decay", 1.0)
-    if decay < 1.0:
-        tx = optax.chain(tx, optim.scale_updates(optim.layer_decay_scales(params, decay)))
-    if trainable is not None:
-        labels = jax.tree.map(lambda t: "train" if t else "freeze", trainable)
-        tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
-    return tx, schedule
-
-
-def create_state(task, tx, mesh, rng: jax.Array, init: bool = True,
-                 ema: bool = False) -> tuple[Any, Any]:
-    """The train state created already sharded (no full host copy): eval_shape, then jit(init).
-
-    init=False returns the abstract state (ShapeDtypeStructs carrying the shardings) instead: the
-    restore target when a checkpoint exists, so a resumed run never initialises parameters.
-    ema: keep an exponential moving average of the parameters (TrainState.ema_params).
-    Returns (state, shardings).
-    """
-    init_batch = task.init_batch(sharding.data_parallel_size(mesh))
-
-    def init_fn(rng):
-        variables = dict(task.init_variables(rng, init_batch))  # logically boxed
-        params = variables.pop("params")
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          model_state=variables, ema_params=params if ema else None)
-
-    def unboxed_init_fn(rng):
-        return nn.meta.unbox(init_fn(rng))
-
-    shardings = sharding.logical_shardings(jax.eval_shape(init_fn, rng), mesh)
-    if not init:
-        abstract = jax.eval_shape(unboxed_init_fn, rng)
-        return checkpointing.abstract_like(abstract, shardings), shardings
-    return jax.jit(unboxed_init_fn, out_shardings=shardings)(rng), shardings
-
-
-def micro_batches(batch: dict, accum_steps: int) -> dict:
-    """(B, ...) -> (accum_steps, B / accum_steps, ...), micro-batch i = rows i, i + k, i + 2k, ...
-
-    Strided, not contiguous: a batch sharded over devices in contiguous blocks gives every device
-    an equal share of every micro-batch, so each micro-step uses all devices.
-    """
-    def split(x):
-        b = x.shape[0]
-        x = x.reshape((b // accum_steps, accum_steps) + x.shape[1:]).swapaxes(0, 1)
-        return nn.with_logical_constraint(x, (None, "act_batch") + (None,) * (x.ndim - 2))
-    return jax.tree.map(split, batch)
-
-
-def make_train_step(task, tx, schedule, base_rng: jax.Array, accum_steps: int = 1,
-                    ema_decay: float = 0.0, trainable: Any = None):
-    """The jittable step. accum_steps > 1: the batch is cut into that many micro-batches
-    (`micro_batches`) whose gradients and metrics are averaged in a lax.scan before one optimizer
-    update: the same update as the whole batch for losses that are means over equal-sized
-    examples (VideoMAE, classification), at 1/accum_steps of the activation memory. For the
-    contrastive loss each micro-batch's negatives are its own examples only.
-
-    Tasks with a mutable model state (`task.mutable`, e.g. BatchNorm statistics) take and return
-    it: loss_fn(params, batch, rng, train, model_state) -> (loss, (metrics, model_state)); with
-    micro-batches the state is threaded through them in order. ema_decay > 0 updates
-    state.ema_params; `trainable` (bools) keeps frozen parameters bit-identical."""
-    stateful = bool(getattr(task, "mutable", ()))
-
-    def loss_with_state(params, model_state, batch, rng):
-        if stateful:
-            return task.loss_fn(params, batch, rng, True, model_state)
-        loss, metrics = task.loss_fn(params, batch, rng, True)
-        return loss, (metrics, model_state)
-
-    grad_fn = jax.value_and_grad(loss_with_state, has_aux=True)
-
-    def grads_and_metrics(params, model_state, batch, rng):
-        (_, (metrics, model_state)), grads = grad_fn(params, model_state, batch, rng)
-        if trainable is not None:
-            # Frozen parameters' gradients are zero before anything reads them: grad_norm then
-            # measures what is trained, and XLA drops the backward pass only they needed (CMA:
-            # the whole frozen UniFormerV2 backbone).
-            grads = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, trainable)
-        return (grads, metrics), model_state
-
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        rng = jax.random.fold_in(base_rng, state.step)  # a resumed run draws the same numbers
-        if accum_steps == 1:
-            (grads, metrics), model_state = grads_and_metrics(state.params, state.model_state,
-                                                              batch, rng)
-        else:
-            micro = micro_batches(batch, accum_steps)
-
-            def body(carry, xs):
-                total, model_state = carry
-                i, mb = xs
-                out, model_state = grads_and_metrics(state.params, model_state, mb,
-                                                     jax.random.fold_in(rng, i))
-                return (jax.tree.map(jnp.add, total, out), model_state), None
-
-            first = jax.tree.map(lambda x: x[0], micro)
-            zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(
-                grads_and_metrics, state.params, state.model_state, first, rng)[0])
-            (total, model_state), _ = jax.lax.scan(body, (zeros, state.model_state),
-                                                   (jnp.arange(accum_steps), micro))
-            grads, metrics = jax.tree.map(lambda x: x / accum_steps, total)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        if trainable is not None:  # frozen: the old array itself, not old + 0 (-0.0 stays -0.0)
-            params = jax.tree.map(lambda new, old, t: new if t else old, params, state.params,
-                                  trainable)
-        ema = state.ema_params
-        if ema is not None:
-            ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
-        metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
-        return TrainState(state.step + 1, params, opt_state, model_state, ema), metrics
-
-    return train_step
 
 
 # Config keys that may differ between a checkpoint and the run resuming it: where and how the run
@@ -305,8 +169,9 @@ def initialised(task, config, state: TrainState, shardings) -> tuple[TrainState,
     CMA's two checkpoints) or config.init_from's (params through task.load_pretrained, model state
     such as BatchNorm statistics by carry_model_state); placed by `shardings`. Returns (state,
     the report for the log, or None when nothing was loaded)."""
-    if hasattr(task, "initial_params"):
-        params, report = task.initial_params(state.params)
+    own = task.initial_params(state.params)
+    if own is not None:
+        params, report = own
     elif config.get("init_from"):
         pretrained, _ = checkpointing.load_variables(  # in this model's layer layout
             config.init_from, scanned=layers.is_scanned(state.params))
@@ -366,24 +231,17 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
     # ---- State (created sharded), optimizer, checkpoint ---------------------------------------
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-        abstract_params = jax.eval_shape(
-            lambda r: nn.meta.unbox(task.init_variables(r, task.init_batch(1)))["params"],
-            init_rng)
-        trainable = task.trainable_mask(abstract_params) if hasattr(task, "trainable_mask") \
-            else None
-        tx, schedule = make_optimizer(config, d, abstract_params, trainable)
-        ema_decay = float(config.optim.get("ema_decay", 0.0))
-        state, state_shardings = create_state(task, tx, mesh, init_rng, init=latest is None,
-                                              ema=ema_decay > 0)
+        built = build_step(config, mesh, task, d, init_rng, step_rng, init=latest is None)
+        state, state_shardings, trainable = built.state, built.state_shardings, built.trainable
         abstract_state = state
         init_report = None
         if latest is None:
             state, init_report = initialised(task, config, state, state_shardings)
         data_iter = iter(dataset)
         meta = {"config": config.to_dict(), "derived": d, "data_workers": config.data.num_workers}
-        if hasattr(task, "protocol"):  # evaluation protocol and label map, kept with the weights
+        if task.protocol() is not None:  # evaluation protocol and label map, kept with weights
             meta["protocol"] = task.protocol()
-        if hasattr(task, "architecture"):  # what model.size=init_from reads (models/architecture)
+        if task.architecture() is not None:  # what model.size=init_from reads
             meta["architecture"] = task.architecture()
         while latest is not None:  # the newest intact checkpoint; damaged ones set aside
             try:
@@ -425,15 +283,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 json.dump(meta, f, indent=1, default=str)
 
-        # ---- Step -------------------------------------------------------------------------------
-        batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim)
-                           for k, v in task.init_batch(1).items()}
-        step_fn = jax.jit(make_train_step(task, tx, schedule, step_rng,
-                                          int(config.get("grad_accum_steps", 1)), ema_decay,
-                                          trainable),
-                          in_shardings=(state_shardings, batch_shardings),
-                          out_shardings=(state_shardings, sharding.replicated(mesh)),
-                          donate_argnums=(0,))
+        step_fn = built.fn  # (state, batch) -> (state, metrics), built above (steps.py)
 
         # Throughput: model FLOPs of a step (analytic: 3x the forward, or the task's own count
         # where parts are frozen) against the devices' peak.
@@ -484,7 +334,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                 break
         ckpt.close()
         _close(data_iter)
-        if hasattr(task, "evaluate") and int(state.step) >= d["total_steps"]:
+        if task.implements("evaluate") and int(state.step) >= d["total_steps"]:
             result = task.evaluate(state.eval_variables(), mesh, config, out_dir=workdir)
             writer.write(d["total_steps"], {f"eval_{k}": v for k, v in result.items()
                                             if isinstance(v, (int, float, np.number))})

@@ -20,6 +20,7 @@ import optax
 
 from input_pipelines import builders, label_map, normalization
 from internvideo_jax import mixup
+from internvideo_jax.tasks.base import Task
 
 
 def to_unit_range(video_uint8: jax.Array) -> jax.Array:
@@ -27,8 +28,7 @@ def to_unit_range(video_uint8: jax.Array) -> jax.Array:
     return video_uint8.astype(jnp.float32) / 255.0
 
 
-class ClassificationTask:
-    mutable: tuple[str, ...] = ()
+class ClassificationTask(Task):
 
     def __init__(self, config):
         m, d = config.model, config.data

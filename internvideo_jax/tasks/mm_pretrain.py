@@ -24,10 +24,11 @@ from absl import logging
 from input_pipelines import builders, normalization, robust
 from internvideo_jax import losses, retrieval
 from internvideo_jax.models import multimodal
+from internvideo_jax.tasks.base import Task
 from internvideo_jax.text.tokenizer import get_tokenizer
 
 
-class MultimodalPretrainTask:
+class MultimodalPretrainTask(Task):
     def __init__(self, config):
         m, d = config.model, config.data
         self.size = multimodal.get_size(m.size)

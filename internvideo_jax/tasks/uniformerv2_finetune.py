@@ -62,13 +62,15 @@ class UniFormerV2FinetuneTask(ClassificationTask):
                                      num_classes=self.num_classes, **self.encoder_shape)
 
     def trainable_mask(self, params):
-        """All trainable, except with model.frozen (the frozen-backbone variant): the CLIP
+        """None (all trainable), except with model.frozen (the frozen-backbone variant): the CLIP
         backbone (conv1, class/positional embeddings, ln_pre, the resblocks) stays as loaded, the
         global UniBlocks (temporal_cls_token, dpe, dec) and the head train, as the reference's
         FROZEN recipe."""
         from internvideo_jax.convert.common import flatten, unflatten
-        return unflatten({p: not (self.encoder_shape["frozen"] and p[0] == "backbone" and
-                                  p[1].startswith(FROZEN_PARTS)) for p in flatten(params)})
+        if not self.encoder_shape["frozen"]:
+            return None
+        return unflatten({p: not (p[0] == "backbone" and p[1].startswith(FROZEN_PARTS))
+                          for p in flatten(params)})
 
     def load_pretrained(self, params: dict, pretrained: dict) -> tuple[dict, list, list]:
         return load_uniformerv2(params, pretrained)

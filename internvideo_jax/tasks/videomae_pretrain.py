@@ -8,9 +8,10 @@ import numpy as np
 from input_pipelines import builders, normalization
 from internvideo_jax import losses
 from internvideo_jax.models import architecture, videomae
+from internvideo_jax.tasks.base import Task
 
 
-class VideoMAEPretrainTask:
+class VideoMAEPretrainTask(Task):
     def __init__(self, config):
         m, d = config.model, config.data
         self.size = videomae.get_size(m.size)

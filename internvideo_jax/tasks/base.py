@@ -1,0 +1,75 @@
+"""The Task base class: every method the trainer, the evaluators and the tools may call, with the
+defaults a task that does not need it gets (no `hasattr` probes anywhere).
+
+A task = model + input pipeline + loss + metrics. Subclasses must provide:
+  __init__(config)                       validate the config (fails early, naming the fix)
+  model                                  the Flax module
+  init_batch(batch_size) -> dict         zero arrays with the batch's shapes/dtypes, for init
+  init_variables(rng, batch) -> dict     model variables (logically boxed)
+  loss_fn(params, batch, rng, train)     -> (scalar loss, dict of scalar metrics)
+                                         (tasks with `mutable` collections, e.g. BatchNorm:
+                                         loss_fn(..., model_state) -> (loss, (metrics, state)))
+  train_dataset(seed, local_batch, process_index, process_count, start_step=0)
+                                         -> (grain IterDataset, epoch size); start_step > 0
+                                         starts the stream where that many steps ended
+and may override the rest (defaults below). `implements(name)` says whether a subclass gives
+one of the optional capabilities (evaluate, video_features, pooled_features) itself.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class Task:
+    mutable: tuple[str, ...] = ()  # model-state collections the step threads (e.g. batch_stats)
+
+    def implements(self, name: str) -> bool:
+        """Whether this task defines `name` itself rather than inheriting Task's default."""
+        return getattr(type(self), name, None) is not getattr(Task, name, None)
+
+    # ---- training -------------------------------------------------------------------------------
+    def trainable_mask(self, params) -> Any:
+        """A tree of bools like params (False: frozen, no update and no optimizer state), or None:
+        everything trains."""
+        return None
+
+    def initial_params(self, params: dict) -> tuple[dict, str] | None:
+        """(params, report) this task starts a fresh run from by its own rule (CMA: two
+        checkpoints), or None: config.init_from (load_pretrained) or the initialisation."""
+        return None
+
+    def load_pretrained(self, params: dict, pretrained: dict) -> tuple[dict, list, list]:
+        """config.init_from's params mapped onto ours -> (params, loaded paths, paths kept at
+        their initial values)."""
+        raise ValueError(f"task {type(self).__name__} does not start from config.init_from.")
+
+    def flops_per_example(self) -> float | None:
+        """Forward FLOPs of one example (internvideo_jax/flops.py), None when not counted."""
+        return None
+
+    def train_flops_per_example(self) -> float | None:
+        """Training FLOPs of one example where 3x the forward is wrong (frozen parts), else None."""
+        return None
+
+    # ---- what is stored with the weights --------------------------------------------------------
+    def protocol(self) -> dict | None:
+        """The evaluation protocol and label map, stored in checkpoints; None: none."""
+        return None
+
+    def architecture(self) -> dict | None:
+        """The model's description (models/architecture.py) for model.size=init_from; None."""
+        return None
+
+    # ---- optional capabilities (implements(name) tells whether a task has them) ----------------
+    def evaluate(self, variables: dict, mesh, config, out_dir: str | None = None,
+                 stored_protocol: dict | None = None) -> dict:
+        """Metrics on config.eval.split (run at the end of training and by --mode=evaluate)."""
+        raise ValueError(f"task {type(self).__name__} has no evaluation.")
+
+    def video_features(self, variables: dict, video) -> Any:
+        """Per-video features for --mode=extract_features."""
+        raise ValueError(f"task {type(self).__name__} defines no video features to extract.")
+
+    def pooled_features(self, variables: dict, video) -> Any:
+        """Pooled encoder features for the linear probe."""
+        raise ValueError(f"task {type(self).__name__} defines no pooled features to probe.")
