@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import optax
 
-from internvideo_jax.models.layers import is_stacked_path
+from internvideo_jax.models import naming
+from internvideo_jax.models.naming import is_stacked_path
 
 NO_DECAY_NAMES = frozenset({
     "bias", "q_bias", "v_bias", "scale", "mask_token", "pos_embed", "cls_token", "gamma_1",
@@ -60,36 +61,75 @@ def adamw(schedule: optax.Schedule, b1: float, b2: float, eps: float, weight_dec
     return optax.chain(*chain)
 
 
+# Layer-wise lr decay counts the layers of the `blocks` stack (models/naming.py) on a path that
+# contains this module name: VideoMAE's encoder/transformer/blocks_i (or, scanned, blocks/block).
+ENCODER = "encoder"
+_EMBEDDINGS = ("patch_embed", "pos_embed", "cls_token", "mask_token")
+
+
 def vit_layer_id(path: tuple[str, ...], num_layers: int) -> int:
     """The reference's layer assignment for layer-wise lr decay (VideoMAE get_num_layer_for_vit):
-    patch embed (and position/cls/mask tokens) -> 0, block k -> k + 1, everything else (final
-    norms, heads) -> num_layers + 1. (Scanned layers: block k of the stack, the same rule.)"""
+    patch embed (and position/cls/mask tokens) -> 0, block k (`blocks_k`, naming.BLOCKS) -> k + 1,
+    everything else (final norms, heads) -> num_layers + 1. (Scanned layers: block k of the
+    stack, the same rule.)"""
     for name in path:
-        if name in ("patch_embed", "pos_embed", "cls_token", "mask_token"):
+        if name in _EMBEDDINGS:
             return 0
-        if name.startswith("blocks_"):
-            return int(name.split("_")[1]) + 1
+        parsed = naming.parse_layer(name)
+        if parsed is not None and parsed[0] == naming.BLOCKS:
+            return parsed[1] + 1
     return num_layers + 1
+
+
+def _encoder_depth(names: list[tuple[str, ...]], leaves: list[Any]) -> int:
+    """L of the layer-decay rule: the encoder's `blocks` layers, per-layer or scanned (0: none)."""
+    per_layer = {n for p in names if ENCODER in p for n in p
+                 if naming.is_layer_name(n, naming.BLOCKS)}
+    stacked = [leaf.shape[0] for p, leaf in zip(names, leaves)
+               if ENCODER in p and naming.stacked_stack(p) == naming.BLOCKS]
+    return len(per_layer) or (stacked[0] if stacked else 0)
 
 
 def layer_decay_scales(params: Any, decay: float) -> Any:
     """Per-parameter lr multipliers decay^(L + 1 - layer_id), L = number of encoder blocks;
-    for scanned layers an array (depth, 1, ...) that broadcasts over each layer's slice."""
+    for scanned layers an array (depth, 1, ...) that broadcasts over each layer's slice.
+
+    The encoder blocks are the `blocks` stack (models/naming.py) on a path containing 'encoder'
+    (VideoMAE). With decay != 1 a tree without them (UniFormerV2, CLIP, ...) is refused, as is
+    any tree whose rule would give a multiplier > 1 (decay outside (0, 1], a deeper stack of
+    blocks elsewhere than in the encoder): the rule is the reference's for ViTs only."""
     params = nn.meta.unbox(params)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     names = [tuple(getattr(k, "key", str(k)) for k in path) for path, _ in flat]
-    num_layers = len({n for p in names for n in p if n.startswith("blocks_") and "encoder" in p})
-    stacked = [leaf.shape[0] for p, (_, leaf) in zip(names, flat) if is_stacked_path(p)
-               and "encoder" in p]
-    num_layers = num_layers or (stacked[0] if stacked else 0)
+    leaves = [leaf for _, leaf in flat]
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"layer_decay must be in (0, 1] (1.0: no layer-wise decay), got {decay}.")
+    num_layers = _encoder_depth(names, leaves)
+    if decay != 1.0 and not num_layers:
+        top = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(
+            f"layer_decay={decay}: found no encoder layers in this parameter tree (top level: "
+            f"{top}). Layer-wise lr decay looks for per-layer modules "
+            f"{naming.layer_name(naming.BLOCKS, 0)}, {naming.layer_name(naming.BLOCKS, 1)}, ... "
+            f"or a scanned '{naming.BLOCKS}/{naming.SCAN_BLOCK}' stack on a path containing "
+            f"'{ENCODER}' (VideoMAE's encoder/transformer/blocks_i); without them every "
+            f"multiplier would be wrong. layer_decay must be 1.0 for this model "
+            f"(set optim.layer_decay=1.0).")
     scales = []
-    for p, (_, leaf) in zip(names, flat):
-        if is_stacked_path(p):  # block k of the stack has id k + 1
+    for p, leaf in zip(names, leaves):
+        if naming.stacked_stack(p) == naming.BLOCKS:  # block k of the stack has id k + 1
             ids = np.arange(leaf.shape[0]) + 1
             scale = (decay ** (num_layers + 1 - ids)).astype(np.float32)
             scales.append(scale.reshape((-1,) + (1,) * (leaf.ndim - 1)))
         else:
             scales.append(decay ** (num_layers + 1 - vit_layer_id(p, num_layers)))
+    over = ["/".join(p) for p, scale in zip(names, scales) if np.max(scale) > 1.0]
+    if over:
+        raise ValueError(
+            f"layer_decay={decay} with {num_layers} encoder layers gives multipliers > 1 to "
+            f"{len(over)} parameters, e.g. {over[:3]}: their layer ids exceed the encoder's "
+            f"depth ({naming.BLOCKS} layers outside the encoder deeper than it, or encoder "
+            f"layers not numbered 0..{num_layers - 1}). layer_decay must be 1.0 for this model.")
     return jax.tree_util.tree_unflatten(jax.tree.structure(params), scales)
 
 

@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from internvideo_jax import optim
 from internvideo_jax.models import videomae
@@ -69,3 +70,50 @@ def test_layer_decay_table_for_vit_b_equals_the_reference_rule():
     assert by_torch_name["patch_embed.proj.weight"] == 0.75 ** 13
     assert by_torch_name["blocks.11.mlp.fc2.bias"] == 0.75
     assert by_torch_name["head.weight"] == 1.0
+
+
+def test_layer_decay_refuses_a_tree_without_encoder_blocks():
+    """No `blocks_i` (or scanned blocks/block) under an 'encoder' path: with layer_decay != 1
+    the ids would be wrong (here decoder blocks_1 would get 0.75^-1 > 1), so it is refused by
+    name; layer_decay=1.0 stays allowed (all ones)."""
+    w = np.zeros((2, 2), np.float32)
+    trees = [
+        {"decoder": {"blocks_0": {"kernel": w}, "blocks_1": {"kernel": w}}, "head": {"kernel": w}},
+        {"encoder": {"resblocks_0": {"kernel": w}, "resblocks_1": {"kernel": w}}},  # UniFormerV2
+        {"encoder": {"resblocks": {"block": {"kernel": np.zeros((3, 2, 2), np.float32)}}}},
+    ]
+    for tree in trees:
+        with pytest.raises(ValueError, match="found no encoder layers") as err:
+            optim.layer_decay_scales(tree, 0.75)
+        message = str(err.value)
+        assert "blocks_0, blocks_1" in message and "'blocks/block'" in message
+        assert "'encoder'" in message and "layer_decay must be 1.0 for this model" in message
+        assert all(np.all(np.asarray(s) == 1.0)
+                   for s in jax.tree.leaves(optim.layer_decay_scales(tree, 1.0)))
+    # encoder blocks present, but a deeper stack elsewhere: multipliers > 1, refused too
+    deeper = {"encoder": {"blocks_0": {"kernel": w}},  # L = 1: decoder blocks_2 has id 3 > L + 1
+              "decoder": {f"blocks_{i}": {"kernel": w} for i in range(3)}}
+    with pytest.raises(ValueError, match="multipliers > 1"):
+        optim.layer_decay_scales(deeper, 0.75)
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        optim.layer_decay_scales({"encoder": {"blocks_0": {"kernel": w}}}, 1.5)
+
+
+def test_layer_names_round_trip():
+    """models/naming.py: `{stack}_{i}` for stack in ('blocks', 'resblocks'), by hand values."""
+    from internvideo_jax.models import layers, naming
+    assert naming.STACKS == ("blocks", "resblocks") and naming.SCANNED == "blocks"
+    assert layers.STACKS == naming.STACKS and layers.SCANNED == naming.SCANNED  # re-exported
+    for stack, i, name in (("blocks", 0, "blocks_0"), ("blocks", 11, "blocks_11"),
+                           ("resblocks", 3, "resblocks_3"), ("resblocks", 23, "resblocks_23")):
+        assert naming.layer_name(stack, i) == name
+        assert naming.parse_layer(name) == (stack, i)
+    for name in ("blocks", "blocks_", "blocks_01", "blocks_x", "dec_0", "dpe_1", "blocks_1_2",
+                 "decoder_blocks_0", "resblocks", "block", "head"):
+        assert naming.parse_layer(name) is None, name
+    for stack, i in (("dec", 0), ("blocks", -1), ("blocks", True), ("blocks", 1.0)):
+        with pytest.raises(ValueError):
+            naming.layer_name(stack, i)
+    assert naming.is_stacked_path(("encoder", "transformer", "blocks", "block", "mlp", "kernel"))
+    assert naming.stacked_stack(("encoder", "resblocks", "block", "ln_1", "scale")) == "resblocks"
+    assert not naming.is_stacked_path(("encoder", "transformer", "blocks_0", "mlp", "kernel"))

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from internvideo_jax.models import naming
 from internvideo_jax.models.attention import attention
 from internvideo_jax.models.layers import (DropPath, constrain, flat_xavier_uniform,
                                            remat_block, scan_blocks, zeros)
@@ -239,10 +240,10 @@ class TextEncoder(nn.Module):
         block = dict(num_heads=s.heads, stds=stds, causal=True, dtype=self.dtype)
         layer = remat_block(self.remat, ResidualAttentionBlock)
         if self.scan:
-            x = scan_blocks(layer, block, x, np.zeros(s.layers), True, "resblocks")[0]
+            x = scan_blocks(layer, block, x, np.zeros(s.layers), True, naming.RESBLOCKS)[0]
         else:
             for i in range(s.layers):
-                x = layer(**block, name=f"resblocks_{i}")(x, True)  # (B, L, W)
+                x = layer(**block, name=naming.layer_name(naming.RESBLOCKS, i))(x, True)
         x = ClipLayerNorm(self.dtype, name="ln_final")(x)  # (B, L, W)
         eot = jnp.argmax(ids, axis=-1)  # the eot id is the largest in the vocabulary
         pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]  # (B, W)

@@ -17,7 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from internvideo_jax.models import naming
 from internvideo_jax.models.attention import attention
+# re-exported: the naming rule's constants and path test (models/naming.py)
+from internvideo_jax.models.naming import SCANNED, STACKS, is_stacked_path  # noqa: F401
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -295,7 +298,8 @@ class Transformer(nn.Module):
     the memory/compute trade of the backward pass changes.
     scan: one Block traced once and run `depth` times by nn.scan (compile time independent of
     depth); parameters stacked under 'blocks' with a leading 'layers' axis instead of blocks_0..
-    blocks_{depth-1} (stack_layers / unstack_layers convert between the two layouts)."""
+    blocks_{depth-1} (stack_layers / unstack_layers convert between the two layouts; the naming
+    rule: models/naming.py)."""
 
     depth: int
     num_heads: int
@@ -317,15 +321,15 @@ class Transformer(nn.Module):
             return scan_blocks(block, dict(common, drop_path=float(self.drop_path_rate)), x,
                                rates, deterministic, SCANNED)[0]
         for i in range(self.depth):
-            x = block(**common, drop_path=float(rates[i]), name=f"blocks_{i}")(x, deterministic)
+            x = block(**common, drop_path=float(rates[i]), name=naming.layer_name(SCANNED, i))(
+                x, deterministic)
         return x
 
 
-SCANNED = "blocks"  # VideoMAE's scanned layers; unscanned ones are blocks_0, blocks_1, ...
-# Every name under which a model stacks scanned layers: per layer they are `{name}_{i}`, scanned
-# `{name}/block/...` with a leading (depth,) 'layers' axis on every leaf. 'resblocks' is CLIP's
-# and UniFormerV2's.
-STACKS = (SCANNED, "resblocks")
+# SCANNED ('blocks', VideoMAE's layers; unscanned ones are blocks_0, blocks_1, ...) and STACKS
+# (every name under which a model stacks layers: per layer `{name}_{i}`, scanned
+# `{name}/block/...` with a leading (depth,) 'layers' axis on every leaf) come from
+# models/naming.py, the one statement of the rule; re-exported here.
 
 
 def scan_blocks(block: Any, block_kwargs: dict, x: jax.Array, rates, deterministic: bool,
@@ -365,7 +369,8 @@ class _ScanStep(nn.Module):
     def __call__(self, carry, layer):
         x, kept = carry
         rate, slot = layer
-        x = self.block(**dict(self.block_kwargs), name="block")(x, self.deterministic, rate)
+        x = self.block(**dict(self.block_kwargs), name=naming.SCAN_BLOCK)(x, self.deterministic,
+                                                                     rate)
         if kept is not None:
             at = jnp.maximum(slot, 0)
             current = jax.lax.dynamic_index_in_dim(kept, at, 0, keepdims=False)
@@ -384,11 +389,11 @@ def stack_layers(tree: dict) -> dict:
         n = sum(_layer_key(k) == name for k in tree)
         if not n:
             continue
-        if any(f"{name}_{i}" not in tree for i in range(n)):
+        if any(naming.layer_name(name, i) not in tree for i in range(n)):
             raise ValueError(f"{name} are not numbered 0..{n - 1}: {sorted(tree)}")
-        layers = [tree[f"{name}_{i}"] for i in range(n)]
-        out[name] = {"block": jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
-                                           *layers)}
+        layers = [tree[naming.layer_name(name, i)] for i in range(n)]
+        out[name] = {naming.SCAN_BLOCK: jax.tree.map(
+            lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)}
     return out
 
 
@@ -400,10 +405,11 @@ def unstack_layers(tree: dict) -> dict:
     out = {k: unstack_layers(v) for k, v in tree.items() if not _is_stack(k, v)}
     for name, value in tree.items():
         if _is_stack(name, value):
-            stacked = value["block"]
+            stacked = value[naming.SCAN_BLOCK]
             n = jax.tree.leaves(stacked)[0].shape[0]
             for i in range(n):
-                out[f"{name}_{i}"] = jax.tree.map(lambda x: np.asarray(x)[i], stacked)
+                out[naming.layer_name(name, i)] = jax.tree.map(lambda x: np.asarray(x)[i],
+                                                               stacked)
     return out
 
 
@@ -422,16 +428,19 @@ def is_scanned(tree: dict) -> bool:
                                           for k, v in tree.items())
 
 
-def is_stacked_path(path: tuple[str, ...]) -> bool:
-    """Whether the parameter at `path` (names) belongs to scanned layers (a leading depth axis)."""
-    return any(a in STACKS and b == "block" for a, b in zip(path, path[1:]))
-
-
 def _is_stack(key: str, value) -> bool:
-    return key in STACKS and isinstance(value, dict) and "block" in value
+    return naming.is_stack(key, value)
 
 
 def _layer_key(key: str) -> str | None:
-    """'blocks' for 'blocks_3' (any name in STACKS), else None."""
-    name, _, index = key.rpartition("_")
-    return name if name in STACKS and index.isdigit() else None
+    """'blocks' for 'blocks_3' (any name in STACKS), else None. A zero-padded index
+    ('blocks_01', not a name the models give) is refused rather than passed through."""
+    parsed = naming.parse_layer(key)
+    if parsed is None:
+        name, _, index = key.rpartition("_")
+        if name in STACKS and index.isascii() and index.isdigit():
+            raise ValueError(f"{key!r} is not a layer name of the {name!r} stack "
+                             f"(layers are {naming.layer_name(name, 0)}, "
+                             f"{naming.layer_name(name, 1)}, ...)")
+        return None
+    return parsed[0]

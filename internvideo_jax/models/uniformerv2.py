@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from internvideo_jax.models import naming
 from internvideo_jax.models.clip import (ClipLayerNorm, ClipMlp, FusedAttention, InitStds,
                                          ResidualAttentionBlock)
 from internvideo_jax.models.layers import (DropPath, constrain, remat_block, scan_blocks,
@@ -258,13 +259,14 @@ class UniFormerV2Encoder(nn.Module):
         if self.scan:
             rate = float(self.backbone_drop_path_rate)
             x, kept = scan_blocks(layer, dict(common, drop_path=rate), x, backbone_dpr,
-                                  deterministic, "resblocks", keep=tuple(sorted(s.return_list)))
+                                  deterministic, naming.RESBLOCKS,
+                                  keep=tuple(sorted(s.return_list)))
             returned = list(kept)  # (B*T', 1+hw, W) each
         else:
             returned = []
             for i in range(s.layers):
-                x = layer(**common, drop_path=float(backbone_dpr[i]), name=f"resblocks_{i}")(
-                    x, deterministic)
+                x = layer(**common, drop_path=float(backbone_dpr[i]),
+                          name=naming.layer_name(naming.RESBLOCKS, i))(x, deterministic)
                 if i in s.return_list:
                     returned.append(x)
         # The global UniBlocks read the backbone and never write to it: each runs on its layer's
