@@ -16,9 +16,11 @@ import numpy as np
 
 from internvideo_jax.convert import uniformerv2 as conv_uni
 from internvideo_jax.convert import videomae as conv_videomae
+from internvideo_jax.convert.cli_common import save_torch
 from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, Rule, clip_transforms,
                                            export_state_dict, flatten, identity,
                                            import_state_dict)
+from internvideo_jax.convert.registry import Family, register
 
 
 def _block_name(path) -> str:
@@ -58,3 +60,19 @@ def import_torch(state_dict: dict, target_variables: dict) -> dict:
 def export_torch(variables: dict) -> dict[str, np.ndarray]:
     """Our CMA variables -> the state dict of torch_models.cma.CrossModelAttention, float32."""
     return conv_uni.with_num_batches_tracked(export_state_dict(rules(variables), variables))
+
+
+# ---- the converter CLI's CMA family (python -m internvideo_jax.convert export) -----------------
+def export_cma(variables: dict, meta: dict, a) -> None:
+    """Our CMA variables -> one .pth ({'model': state dict}, float32) for torch_models.cma."""
+    import torch
+    sd = {k: torch.from_numpy(np.asarray(v)) for k, v in export_torch(variables).items()}
+    save_torch({"model": sd}, a.out, a.overwrite)
+    print(f"wrote {len(sd)} tensors (videomae.*, uniformerv2.* official, CMA blocks; "
+          f"float32) to {a.out}: load with internvideo_jax.torch_models.cma")
+
+
+register(Family(label="CMA", models=(), import_fn=None,  # Cross-Model Attention: export only
+                exports=lambda params: {"videomae", "uniformerv2"} <= set(params),
+                export_fn=export_cma, formats=("pth",),
+                format_error="CMA exports with --to pth only (torch_models.cma layout)."))

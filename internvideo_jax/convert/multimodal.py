@@ -20,14 +20,19 @@ unless named with --drop-prefix (then printed, never silent).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from internvideo_jax.convert import caption_decoder as conv_dec
 from internvideo_jax.convert import clip as conv_clip
 from internvideo_jax.convert import uniformerv2 as conv_uni
+from internvideo_jax.convert.cli_common import (abstract_variables, known_size, read_weights,
+                                               save_torch, say_size)
 from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, ConversionError, Path, Rule,
                                            export_state_dict, flatten, identity,
                                            import_state_dict, strip_prefixes)
+from internvideo_jax.convert.registry import Family, register
 
 WRAPPER_PREFIXES = ("module.", "model.")
 DECODER = "caption_decoder."
@@ -117,3 +122,58 @@ def export_internvideo(params: dict) -> dict[str, np.ndarray]:
     if "decoder" in params:
         state_dict = conv_dec.join_fused(state_dict, params["decoder"], DECODER)
     return state_dict
+
+
+# ---- the converter CLI's multimodal family (python -m internvideo_jax.convert) -----------------
+def import_multimodal(a) -> tuple[dict, dict, dict]:
+    """An InternVideo multimodal Lightning checkpoint ('clip.*' and 'caption_decoder.*' keys) ->
+    VideoTextModel params; the caption decoder is built when the file has one (and it is not
+    left out with --drop-prefix caption_decoder.). Returns (params, boxed abstract variables,
+    the description)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from internvideo_jax.convert import architecture as arch
+    from internvideo_jax.models import architecture, multimodal
+    checkpoint = read_weights(a)
+    keys = unwrap(checkpoint)
+    chosen = known_size(multimodal.get_size, a.size) if a.size else None
+    size, name, _ = arch.multimodal_size(keys, chosen)
+    caption = any(k.startswith(DECODER) and not k.startswith(tuple(a.drop_prefix))
+                  for k in keys)
+    if chosen:
+        if not caption:  # the decoder is not in the file (or left out): not compared
+            chosen = dataclasses.replace(chosen, decoder=size.decoder)
+        arch.check_against(size, chosen, a.size, multimodal.SIZES, "InternVideo multimodal")
+    v, t = size.video, size.text
+    say_size("InternVideo multimodal", name,
+             f"video width {v.width}, {v.layers} layers, patch {v.patch}, {v.image_size}px, "
+             f"{len(v.return_list)} global UniBlocks; text width {t.width}, {t.layers} layers; "
+             f"embedding {v.embed_dim}", a.size)
+    model = multimodal.VideoTextModel(size, caption=caption)
+    video = jax.ShapeDtypeStruct((1, a.frames, v.image_size, v.image_size, 3), jnp.float32)
+    ids = jax.ShapeDtypeStruct((1, t.context_length), jnp.int32)
+    boxed = abstract_variables(model, video, ids)
+    print("multimodal: video tower, text tower"
+          + (f", caption decoder ({size.decoder.layers} layers)" if caption else
+             " (no caption decoder in the file: train with model.caption_weight=0)"))
+    description = architecture.describe("internvideo_multimodal", size, name, caption=caption)
+    return import_internvideo(checkpoint, nn.meta.unbox(boxed)["params"],
+                              tuple(a.drop_prefix)), boxed, description
+
+
+def export_multimodal(variables: dict, meta: dict, a) -> None:
+    """Our VideoTextModel params -> a Lightning file ({'state_dict': ...}, float32)."""
+    import torch
+    sd = {k: torch.from_numpy(v) for k, v in export_internvideo(variables["params"]).items()}
+    save_torch({"state_dict": sd}, a.out, a.overwrite)
+    print(f"wrote {len(sd)} tensors (InternVideo 'clip.'/'caption_decoder.' layout, float32) "
+          f"to {a.out}")
+
+
+register(Family(label="multimodal", models=("internvideo_multimodal",),
+                import_fn=import_multimodal, exports=lambda params: "textual" in params,
+                export_fn=export_multimodal, formats=("pth",),
+                format_error="a multimodal model exports with --to pth only (the InternVideo "
+                             "Lightning layout).",
+                sizes="tiny, B/16, L/14, L/14@336"))

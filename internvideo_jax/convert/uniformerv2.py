@@ -13,13 +13,17 @@ Released files hold the state dict raw or under 'model_state', sometimes with a 
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
 
+from internvideo_jax.convert.cli_common import (abstract_variables, known_size, read_weights,
+                                               save_torch, say_size)
 from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, Path, Rule, clip_transforms,
                                            export_state_dict, flatten, import_state_dict,
                                            strip_prefixes)
+from internvideo_jax.convert.registry import Family, register
 
 WRAPPER_PREFIXES = ("module.",)
 _LMHRA_PARTS = {"bn": "0", "conv_in": "1", "conv_t": "2", "conv_out": "3"}
@@ -97,3 +101,63 @@ def with_num_batches_tracked(state_dict: dict) -> dict:
         if key.endswith(".running_mean"):
             state_dict[key[:-len("running_mean")] + "num_batches_tracked"] = np.zeros((), np.int64)
     return state_dict
+
+
+# ---- the converter CLI's UniFormerV2 family (python -m internvideo_jax.convert) ----------------
+def import_uniformerv2(a) -> tuple[dict, dict, dict]:
+    """An official UniFormerV2 .pyth/.pth -> our variables {'params', 'batch_stats'}.
+
+    Everything is read off the tensors (convert/architecture.py): width, depth, patch, resolution,
+    the global UniBlocks (one per dec.j, on the last layers), local UniBlocks, conv1's temporal
+    kernel (3 = the temporal downsample, stride 2), the frozen-backbone variant (no balance) and
+    the classes. Returns (variables, the model's boxed abstract variables, the description)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from internvideo_jax.convert import architecture as arch
+    from internvideo_jax.models import architecture
+    from internvideo_jax.models import uniformerv2 as u
+    sd = strip_prefixes(read_weights(a), WRAPPER_PREFIXES)
+    chosen = known_size(u.get_size, a.size) if a.size else None
+    found = arch.uniformerv2_checkpoint(sd, (chosen.width, chosen.heads) if chosen else None)
+    size = found.size
+    if chosen:
+        arch.check_against(size, dataclasses.replace(chosen, embed_dim=size.embed_dim), a.size,
+                           u.SIZES, "UniFormerV2")
+    first, last = size.return_list[0], size.return_list[-1]
+    say_size("UniFormerV2", found.name,
+             f"width {size.width}, {size.layers} layers, {size.heads} heads, patch {size.patch}, "
+             f"{size.image_size}px, {len(size.return_list)} global UniBlocks on layers "
+             f"{first}-{last}, conv1 temporal kernel {found.temporal_kernel} stride "
+             f"{found.temporal_stride}" + (", local UniBlocks" if found.local else "")
+             + (", the frozen-backbone variant (no balance)" if found.frozen else "")
+             + f", {a.num_classes or found.num_classes} classes", a.size)
+    num_classes = a.num_classes or found.num_classes
+    model = u.UniFormerV2Classifier(size, num_classes, temporal_kernel=found.temporal_kernel,
+                                    temporal_stride=found.temporal_stride, local=found.local,
+                                    frozen=found.frozen)
+    frames = a.frames - a.frames % found.temporal_stride
+    video = jax.ShapeDtypeStruct((1, frames, size.image_size, size.image_size, 3), jnp.float32)
+    boxed = abstract_variables(model, video)
+    description = architecture.describe(
+        "uniformerv2_classifier", size, found.name, num_classes=num_classes,
+        temporal_kernel=found.temporal_kernel, temporal_stride=found.temporal_stride,
+        local=found.local, frozen=found.frozen)
+    return import_official(sd, nn.meta.unbox(boxed)), boxed, description
+
+
+def export_uniformerv2(variables: dict, meta: dict, a) -> None:
+    """Our UniFormerV2 classifier variables -> an official .pyth ({'model_state': state dict},
+    float32), loadable with strict=True by internvideo_jax.torch_models.uniformerv2.UniFormerV2."""
+    import torch
+    sd = {k: torch.from_numpy(np.array(v)) for k, v in export_official(variables).items()}
+    save_torch({"model_state": sd}, a.out, a.overwrite)
+    print(f"wrote {len(sd)} tensors (official UniFormerV2 layout, float32) to {a.out}")
+
+
+register(Family(label="UniFormerV2", models=("uniformerv2_classifier",),
+                import_fn=import_uniformerv2, exports=lambda params: "backbone" in params,
+                export_fn=export_uniformerv2, formats=("pth",),
+                format_error="UniFormerV2 has no HF transformers implementation: export it with "
+                             "--to pth (the official .pyth layout).",
+                sizes="tiny, B/16, L/14, L/14@336"))

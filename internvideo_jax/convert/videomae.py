@@ -11,12 +11,19 @@ weight -> scale.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import sys
 
 import numpy as np
 
-from internvideo_jax.convert.common import (Path, Rule, export_state_dict, flatten, identity,
-                                           import_state_dict, strip_prefixes)
+from internvideo_jax.convert.cli_common import (abstract_variables, known_size, read_weights,
+                                               save_torch, say_size)
+from internvideo_jax.convert.common import (Path, Rule, UsageError, export_state_dict, flatten,
+                                           identity, import_state_dict, strip_prefixes)
+from internvideo_jax.convert.outputs import replacing
+from internvideo_jax.convert.registry import Family, register
 
 # Wrappers seen around official checkpoints: DDP 'module.', 'model.' and the fine-tuning scripts'
 # 'backbone.'. Stripped only when every key carries them.
@@ -211,3 +218,125 @@ def hf_config(size, *, num_frames: int, image_size: int, num_classes: int | None
                    id2label={str(i): f"LABEL_{i}" for i in range(num_classes)},
                    label2id={f"LABEL_{i}": i for i in range(num_classes)})
     return cfg
+
+
+# ---- the converter CLI's VideoMAE family (python -m internvideo_jax.convert) -------------------
+def size_from_params(params: dict):
+    """Read the architecture (a VideoMAESize) off our own parameter tree (heads included: qkv is
+    (D, 3, H, hd))."""
+    from internvideo_jax.models.videomae import VideoMAESize
+    enc = params["encoder"]
+    pt, p, _, _, dim = enc["patch_embed"]["kernel"].shape
+    blocks = enc["transformer"]
+    depth = len(blocks)
+    heads = blocks["blocks_0"]["attn"]["qkv"]["kernel"].shape[2]
+    mlp = blocks["blocks_0"]["mlp"]["fc1"]["kernel"].shape[1]
+    dec = dict(decoder_dim=0, decoder_heads=0, decoder_depth=0)
+    if "decoder" in params:
+        d = params["decoder"]["transformer"]
+        dec = dict(decoder_dim=params["mask_token"].shape[-1], decoder_depth=len(d),
+                   decoder_heads=d["blocks_0"]["attn"]["qkv"]["kernel"].shape[2] if d else 1)
+    return VideoMAESize(dim=dim, depth=depth, heads=heads, mlp_ratio=mlp / dim, patch=p,
+                        tubelet=pt, **dec)
+
+
+def build_model(kind: str, size, num_classes: int):
+    from internvideo_jax.models import videomae
+    if kind == "videomae_pretrain":
+        return videomae.VideoMAEPretrain(size)
+    if kind == "videomae_classifier":
+        return videomae.VideoMAEClassifier(size, num_classes)
+    raise UsageError(f"unknown --model {kind!r}")
+
+
+def videomae_variables(model, frames: int, image: int) -> dict:
+    """abstract_variables of a VideoMAE model for clips of `frames` x `image`^2."""
+    import jax
+    import jax.numpy as jnp
+    video = jax.ShapeDtypeStruct((1, frames, image, image, 3), jnp.float32)
+    args = (video,)
+    if hasattr(model, "mask_ratio"):
+        t, h, w = frames // model.size.tubelet, image // model.size.patch, image // model.size.patch
+        args += (jax.ShapeDtypeStruct((1, t * h * w), jnp.bool_),)
+    return abstract_variables(model, *args)
+
+
+def target_params(model, frames: int, image: int) -> dict:
+    import flax.linen as nn
+    return nn.meta.unbox(videomae_variables(model, frames, image))["params"]
+
+
+def import_videomae(a) -> tuple[dict, dict, dict]:
+    """An official VideoMAE / InternVideo-MAE / VideoMAE V2 file or an HF transformers directory
+    -> our params; the size read off the tensors (or config.json)."""
+    import flax.linen as nn
+    from internvideo_jax.convert import architecture as arch
+    from internvideo_jax.convert.reading import read_hf_dir
+    from internvideo_jax.models import architecture
+    from internvideo_jax.models.videomae import SIZES, VideoMAESize
+    pretraining = a.model == "videomae_pretrain"
+    if os.path.isdir(a.src):
+        sd, hf = read_hf_dir(a.src)
+        size = VideoMAESize(
+            dim=hf["hidden_size"], depth=hf["num_hidden_layers"], heads=hf["num_attention_heads"],
+            decoder_dim=hf.get("decoder_hidden_size", 0) if pretraining else 0,
+            decoder_heads=hf.get("decoder_num_attention_heads", 0) if pretraining else 0,
+            decoder_depth=hf.get("decoder_num_hidden_layers", 0) if pretraining else 0,
+            mlp_ratio=hf["intermediate_size"] / hf["hidden_size"], patch=hf["patch_size"],
+            tubelet=hf["tubelet_size"])
+        name = arch.name_of(size, SIZES)
+        if abs(hf.get("layer_norm_eps", 1e-12) - 1e-6) > 1e-9:
+            print(f"warning: config.json has layer_norm_eps={hf.get('layer_norm_eps')}; the "
+                  f"official models (and ours) use 1e-6", file=sys.stderr)
+        num_classes = len(hf.get("id2label", {})) or a.num_classes
+        convert = import_hf
+    else:
+        sd = strip_prefixes(read_weights(a), WRAPPER_PREFIXES)
+        size, name = arch.videomae_size(sd, pretraining, SIZES.get(a.size))
+        num_classes = a.num_classes or (sd["head.weight"].shape[0] if "head.weight" in sd else 0)
+        convert = import_official
+    if a.size:
+        chosen = known_size(lambda n: SIZES[n], a.size, sorted(SIZES))
+        if not pretraining:
+            chosen, size = arch.videomae_encoder_only(chosen), arch.videomae_encoder_only(size)
+        arch.check_against(size, chosen, a.size, {n: arch.videomae_encoder_only(s) if not
+                                                  pretraining else s for n, s in SIZES.items()},
+                           "VideoMAE")
+    say_size("VideoMAE", name, f"width {size.dim}, {size.depth} layers, {size.heads} heads, patch "
+             f"{size.patch}, tubelet {size.tubelet}, MLP {size.mlp_dim}" + (
+                 f"; decoder width {size.decoder_dim}, {size.decoder_depth} layers"
+                 if pretraining else f"; {num_classes} classes"), a.size or os.path.isdir(a.src))
+    model = build_model(a.model, size, num_classes)
+    boxed = videomae_variables(model, a.frames, a.image_size)
+    description = architecture.describe(a.model, size, name, num_classes=num_classes)
+    return convert(sd, nn.meta.unbox(boxed)["params"]), boxed, description
+
+
+def export_videomae(variables: dict, meta: dict, a) -> None:
+    """Our VideoMAE params -> the official .pth ({'model': state dict}, float32) with --to pth,
+    or an HF transformers directory (model.safetensors + config.json) with --to hf."""
+    params = variables["params"]
+    size = size_from_params(params)
+    if a.to == "pth":
+        import torch
+        sd = {k: torch.from_numpy(np.array(v)) for k, v in export_official(params).items()}
+        save_torch({"model": sd}, a.out, a.overwrite)
+        print(f"wrote {len(sd)} tensors (official layout, float32) to {a.out}")
+        return
+    from safetensors.numpy import save_file
+    data = meta.get("config", {}).get("data", {})
+    frames, image = data.get("num_frames", a.frames), data.get("crop_size", a.image_size)
+    num_classes = params["head"]["kernel"].shape[1] if "head" in params else None
+    with replacing(a.out, a.overwrite) as staging:
+        os.makedirs(staging)
+        save_file(export_hf(params), os.path.join(staging, "model.safetensors"))
+        with open(os.path.join(staging, "config.json"), "w") as f:
+            json.dump(hf_config(size, num_frames=frames, image_size=image,
+                                num_classes=num_classes), f, indent=1)
+    print(f"wrote an HF transformers directory to {a.out} ({frames} frames, {image}px)")
+
+
+register(Family(label="VideoMAE", models=("videomae_pretrain", "videomae_classifier"),
+                import_fn=import_videomae, exports=lambda params: "encoder" in params,
+                export_fn=export_videomae, formats=("hf", "pth"),
+                sizes="tiny, S, B, L, H, H_internvideo, g"))
