@@ -26,7 +26,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         videomae_size="tiny", uniformer_size="tiny", num_classes=8, videomae_from="",
         uniformer_from="", uniformer_normalization="clip", temporal_kernel=1, temporal_stride=1,
         local=False, directions=DIRECTIONS, depth=1, heads=4, dropout=0.0, head_loss_weight=1.0,
-        pos_embed_grid=(), dtype="float32"))
+        pos_embed_grid=(), dtype="float32",
+        scan_layers=False))  # the encoders are built per layer (True is refused)
     c.optim.update(layer_decay=1.0, weight_decay=0.05)
     if preset == "tiny":
         c.num_epochs = 4.0

@@ -25,25 +25,16 @@ Any key can be overridden on the command line; a misspelt key fails.
 """
 from ml_collections import config_dict
 
+from experiments.defaults import data_config, run_config
+
 
 def classification_config(task: str) -> config_dict.ConfigDict:
     """The keys every action-recognition task shares (data, augment, eval, optim, ...), at the
     tiny demo's values; c.model is the caller's. Unlocked."""
-    c = config_dict.ConfigDict()
-    c.task = task
-    c.seed = 0
-    c.init_from = ""  # a pretraining workdir or params checkpoint; '' = from scratch
-    c.data = config_dict.ConfigDict(dict(
-        # 8 frames: 4 x 8 x 8 = 256 VideoMAE tokens; stride 4 spans 29 frames (with stride 2,
-        # 15 frames, VideoMAE stayed near chance).
-        dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=8,
-        stride=4, crop_size=64, sampler="dense", flip=False, normalization="imagenet",
-        num_workers=0, num_threads=2, prefetch_batches=2, max_bad_videos=100, num_repeats=1,
-        short_video="clamp",
-        sample_fps=0.0,  # > 0: dense clips by time, frames 1/sample_fps s apart (not `stride`)
-        max_bad_fraction=0.0,  # > 0: also stop past this fraction of the dataset's files bad
-        eval_dataset="",  # file lists only: the evaluation list (list:/csv:... of eval.split)
-        allow_eval_on_train=False))  # True: evaluating on the training list is intended
+    c = run_config(task)  # init_from: a pretraining workdir or params checkpoint; '' = scratch
+    # 8 frames: 4 x 8 x 8 = 256 VideoMAE tokens; stride 4 spans 29 frames (with stride 2, 15
+    # frames, VideoMAE stayed near chance).
+    c.data = data_config(num_frames=8, stride=4, crop_size=64)
     # Off for the demo: small random crops would often miss the moving shape that defines the
     # class (the paper presets switch them on).
     c.augment = config_dict.ConfigDict(dict(
@@ -52,20 +43,10 @@ def classification_config(task: str) -> config_dict.ConfigDict:
     c.eval = config_dict.ConfigDict(dict(split="validation", num_clips=2, num_crops=3,
                                          batch_size=16))
     c.batch_size = 16  # 800 demo videos: 50 steps an epoch
-    c.grad_accum_steps = 1  # > 1: micro-batches scanned, one update (same batch_size)
     c.num_epochs = 30.0
-    c.total_steps = -1
-    c.optim = config_dict.ConfigDict(dict(
-        base_lr=1e-3, min_lr=1e-6, warmup_epochs=5.0, b1=0.9, b2=0.999, eps=1e-8,
-        weight_decay=0.05, grad_clip=0.0, layer_decay=0.75,
-        ema_decay=0.0))  # > 0: keep an EMA of the weights (evaluated instead of the weights)
-    c.peak_tflops = 0.0  # per-device peak for the logged MFU; 0 = by device kind (flops.py)
-    c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1))
-    c.log_every = 10
+    c.optim.update(base_lr=1e-3, min_lr=1e-6, warmup_epochs=5.0, b1=0.9, b2=0.999, eps=1e-8,
+                   weight_decay=0.05, grad_clip=0.0, layer_decay=0.75, ema_decay=0.0)
     c.checkpoint_every = 200
-    c.keep_checkpoints = 2
-    c.resume_strict = False  # True: a damaged newest checkpoint stops the run (no fallback)
-    c.allow_config_change = ""  # keys that may differ on resume, e.g. "batch_size,total_steps"
     return c
 
 

@@ -35,25 +35,18 @@ Any key can be overridden on the command line; a misspelt key fails.
 """
 from ml_collections import config_dict
 
+from experiments.defaults import data_config, run_config
 from input_pipelines import synthetic_videos
 
 
 def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
-    c = config_dict.ConfigDict()
-    c.task = "mm_pretrain"
-    c.seed = 0
+    c = run_config("mm_pretrain")
     c.model = config_dict.ConfigDict(dict(
         size="tiny", contrastive_weight=1.0, caption_weight=1.0, caption_length=77,
         drop_path_rate=0.0, dtype="float32",
         remat="none",  # video, text encoder and caption decoder layers: none|full|dots|dots_no_batch
         scan_layers=False))  # both encoders' layers as nn.scan (compile time flat in depth)
-    c.data = config_dict.ConfigDict(dict(
-        dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=8,
-        stride=1, crop_size=64, normalization="clip", num_workers=0, num_threads=2,
-        prefetch_batches=2, max_bad_videos=100, num_repeats=1,
-        max_bad_fraction=0.0,  # > 0: also stop past this fraction of the dataset's files bad
-        eval_dataset="",  # file lists only: the evaluation list (captions:... of eval.split)
-        allow_eval_on_train=False))  # True: evaluating on the training list is intended
+    c.data = data_config(num_frames=8, stride=1, crop_size=64, normalization="clip")
     c.augment = config_dict.ConfigDict(dict(min_crop_area=0.5))
     c.eval = config_dict.ConfigDict(dict(
         split="validation", batch_size=32,
@@ -62,18 +55,10 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         # --config.eval.zero_shot_classnames="('a', 'b')" can set them.
         zero_shot_classnames=(), zero_shot_templates=(), zero_shot_labels="caption"))
     c.batch_size = 32  # global: every example's negatives are the other 31
-    c.grad_accum_steps = 1  # > 1: micro-batches scanned, one update (same batch_size)
     c.num_epochs = 10.0
-    c.total_steps = -1
-    c.optim = config_dict.ConfigDict(dict(
-        base_lr=1e-3, min_lr=1e-5, warmup_epochs=0.5, b1=0.9, b2=0.98, eps=1e-6,
-        weight_decay=0.05, grad_clip=1.0))
-    c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1))
-    c.log_every = 10
+    c.optim.update(base_lr=1e-3, min_lr=1e-5, warmup_epochs=0.5, b1=0.9, b2=0.98, eps=1e-6,
+                   weight_decay=0.05, grad_clip=1.0)
     c.checkpoint_every = 100
-    c.keep_checkpoints = 2
-    c.resume_strict = False  # True: a damaged newest checkpoint stops the run (no fallback)
-    c.allow_config_change = ""  # keys that may differ on resume, e.g. "batch_size,total_steps"
 
     if preset == "tiny":
         c.total_steps = 300

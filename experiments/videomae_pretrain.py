@@ -22,37 +22,21 @@ Any key can be overridden: --config.batch_size=64 --config.data.num_workers=8; a
 """
 from ml_collections import config_dict
 
+from experiments.defaults import data_config, run_config
+
 
 def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
-    c = config_dict.ConfigDict()
-    c.task = "videomae_pretrain"
-    c.seed = 0
-
+    c = run_config("videomae_pretrain")
     c.model = config_dict.ConfigDict(dict(
         size="tiny", mask_ratio=0.9, drop_path_rate=0.0, norm_pix_loss=True, dtype="float32",
         remat="none",  # none | full | dots | dots_no_batch: what blocks keep for backward
         scan_layers=False))  # True: nn.scan over the blocks (compile time flat in depth)
-    c.data = config_dict.ConfigDict(dict(
-        dataset="demo", split="train", data_dir="", video_root="", labels="", num_frames=16, stride=2, crop_size=64,
-        flip=False, normalization="imagenet", num_workers=0, num_threads=2,
-        prefetch_batches=2, max_bad_videos=100, num_repeats=1,
-        short_video="clamp",
-        sample_fps=0.0,  # > 0: dense clips by time, frames 1/sample_fps s apart (not `stride`)
-        max_bad_fraction=0.0))  # > 0: also stop past this fraction of the dataset's files bad
+    c.data = data_config(num_frames=16, stride=2, crop_size=64)
     c.batch_size = 16  # global, over all devices and processes
-    c.grad_accum_steps = 1  # > 1: micro-batches scanned, one update (same batch_size)
     c.num_epochs = 20.0
-    c.total_steps = -1  # > 0 overrides num_epochs
-    c.optim = config_dict.ConfigDict(dict(
-        base_lr=1.5e-4, min_lr=1e-5, warmup_epochs=40.0, b1=0.9, b2=0.95, eps=1e-8,
-        weight_decay=0.05, grad_clip=0.0))
-    c.peak_tflops = 0.0  # per-device peak for the logged MFU; 0 = by device kind (flops.py)
-    c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1))
-    c.log_every = 10
+    c.optim.update(base_lr=1.5e-4, min_lr=1e-5, warmup_epochs=40.0, b1=0.9, b2=0.95, eps=1e-8,
+                   weight_decay=0.05, grad_clip=0.0)
     c.checkpoint_every = 100
-    c.keep_checkpoints = 2
-    c.resume_strict = False  # True: a damaged newest checkpoint stops the run (no fallback)
-    c.allow_config_change = ""  # keys that may differ on resume, e.g. "batch_size,total_steps"
 
     if preset == "tiny":
         # 800 demo videos / batch 16 = 50 steps per epoch, 6 epochs = 300 steps. A small model needs

@@ -44,7 +44,7 @@ def eval_data_config(config):
     split = config.eval.split
     with data.unlocked():
         evaluating = split != data.split
-        if evaluating and data.get("eval_dataset"):
+        if evaluating and data.eval_dataset:
             if data.eval_dataset == data.dataset and not data.allow_eval_on_train:
                 raise ValueError(
                     f"data.eval_dataset is the training data ({data.dataset}): evaluation would "

@@ -53,8 +53,8 @@ def _setup(config, workdir: str):
     mesh = sharding.make_mesh(config.mesh.to_dict())
     task = get_task(config)
     has_run = os.path.isdir(os.path.join(workdir, "checkpoints"))
-    source = workdir if has_run or not config.get("init_from") else config.init_from
-    ema = float(config.get("optim", {}).get("ema_decay", 0.0)) > 0
+    source = workdir if has_run or not config.init_from else config.init_from
+    ema = float(config.optim.ema_decay) > 0
     variables, meta = restore_variables(task, source, mesh, ema)
     return mesh, task, variables, meta, source
 

@@ -84,6 +84,7 @@ def compile_with_hlo(lowered) -> tuple:
 
 def plan(config, topology: str, slices: int = 1) -> dict:
     from internvideo_jax import collectives, flops, sharding, steps, train
+    from internvideo_jax.models import layers
     from internvideo_jax.tasks import get_task
     devices = topology_devices(topology, slices)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
@@ -116,7 +117,7 @@ def plan(config, topology: str, slices: int = 1) -> dict:
     hbm = HBM_GIB.get(kind)
     report = {
         "topology": topology, "slices": slices, "chips": len(devices),
-        "mesh": dict(mesh.shape), "dcn_data": int(config.mesh.get("dcn_data", 1)),
+        "mesh": dict(mesh.shape), "dcn_data": int(config.mesh.dcn_data),
         "global_batch": config.batch_size, "parameters": _nbytes(state.params) // 4,
         "per_chip": {k: round(v, 3) for k, v in per_chip.items()},
         "per_chip_bytes": {"params": params_bytes, "optimizer_state": opt_bytes,
@@ -133,7 +134,7 @@ def plan(config, topology: str, slices: int = 1) -> dict:
         report["model_tflop_per_step"] = step_flops / 1e12
         seconds = cost.get("optimal_seconds")
         peak = flops.peak_flops(devices[0])
-        if config.model.get("scan_layers", False):
+        if layers.is_scanned(state.params):
             # The cost model counts a while loop's body once, not once per trip: no estimate.
             report["compiler_step_seconds_note"] = ("omitted: the compiler's cost model counts "
                                                     "the scanned layers' loop body once")

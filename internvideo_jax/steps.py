@@ -40,7 +40,7 @@ def make_optimizer(config, d: dict, params: Any = None,
     o = config.optim
     schedule = optim.warmup_cosine(d["peak_lr"], d["min_lr"], d["warmup_steps"], d["total_steps"])
     tx = optim.adamw(schedule, o.b1, o.b2, o.eps, o.weight_decay, o.grad_clip or None)
-    decay = o.get("layer_decay", 1.0)
+    decay = o.layer_decay
     if decay < 1.0:
         tx = optax.chain(tx, optim.scale_updates(optim.layer_decay_scales(params, decay)))
     if trainable is not None:
@@ -192,11 +192,11 @@ def build_step(config, mesh, task, d: dict, init_rng: jax.Array, step_rng: jax.A
         lambda r: nn.meta.unbox(task.init_variables(r, task.init_batch(1)))["params"], init_rng)
     trainable = task.trainable_mask(abstract_params)
     tx, schedule = make_optimizer(config, d, abstract_params, trainable)
-    ema_decay = float(config.optim.get("ema_decay", 0.0))
+    ema_decay = float(config.optim.ema_decay)
     state, state_shardings = create_state(task, tx, mesh, init_rng, init=init, ema=ema_decay > 0)
     batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim)
                        for k, v in task.init_batch(1).items()}
-    fn = jax.jit(make_train_step(task, tx, schedule, step_rng, int(config.get("grad_accum_steps", 1)),
+    fn = jax.jit(make_train_step(task, tx, schedule, step_rng, int(config.grad_accum_steps),
                                  ema_decay, trainable),
                  in_shardings=(state_shardings, batch_shardings),
                  out_shardings=(state_shardings, sharding.replicated(mesh)),

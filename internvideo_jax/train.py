@@ -22,7 +22,7 @@ from absl import logging
 
 from input_pipelines import sources
 from input_pipelines.robust import BadVideoTracker
-from internvideo_jax import checkpointing, flops, optim, sharding
+from internvideo_jax import checkpointing, flops, optim, periodic_eval, sharding
 from internvideo_jax.steps import (TrainState, build_step, create_state, make_optimizer,  # noqa: F401
                                    make_train_step, micro_batches)
 from internvideo_jax.models import attention, layers
@@ -38,7 +38,7 @@ def check_batch(config, mesh) -> int:
             f"batch_size={global_batch} is not divisible by the {dp} data-parallel devices "
             f"(mesh data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']}): set "
             f"--config.batch_size to a multiple of {dp}.")
-    accum = int(config.get("grad_accum_steps", 1))
+    accum = int(config.grad_accum_steps)
     if accum < 1 or global_batch % (dp * accum):
         raise ValueError(
             f"batch_size={global_batch} is not divisible by {dp} data-parallel devices x "
@@ -80,8 +80,9 @@ def derived_values(config, mesh, epoch_size_per_process: int) -> dict:
 RESUMABLE_CHANGES = ("data.num_workers", "data.num_threads", "data.prefetch_batches",
                      "data.data_dir", "data.video_root", "data.max_bad_videos",
                      "data.max_bad_fraction", "data.eval_dataset", "data.allow_eval_on_train",
-                     "mesh.", "eval.", "log_every", "checkpoint_every", "keep_checkpoints",
-                     "peak_tflops", "init_from", "resume_strict", "allow_config_change")
+                     "mesh.", "eval.", "evals.", "log_every", "checkpoint_every",
+                     "keep_checkpoints", "peak_tflops", "init_from", "resume_strict",
+                     "allow_config_change")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict:
@@ -100,7 +101,7 @@ def check_resume_config(saved: dict, config, step: int, where: str) -> None:
     if not saved:
         return
     saved_scan = saved.get("model", {}).get("scan_layers", False)
-    if saved_scan != config.model.get("scan_layers", False):
+    if saved_scan != config.model.scan_layers:
         raise ValueError(
             f"{where}/{step} was saved with model.scan_layers={saved_scan}: resume with the same "
             f"layout, or start a new workdir with init_from=<this workdir> (init_from converts "
@@ -172,7 +173,7 @@ def initialised(task, config, state: TrainState, shardings) -> tuple[TrainState,
     own = task.initial_params(state.params)
     if own is not None:
         params, report = own
-    elif config.get("init_from"):
+    elif config.init_from:
         pretrained, _ = checkpointing.load_variables(  # in this model's layer layout
             config.init_from, scanned=layers.is_scanned(state.params))
         params, loaded, kept = task.load_pretrained(state.params, pretrained.pop("params"))
@@ -216,6 +217,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
 
     # ---- Task and input ---------------------------------------------------------------------
     task = get_task(config)  # validates model/data config
+    periodic_eval.check(config, task)
     local_batch = check_batch(config, mesh)
     sources.check_exists(config.data)  # before anything is written into the workdir
     ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
@@ -289,10 +291,23 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
         # where parts are frozen) against the devices' peak.
         per_example = flops.training_flops_per_example(task)
         step_flops = per_example * d["global_batch"] if per_example else None
-        peak = config.get("peak_tflops", 0.0) * 1e12 or flops.peak_flops(jax.devices()[0])
+        peak = config.peak_tflops * 1e12 or flops.peak_flops(jax.devices()[0])
         if step_flops:
             writer.info(f"model FLOPs per step: {step_flops / 1e12:.3f} TFLOP; device peak: "
                         f"{f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown (no MFU)'}")
+
+        # ---- Evaluation while training (config.evals) -----------------------------------------
+        periodic_config = periodic_eval.eval_config(config)
+        best = (periodic_eval.BestCheckpoint(workdir, config.evals.keep_best)
+                if config.evals.keep_best else None)
+
+        def evaluate_now(done: int, state: TrainState) -> None:
+            result = task.evaluate(state.eval_variables(), mesh, periodic_config)
+            values = periodic_eval.scalars(result, periodic_eval.prefix(config))
+            writer.write(done, values)
+            if best is not None and best.offer(done, values, state.eval_variables()):
+                writer.info(f"best {best.metric} so far ({values[best.metric]:.4f} at step "
+                            f"{done}): kept in {best.directory}")
 
         # ---- Loop -------------------------------------------------------------------------------
         bad_videos = BadVideoTracker(config.data.max_bad_videos, config.data.max_bad_fraction,
@@ -330,14 +345,18 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                 pending, data_wait, t_last = [], 0.0, now
             if done % config.checkpoint_every == 0 or done == d["total_steps"]:
                 ckpt.save(done, state, data_iter, meta)
+            if periodic_eval.due(config, done, d["total_steps"]):
+                evaluate_now(done, state)
             if stop_after_step is not None and done >= stop_after_step:
                 break
         ckpt.close()
         _close(data_iter)
         if task.implements("evaluate") and int(state.step) >= d["total_steps"]:
             result = task.evaluate(state.eval_variables(), mesh, config, out_dir=workdir)
-            writer.write(d["total_steps"], {f"eval_{k}": v for k, v in result.items()
-                                            if isinstance(v, (int, float, np.number))})
+            final = periodic_eval.scalars(result, "eval_")
+            writer.write(d["total_steps"], final)
+            if best is not None and config.evals.views == "multi":  # the last periodic one
+                best.offer(d["total_steps"], final, state.eval_variables())
             if jax.process_index() == 0:  # the whole result, with the videos it left out
                 with open(os.path.join(workdir, f"eval_{config.eval.split}.json"), "w") as f:
                     json.dump(result, f, indent=1)

@@ -79,5 +79,5 @@ def configured_size(config, family: str, get_size, size_class):
     """config.model.size as a size: a named one (get_size), or with `init_from` the one stored
     with config.init_from."""
     if config.model.size == "init_from":
-        return size_of(load(config.get("init_from", ""), family), size_class)
+        return size_of(load(config.init_from, family), size_class)
     return get_size(config.model.size)

@@ -43,9 +43,12 @@ class CMATask(ClassificationTask):
         if d.crop_size != usize.image_size:
             raise ValueError(f"model.uniformer_size={m.uniformer_size!r} takes "
                              f"{usize.image_size}px frames: set data.crop_size to it.")
-        if config.optim.get("layer_decay", 1.0) != 1.0:
+        if config.optim.layer_decay != 1.0:
             raise ValueError("optim.layer_decay must be 1.0 for CMA (only heads and new blocks "
                              "train).")
+        if m.scan_layers:
+            raise ValueError("model.scan_layers must be False for CMA: its encoders are built "
+                             "per layer, as the checkpoints it loads.")
         u_mean, u_std = normalization.get(m.uniformer_normalization)
         self.u_mean, self.u_std = np.asarray(u_mean, np.float32), np.asarray(u_std, np.float32)
         grid = tuple(m.pos_embed_grid) or None

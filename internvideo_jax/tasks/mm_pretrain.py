@@ -45,8 +45,8 @@ class MultimodalPretrainTask(Task):
         self.context_length = self.size.text.context_length
         self.model = multimodal.VideoTextModel(
             self.size, caption=m.caption_weight > 0, drop_path_rate=m.drop_path_rate,
-            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"),
-            scan=m.get("scan_layers", False))
+            dtype=jnp.dtype(m.dtype), remat=m.remat,
+            scan=m.scan_layers)
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one (video, caption) pair, the decoder included when it is trained

@@ -35,7 +35,7 @@ class UniFormerV2FinetuneTask(ClassificationTask):
     def build_model(self, config):
         m = config.model
         if m.size == "init_from":  # the architecture stored with the checkpoint (model.json)
-            described = architecture.load(config.get("init_from", ""), "uniformerv2_classifier")
+            described = architecture.load(config.init_from, "uniformerv2_classifier")
             self.size = architecture.size_of(described, uniformerv2.UniFormerV2Size)
             shape = {k: described[k] for k in ENCODER_SHAPE}
         else:
@@ -44,7 +44,7 @@ class UniFormerV2FinetuneTask(ClassificationTask):
         if config.data.crop_size != self.size.image_size:
             raise ValueError(f"model.size={m.size!r} takes {self.size.image_size}px frames: set "
                              f"data.crop_size={self.size.image_size}.")
-        if config.optim.get("layer_decay", 1.0) != 1.0:
+        if config.optim.layer_decay != 1.0:
             raise ValueError("optim.layer_decay must be 1.0 for UniFormerV2 (the reference "
                              "fine-tunes it without layer-wise decay).")
         self.mutable = ("batch_stats",) if shape["local"] else ()
@@ -52,7 +52,7 @@ class UniFormerV2FinetuneTask(ClassificationTask):
         return uniformerv2.UniFormerV2Classifier(
             self.size, m.num_classes, shape["temporal_kernel"], shape["temporal_stride"],
             shape["local"], m.backbone_drop_path_rate, m.drop_path_rate, m.mlp_dropout,
-            m.dropout, jnp.dtype(m.dtype), m.get("remat", "none"), m.get("scan_layers", False),
+            m.dropout, jnp.dtype(m.dtype), m.remat, m.scan_layers,
             shape["frozen"])
 
     def architecture(self) -> dict:

@@ -21,14 +21,14 @@ class VideoMAEFinetuneTask(ClassificationTask):
         self.size = architecture.configured_size(config, "videomae_classifier", videomae.get_size,
                                                  videomae.VideoMAESize)
         videomae.token_grid((1,) + self.video_shape, self.size)  # fails early with the fix
-        grid = tuple(m.get("pos_embed_grid", ()) or ()) or None
+        grid = tuple(m.pos_embed_grid) or None
         if grid is not None and len(grid) != 3:
             raise ValueError(f"model.pos_embed_grid={grid}: give the (t, h, w) token grid of "
                              f"the checkpoint, e.g. (8, 14, 14) for 16 frames at 224.")
         return videomae.VideoMAEClassifier(
             self.size, m.num_classes, drop_path_rate=m.drop_path_rate, dropout=m.dropout,
-            dtype=jnp.dtype(m.dtype), pos_grid=grid, remat=m.get("remat", "none"),
-            scan=m.get("scan_layers", False))
+            dtype=jnp.dtype(m.dtype), pos_grid=grid, remat=m.remat,
+            scan=m.scan_layers)
 
     def architecture(self) -> dict:
         """This model's description (models/architecture.py), stored in the run's config.json."""

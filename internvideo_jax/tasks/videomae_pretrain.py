@@ -30,8 +30,8 @@ class VideoMAEPretrainTask(Task):
         self.mask_ratio = m.mask_ratio
         self.model = videomae.VideoMAEPretrain(
             self.size, mask_ratio=m.mask_ratio, drop_path_rate=m.drop_path_rate,
-            dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"),
-            scan=m.get("scan_layers", False))
+            dtype=jnp.dtype(m.dtype), remat=m.remat,
+            scan=m.scan_layers)
 
     @property
     def num_tokens(self) -> int:
