@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-PEAK_TFLOPS = {  # dense bf16 peak per device, by jax device_kind
-    "NVIDIA H100 80GB HBM3": 989.0, "NVIDIA H100": 989.0, "NVIDIA H200": 989.0,
-    "NVIDIA A100-SXM4-80GB": 312.0, "NVIDIA A100-SXM4-40GB": 312.0,
-    # TPU kinds as jax names them (v5p reports itself as 'TPU v5', v5e as 'TPU v5 lite')
-    "TPU v4": 275.0, "TPU v5": 459.0, "TPU v5 lite": 197.0, "TPU v6 lite": 918.0,
-}
+from internvideo_jax import hardware
+from internvideo_jax.models.videomae import token_grid
 
 
 def transformer_flops(tokens: int, dim: int, depth: int, mlp_dim: int,
@@ -31,8 +27,8 @@ def videomae_pretrain_flops(size, video_shape: tuple[int, int, int, int],
                             num_masked: int) -> float:
     """Forward FLOPs per clip of VideoMAEPretrain: patch embed and encoder on the K = N - M
     visible tokens, encoder_to_decoder, decoder on N, head on the M masked."""
-    t, h, w, c = video_shape
-    n = (t // size.tubelet) * (h // size.patch) * (w // size.patch)
+    t, h, w = token_grid((1,) + tuple(video_shape), size)
+    n, c = t * h * w, video_shape[-1]
     k = n - num_masked
     patch = size.tubelet * size.patch * size.patch * c
     total = 2 * k * patch * size.dim  # patch embed
@@ -46,8 +42,8 @@ def videomae_pretrain_flops(size, video_shape: tuple[int, int, int, int],
 def videomae_classifier_flops(size, video_shape: tuple[int, int, int, int],
                               num_classes: int) -> float:
     """Forward FLOPs per clip of VideoMAEClassifier (all N tokens, head on the pooled token)."""
-    t, h, w, c = video_shape
-    n = (t // size.tubelet) * (h // size.patch) * (w // size.patch)
+    t, h, w = token_grid((1,) + tuple(video_shape), size)
+    n, c = t * h * w, video_shape[-1]
     patch = size.tubelet * size.patch * size.patch * c
     return float(2 * n * patch * size.dim + transformer_flops(n, size.dim, size.depth,
                                                                size.mlp_dim)
@@ -131,7 +127,7 @@ def cma_flops(videomae_size, uniformer_size, video_shape: tuple[int, int, int, i
     that context_proj needs no gradient for its frozen input (2x)."""
     t, h, w, _ = video_shape
     vs, us = videomae_size, uniformer_size
-    n = (t // vs.tubelet) * (h // vs.patch) * (w // vs.patch)
+    n = int(np.prod(token_grid((1,) + tuple(video_shape), vs)))
     videomae_encoder = videomae_classifier_flops(vs, video_shape, num_classes=0)  # no head
     uniformer_encoder = uniformerv2_encoder_flops(us, t, temporal_kernel, temporal_stride, local)
     width, m = us.width, (t // temporal_stride) * (1 + us.grid ** 2)
@@ -167,13 +163,8 @@ def training_flops_per_example(task) -> float | None:
 def peak_flops(device) -> float | None:
     """Dense bf16 peak FLOP/s of a jax device, None when unknown (CPUs: measure it instead,
     `measured_matmul_peak`)."""
-    kind = getattr(device, "device_kind", "")
-    if kind in PEAK_TFLOPS:  # exact first: 'TPU v5' is a prefix of 'TPU v5 lite'
-        return PEAK_TFLOPS[kind] * 1e12
-    for name, tflops in PEAK_TFLOPS.items():  # GPU names carry suffixes (memory, form factor)
-        if name.startswith("NVIDIA") and kind.startswith(name):
-            return tflops * 1e12
-    return None
+    chip = hardware.by_kind(getattr(device, "device_kind", ""))
+    return chip.peak_tflops * 1e12 if chip else None
 
 
 def measured_matmul_peak(n: int = 2048, dtype=np.float32, repeats: int = 5) -> float:

@@ -28,7 +28,6 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-HBM_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}  # per chip (peaks: flops.PEAK_TFLOPS)
 
 
 def topology_devices(topology: str, slices: int = 1):
@@ -83,7 +82,7 @@ def compile_with_hlo(lowered) -> tuple:
 
 
 def plan(config, topology: str, slices: int = 1) -> dict:
-    from internvideo_jax import collectives, flops, sharding, steps, train
+    from internvideo_jax import collectives, flops, hardware, sharding, steps, train
     from internvideo_jax.models import layers
     from internvideo_jax.tasks import get_task
     devices = topology_devices(topology, slices)
@@ -113,8 +112,9 @@ def plan(config, topology: str, slices: int = 1) -> dict:
     # Donated state: outputs alias the arguments, so peak = arguments + temp + code.
     per_chip["total_gib"] = (per_chip["arguments_gib"] + per_chip["activations_and_temp_gib"]
                              + per_chip["code_gib"])
-    kind = topology.split(":")[0] if topology != "local" else devices[0].device_kind
-    hbm = HBM_GIB.get(kind)
+    chip = (hardware.by_topology(topology.split(":")[0]) if topology != "local"
+            else hardware.by_kind(devices[0].device_kind))
+    hbm = chip.hbm_gib if chip else None
     report = {
         "topology": topology, "slices": slices, "chips": len(devices),
         "mesh": dict(mesh.shape), "dcn_data": int(config.mesh.dcn_data),

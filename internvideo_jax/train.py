@@ -11,20 +11,18 @@ import os
 import time
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from absl import logging
 
 from input_pipelines import sources
 from input_pipelines.robust import BadVideoTracker
 from internvideo_jax import checkpointing, flops, optim, periodic_eval, sharding
-from internvideo_jax.steps import (TrainState, build_step, create_state, make_optimizer,  # noqa: F401
-                                   make_train_step, micro_batches)
+# re-exported: what callers built steps from before steps.py
+from internvideo_jax.steps import (TrainState, build_step, create_state,  # noqa: F401
+                                   make_optimizer, make_train_step, micro_batches)
 from internvideo_jax.models import attention, layers
 from internvideo_jax.metrics_writer import MetricsWriter
 from internvideo_jax.tasks import get_task

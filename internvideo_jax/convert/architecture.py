@@ -86,11 +86,11 @@ def videomae_size(sd: dict, pretraining: bool, given=None):
     if pretraining and "mask_token" in sd:
         ddim = int(sd["mask_token"].shape[-1])
         dec = dict(decoder_dim=ddim, decoder_depth=count_indexed(sd, "decoder.blocks."),
-                   decoder_heads=heads_by_rule(ddim, [(s.decoder_dim, s.decoder_heads)
-                                                      for s in SIZES.values()],
-                                               (given.decoder_dim, given.decoder_heads) if given else None))
-    found = VideoMAESize(dim=dim, depth=depth,
-                         heads=heads_by_rule(dim, named_heads, (given.dim, given.heads) if given else None),
+                   decoder_heads=heads_by_rule(
+                       ddim, [(s.decoder_dim, s.decoder_heads) for s in SIZES.values()],
+                       (given.decoder_dim, given.decoder_heads) if given else None))
+    given_heads = (given.dim, given.heads) if given else None
+    found = VideoMAESize(dim=dim, depth=depth, heads=heads_by_rule(dim, named_heads, given_heads),
                          mlp_ratio=mlp_ratio, patch=patch, tubelet=tubelet, **dec)
     if not pretraining:  # a classifier has no decoder: name it by its encoder
         for name, s in SIZES.items():

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from input_pipelines import masking
 from internvideo_jax.models import layers, pos_embed
 
 Dtype = Any
@@ -194,8 +195,8 @@ class VideoMAEPretrain(nn.Module):
     scan: bool = False  # scanned encoder and decoder layers
 
     def num_masked(self, video_shape: tuple[int, ...]) -> int:
-        t, h, w = token_grid(video_shape, self.size)
-        return int(self.mask_ratio * h * w) * t
+        """Masked tokens per clip: the input pipeline's tube-masking count (masking.num_masked)."""
+        return masking.num_masked(token_grid(video_shape, self.size), self.mask_ratio)
 
     @nn.compact
     def __call__(self, video: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:

@@ -19,6 +19,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
+
+def to_unit_range(video_uint8: jax.Array) -> jax.Array:
+    """uint8 pixels -> float32 on [0, 1]."""
+    return video_uint8.astype(jnp.float32) / 255.0
+
+
+def standardize(video: jax.Array, mean, std, dtype) -> jax.Array:
+    """Video on [0, 1] (..., 3) -> (video - mean) / std per channel, in the model's dtype: the
+    one uint8 -> model input step every task takes (mean/std: input_pipelines/normalization)."""
+    return ((video - mean) / std).astype(dtype)
+
+
+def normalized(video_uint8: jax.Array, mean, std, dtype) -> jax.Array:
+    """uint8 pixels -> the model's input: standardize(to_unit_range(video))."""
+    return standardize(to_unit_range(video_uint8), mean, std, dtype)
+
 
 class Task:
     mutable: tuple[str, ...] = ()  # model-state collections the step threads (e.g. batch_stats)

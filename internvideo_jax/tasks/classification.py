@@ -20,12 +20,7 @@ import optax
 
 from input_pipelines import builders, label_map, normalization
 from internvideo_jax import mixup
-from internvideo_jax.tasks.base import Task
-
-
-def to_unit_range(video_uint8: jax.Array) -> jax.Array:
-    """uint8 pixels -> float32 on [0, 1]."""
-    return video_uint8.astype(jnp.float32) / 255.0
+from internvideo_jax.tasks.base import Task, standardize, to_unit_range  # noqa: F401
 
 
 class ClassificationTask(Task):
@@ -52,7 +47,7 @@ class ClassificationTask(Task):
 
     def model_inputs(self, video: jax.Array) -> tuple[jax.Array, ...]:
         """Video on [0, 1] (B, T, S, S, 3) float32 -> the model's positional inputs."""
-        return (((video - self.mean) / self.std).astype(self.model.dtype),)
+        return (standardize(video, self.mean, self.std, self.model.dtype),)
 
     def apply(self, variables: dict, video: jax.Array, train: bool,
               rng: jax.Array | None = None) -> tuple[Any, dict]:

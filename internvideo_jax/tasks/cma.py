@@ -19,6 +19,7 @@ import optax
 from input_pipelines import normalization
 from internvideo_jax import checkpointing
 from internvideo_jax.models import cma, uniformerv2, videomae
+from internvideo_jax.tasks.base import standardize
 from internvideo_jax.tasks.classification import ClassificationTask
 from internvideo_jax.tasks.uniformerv2_finetune import load_uniformerv2
 
@@ -58,8 +59,8 @@ class CMATask(ClassificationTask):
 
     def model_inputs(self, video):
         dtype = self.model.dtype
-        return (((video - self.mean) / self.std).astype(dtype),
-                ((video - self.u_mean) / self.u_std).astype(dtype))
+        return (standardize(video, self.mean, self.std, dtype),
+                standardize(video, self.u_mean, self.u_std, dtype))
 
     def logits_of(self, output) -> jax.Array:
         return output["logits"]

@@ -24,7 +24,7 @@ from absl import logging
 from input_pipelines import builders, normalization, robust
 from internvideo_jax import losses, retrieval
 from internvideo_jax.models import multimodal
-from internvideo_jax.tasks.base import Task
+from internvideo_jax.tasks.base import Task, normalized
 from internvideo_jax.text.tokenizer import get_tokenizer
 
 
@@ -64,8 +64,7 @@ class MultimodalPretrainTask(Task):
         return self.model.init(rng, self.normalize(batch["video"]), batch["text"])
 
     def normalize(self, video_uint8: jax.Array) -> jax.Array:
-        x = (video_uint8.astype(jnp.float32) / 255.0 - self.mean) / self.std
-        return x.astype(self.model.dtype)
+        return normalized(video_uint8, self.mean, self.std, self.model.dtype)
 
     def loss_fn(self, params, batch: dict, rng: jax.Array, train: bool):
         m = self.config.model

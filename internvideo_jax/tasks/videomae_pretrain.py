@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from input_pipelines import builders, normalization
+from input_pipelines import builders, masking, normalization
 from internvideo_jax import losses
 from internvideo_jax.models import architecture, videomae
-from internvideo_jax.tasks.base import Task
+from internvideo_jax.tasks.base import Task, normalized
 
 
 class VideoMAEPretrainTask(Task):
@@ -20,7 +20,7 @@ class VideoMAEPretrainTask(Task):
         self.grid = videomae.token_grid((1,) + self.video_shape, self.size)
         if not 0.0 < m.mask_ratio < 1.0:
             raise ValueError(f"model.mask_ratio must be in (0, 1), got {m.mask_ratio}.")
-        if int(m.mask_ratio * self.grid[1] * self.grid[2]) == 0:
+        if masking.num_masked((1,) + self.grid[1:], m.mask_ratio) == 0:
             raise ValueError(f"model.mask_ratio={m.mask_ratio} masks no token of a "
                              f"{self.grid[1]}x{self.grid[2]} grid: raise it.")
         self.patch = (self.size.tubelet, self.size.patch, self.size.patch)
@@ -59,8 +59,7 @@ class VideoMAEPretrainTask(Task):
 
     def normalize(self, video_uint8: jax.Array) -> jax.Array:
         """(B, T, H, W, 3) uint8 -> normalised, in the model's compute dtype."""
-        x = (video_uint8.astype(jnp.float32) / 255.0 - self.mean) / self.std
-        return x.astype(self.model.dtype)
+        return normalized(video_uint8, self.mean, self.std, self.model.dtype)
 
     def loss_fn(self, params, batch: dict, rng: jax.Array, train: bool):
         pred = self.model.apply({"params": params}, self.normalize(batch["video"]), batch["mask"],
