@@ -45,6 +45,16 @@ def _record(path: str, label: int = -1, captions=(), video_id: str | None = None
     return {"path": path, "label": int(label), "captions": list(captions), "video_id": vid}
 
 
+def example(record: dict, video: bytes, path: str, num_frames: int = 0, fps: float = 0.0,
+            **extra) -> dict:
+    """The example every source yields for an annotation record (the one statement of the
+    schema): {video: encoded bytes, label: int (-1: none), caption: the captions joined by
+    newlines, video_id, path, num_frames (0: unknown until decoded), fps, **extra}."""
+    return {"video": video, "label": record["label"], "caption": "\n".join(record["captions"]),
+            "video_id": record["video_id"], "path": path, "num_frames": num_frames, "fps": fps,
+            **extra}
+
+
 def _is_int(text: str) -> bool:
     return text.strip().lstrip("-").isdigit()
 

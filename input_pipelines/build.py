@@ -96,10 +96,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             except robust.LOAD_ERRORS as e:
                 self.skipped.append((path, robust.reason(e)))
                 continue
-            yield path, {"video": data, "label": r["label"], "caption": "\n".join(r["captions"]),
-                         "video_id": r["video_id"], "path": path,
-                         "num_frames": info["num_frames"], "fps": info["fps"],
-                         "duration": info["duration"]}
+            yield path, annotations.example(r, data, path, info["num_frames"], info["fps"],
+                                            duration=info["duration"])
 
 
 FEATURES = tfds.features.FeaturesDict({

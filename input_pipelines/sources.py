@@ -138,8 +138,7 @@ class FileListSource:
         path = self.describe(index)
         with open(path, "rb") as f:
             data = f.read()
-        return {"video": data, "label": r["label"], "caption": "\n".join(r["captions"]),
-                "video_id": r["video_id"], "path": path, "num_frames": 0, "fps": 0.0}
+        return annotations.example(r, data, path)
 
 
 def check_exists(data) -> None:
