@@ -31,7 +31,8 @@ def compile_seconds(experiment: str, preset: str, scan: bool, repeats: int, run:
     import jax
     import numpy as np
 
-    from internvideo_jax import sharding, steps
+    from internvideo_jax.infra import sharding
+    from internvideo_jax.training import steps
     from internvideo_jax.tasks import get_task
     config = importlib.import_module(f"experiments.{experiment}").get_config(preset)
     config.model.scan_layers = scan

@@ -49,7 +49,7 @@ install() {  # install WHEELS...: into a fresh /tmp/site
 imports_work() {  # the project's import chain and one jitted flax module on the device
   python3 -c "import sys, jax, flax, optax, orbax.checkpoint, torch, transformers, grain
 import flax.linen as nn, jax.numpy as jnp
-from internvideo_jax import train
+from internvideo_jax.training import train
 from internvideo_jax.tasks import videomae_pretrain
 y = jax.jit(lambda x: nn.Dense(8).init_with_output(jax.random.key(0), x)[0])(jnp.ones((2, 4)))
 print('python', sys.version.split()[0], '| jax', jax.__version__, '| flax', flax.__version__,

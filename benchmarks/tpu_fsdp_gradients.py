@@ -24,7 +24,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from internvideo_jax import collectives, plan  # noqa: E402
+from internvideo_jax import plan  # noqa: E402
+from internvideo_jax.infra import collectives
 
 EMBED, TOKENS, BATCH = 1280, 157, 32  # ViT-H's width, a pretraining step's visible tokens
 

@@ -7,7 +7,7 @@ the masked tokens, backward, AdamW update. Setting: 16 frames at 224x224, tubele
 --dtype bfloat16 gives ours bf16 compute with float32 master weights, and HF torch.autocast(bf16)
 with its SDPA attention (flash) and fused AdamW, float32 master weights too. clips/s is the best of
 --repeats timed steps after --warmup untimed ones (each step synchronises with the device).
-MFU = model FLOPs (internvideo_jax/flops.py, 3x the forward) per second over the machine's peak:
+MFU = model FLOPs (internvideo_jax/infra/flops.py, 3x the forward) per second over the machine's peak:
 the published bf16 peak of a known accelerator (its measured bf16 8192^3 matmul rate printed
 beside it), else a measured one (the best f32 matmul FLOP/s of a 2048^3 jitted matmul).
 
@@ -72,7 +72,8 @@ def build_step(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str,
     import flax.linen as nn
     import jax
     from experiments.videomae_pretrain import get_config
-    from internvideo_jax import sharding, steps
+    from internvideo_jax.infra import sharding
+    from internvideo_jax.training import steps
     from internvideo_jax.models import attention as attention_lib
     from internvideo_jax.tasks import get_task
     config = get_config("tiny")
@@ -149,7 +150,7 @@ def measure_peak(_) -> None:
     """The device's peak FLOP/s in this process: prints {"kind", "peak", "peak_kind"}. (A fresh
     process, like the measurements: JAX keeps an accelerator's memory while its process lives.)"""
     import jax
-    from internvideo_jax import flops
+    from internvideo_jax.infra import flops
     device = jax.devices()[0]
     value, kind = flops.peak_flops(device), "published bf16"
     if value is None:
@@ -207,7 +208,7 @@ def main() -> None:
     if impls[0] != "hf" or any(i not in IMPLEMENTATIONS for i in impls):
         raise SystemExit(f"--impls {a.impls}: 'hf' first (the baseline), then any of "
                          f"{list(IMPLEMENTATIONS)[1:]}")
-    from internvideo_jax import flops
+    from internvideo_jax.infra import flops
     from internvideo_jax.models.videomae import VideoMAEPretrain, get_size
     machine = run_fresh(__file__, ["--child", "peak"], "the peak measurement")
     peak = machine["peak"]

@@ -3,7 +3,7 @@
 A model's outputs mean nothing without the label map it was trained with: Kinetics lists ordered
 differently, a labels file from another release, an annotation file whose sorted names differ from
 the training file's. The map's SHA-256 is stored in every checkpoint and printed with every result,
-and evaluation refuses a dataset whose map differs (internvideo_jax/evaluate.py).
+and evaluation refuses a dataset whose map differs (internvideo_jax/evaluation/evaluate.py).
 
 Where the names come from, in order: the TFDS dataset's ClassLabel feature (the demo dataset too),
 the config's labels file (data.labels: a JSON {name: index} as SSv2's, or one name per line), else

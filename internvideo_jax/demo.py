@@ -66,7 +66,7 @@ def stage_config(stage: str, workdir: str, steps: int = 0):
 
 def summary(workdir: str) -> dict:
     """The headline numbers of the finished stages, from their metrics.jsonl."""
-    from internvideo_jax.metrics_writer import read_metrics
+    from internvideo_jax.training.metrics_writer import read_metrics
     out = {}
     pre = os.path.join(workdir, "pretrain")
     if os.path.exists(os.path.join(pre, "metrics.jsonl")):
@@ -87,7 +87,7 @@ def summary(workdir: str) -> dict:
     scores = [os.path.join(workdir, s, "scores_validation.npz") for s in ("finetune", "uniformerv2")]
     if all(os.path.exists(p) for p in scores):
         from internvideo_jax.ensemble import ensemble, load_scores
-        from internvideo_jax.evaluate import accuracy_metrics
+        from internvideo_jax.evaluation.evaluate import accuracy_metrics
         mean, info = ensemble([load_scores(p) for p in scores])
         out["ensemble_top1_pct"] = 100 * accuracy_metrics(mean, info["label"],
                                                           mean.shape[1])["top1"]
@@ -106,9 +106,9 @@ def summary(workdir: str) -> dict:
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
-    from internvideo_jax.xla_cache import enable_compilation_cache
+    from internvideo_jax.infra.xla_cache import enable_compilation_cache
     enable_compilation_cache()
-    from internvideo_jax import train
+    from internvideo_jax.training import train
     for stage in _STAGES.value:
         print(f"==== demo stage: {stage} ====", flush=True)
         config = stage_config(stage, _WORKDIR.value, _STEPS.value)

@@ -3,7 +3,7 @@ r"""Score-level ensemble of evaluated models (the reference's baseline for CMA).
   python -m internvideo_jax.ensemble workdirs/demo/finetune/scores_validation.npz \
       workdirs/demo/uniformerv2/scores_validation.npz [--weights 1,1] [--out ensemble.json]
 
-Each input is a scores file written by evaluation (internvideo_jax/evaluate.py): per video the
+Each input is a scores file written by evaluation (internvideo_jax/evaluation/evaluate.py): per video the
 mean over its views of the softmax scores. The ensemble's score of a video is the weighted mean of
 the models' scores (equal weights: the reference's averaging); top-1/top-5/mean class accuracy are
 printed and written. The files must cover the same videos (matched by video_id, in any order) with
@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from internvideo_jax.evaluate import accuracy_metrics
+from internvideo_jax.evaluation.evaluate import accuracy_metrics
 
 
 def load_scores(path: str) -> dict:

@@ -80,9 +80,10 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_views: np.ndarray,
 
 def run(config, workdir: str) -> dict:
     import flax.linen as nn
-    from internvideo_jax import checkpointing, sharding
+    from internvideo_jax.infra import sharding
+    from internvideo_jax.training import checkpointing
     from internvideo_jax.models import layers
-    from internvideo_jax.evaluate import accuracy_metrics, map_over_split, skipped_report
+    from internvideo_jax.evaluation.evaluate import accuracy_metrics, map_over_split, skipped_report
     from internvideo_jax.tasks import get_task
     if not config.init_from:
         raise ValueError("--config.init_from must name the pretrained encoder to probe.")

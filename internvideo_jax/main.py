@@ -5,7 +5,7 @@ Overrides: --config.batch_size=32 (unknown keys fail). A workdir holding a check
 without one: --config.init_from); --mode=extract_features writes per-video features
 (internvideo_jax/offline.py).
 Multi-host: started from the environment (INTERNVIDEO_COORDINATOR / INTERNVIDEO_DISTRIBUTED=auto,
-see internvideo_jax/distributed.py), checked before any work; logs and metrics from host 0.
+see internvideo_jax/infra/distributed.py), checked before any work; logs and metrics from host 0.
 """
 from __future__ import annotations
 
@@ -72,13 +72,13 @@ def main(argv) -> None:
 
 def run() -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    from internvideo_jax import distributed
+    from internvideo_jax.infra import distributed
     if distributed.initialize_from_env():  # multi-host: environment (internvideo_jax/distributed)
         distributed.startup_check()
-    from internvideo_jax.xla_cache import enable_compilation_cache
+    from internvideo_jax.infra.xla_cache import enable_compilation_cache
     enable_compilation_cache()
     if _MODE.value == "train":
-        from internvideo_jax import train
+        from internvideo_jax.training import train
         train.train(_CONFIG.value, _WORKDIR.value)
         return
     import json

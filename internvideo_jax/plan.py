@@ -12,9 +12,9 @@ The train step is lowered exactly as train.py jits it (same shardings from the o
 config's mesh over the topology's chips, the config's global batch, grad accumulation and remat)
 and compiled by XLA for that target. Reported per chip: parameters, optimizer state, the batch
 (argument bytes), activations and scratch (the compiler's temp buffers), generated code; the sum
-against the chip's HBM; model FLOPs per step (internvideo_jax/flops.py) and, where the compiler
+against the chip's HBM; model FLOPs per step (internvideo_jax/infra/flops.py) and, where the compiler
 gives one, its estimated step time and the MFU that would imply; and what one chip communicates
-per step, read from the optimised HLO (internvideo_jax/collectives.py): each kind of collective
+per step, read from the optimised HLO (internvideo_jax/infra/collectives.py): each kind of collective
 with its dtype, the mesh axes it spans, its count and bytes. Nothing is allocated.
 """
 from __future__ import annotations
@@ -82,7 +82,8 @@ def compile_with_hlo(lowered) -> tuple:
 
 
 def plan(config, topology: str, slices: int = 1) -> dict:
-    from internvideo_jax import collectives, flops, hardware, sharding, steps, train
+    from internvideo_jax.infra import collectives, flops, hardware, sharding
+    from internvideo_jax.training import steps, train
     from internvideo_jax.models import layers
     from internvideo_jax.tasks import get_task
     devices = topology_devices(topology, slices)

@@ -24,15 +24,15 @@ os.environ.update(INTERNVIDEO_COORDINATOR=f"127.0.0.1:{port}", INTERNVIDEO_NUM_P
 if mode == "stale" and pid == 1:
     os.environ["INTERNVIDEO_FINGERPRINT_EXTRA"] = "stale-checkout"
 
-from internvideo_jax import distributed  # noqa: E402
+from internvideo_jax.infra import distributed  # noqa: E402
 
 
 def _shard_and_train(data_dir: str, workdir: str) -> dict:
     from absl import flags
     flags.FLAGS.mark_as_parsed()
     from input_pipelines import builders
-    from internvideo_jax import train
-    from internvideo_jax.metrics_writer import read_metrics
+    from internvideo_jax.training import train
+    from internvideo_jax.training.metrics_writer import read_metrics
     from tests.helpers import tiny_config
     got = {"process_index": jax.process_index(), "process_count": jax.process_count(),
            "devices": jax.device_count()}

@@ -12,7 +12,8 @@ def run_steps(process_rows: bool) -> tuple[list[float], list[float]]:
     all, mesh data=4 x fsdp=2). process_rows: this process supplies only its rows of the batch,
     and the processes are the mesh's DCN slices (mesh.dcn_data = the process count)."""
     from input_pipelines.masking import tube_mask
-    from internvideo_jax import sharding, train
+    from internvideo_jax.infra import sharding
+    from internvideo_jax.training import train
     from internvideo_jax.tasks import get_task
     from tests.helpers import tiny_config
     config = tiny_config("/nonexistent")

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from internvideo_jax import sharding
+from internvideo_jax.infra import sharding
 from internvideo_jax.models import attention as attention_lib
 from internvideo_jax.models import layers, videomae
 from internvideo_jax.models.attention import attention, use_implementation

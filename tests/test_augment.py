@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from input_pipelines import transforms
-from internvideo_jax import mixup
+from internvideo_jax.training import mixup
 
 
 def test_random_resized_crop_box_respects_scale_and_ratio():

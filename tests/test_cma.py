@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from internvideo_jax import train
+from internvideo_jax.training import train
 from internvideo_jax.convert.common import flatten
 from internvideo_jax.models import uniformerv2, videomae
 from internvideo_jax.tasks import get_task
@@ -133,7 +133,7 @@ def _export_round_trip(workdir, tmp_path):
     """`convert export --to pth` of the trained run: the state dict of torch_models.cma (parity
     with PyTorch: tests/test_convert_cma.py), which imports back to the same variables."""
     torch = pytest.importorskip("torch")
-    from internvideo_jax.checkpointing import load_variables
+    from internvideo_jax.training.checkpointing import load_variables
     from internvideo_jax.convert import cma as conv
     from internvideo_jax.convert.__main__ import main
     main(["export", "--src", workdir, "--to", "pth", "--out", str(tmp_path / "cma.pth")])
@@ -146,7 +146,7 @@ def _export_round_trip(workdir, tmp_path):
 
 
 def test_a_different_label_map_is_refused(data_dir, encoders):
-    from internvideo_jax import sharding
+    from internvideo_jax.infra import sharding
     config = _config(data_dir, encoders)
     task = get_task(config)
     stored = task.protocol()

@@ -1,7 +1,7 @@
-"""The collective census (internvideo_jax/collectives.py) on a hand-written HLO module that holds
+"""The collective census (internvideo_jax/infra/collectives.py) on a hand-written HLO module that holds
 every spelling the TPU and CPU compilers use, with each row's bytes worked out by hand; the real
 planner's census is checked against parameter bytes in tests/test_sharded_step.py."""
-from internvideo_jax import collectives
+from internvideo_jax.infra import collectives
 
 # 4 devices on a mesh {data: 2, fsdp: 2}: device i sits at (data, fsdp) = (i // 2, i % 2).
 MESH = {"data": 2, "fsdp": 2}

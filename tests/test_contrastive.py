@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from internvideo_jax import losses, sharding
+from internvideo_jax.infra import sharding
+from internvideo_jax.training import losses
 
 
 def _numpy_clip_loss(v, t, logit_scale):

@@ -6,8 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from internvideo_jax import train  # noqa: E402
-from internvideo_jax.checkpointing import load_params as latest_params  # noqa: E402
+from internvideo_jax.training import train  # noqa: E402
+from internvideo_jax.training.checkpointing import load_params as latest_params  # noqa: E402
 from internvideo_jax.convert.__main__ import main  # noqa: E402
 from internvideo_jax.convert.common import flatten  # noqa: E402
 from internvideo_jax.models import videomae  # noqa: E402

@@ -128,7 +128,7 @@ def test_decoder_strictness_names_the_key():
 def test_import_and_export_commands(tmp_path, monkeypatch):
     """CLI: a Lightning file -> orbax params (decoder built because the file has one) -> the
     same state dict back."""
-    from internvideo_jax.checkpointing import load_params
+    from internvideo_jax.training.checkpointing import load_params
     from internvideo_jax.convert.__main__ import main
     monkeypatch.setitem(multimodal.SIZES, "test", SIZE)
     _, params = _ours()

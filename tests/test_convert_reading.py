@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import internvideo_jax.convert.__main__ as cli  # noqa: E402
-from internvideo_jax.checkpointing import load_params  # noqa: E402
+from internvideo_jax.training.checkpointing import load_params  # noqa: E402
 from internvideo_jax.convert import videomae as cv  # noqa: E402
 from internvideo_jax.convert.common import flatten, unflatten  # noqa: E402
 from internvideo_jax.convert.reading import choose_weights, strip_wrappers  # noqa: E402

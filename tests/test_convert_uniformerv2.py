@@ -75,7 +75,7 @@ def test_missing_and_unexpected_keys_are_listed():
 
 
 def test_import_command_reads_the_architecture_off_the_tensors(tmp_path, monkeypatch):
-    from internvideo_jax.checkpointing import load_variables
+    from internvideo_jax.training.checkpointing import load_variables
     from internvideo_jax.convert.__main__ import main
     monkeypatch.setitem(u.SIZES, "test", SIZE)
     ref = _randomised_reference(True, 3, 2)

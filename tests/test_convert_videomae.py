@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from input_pipelines import normalization  # noqa: E402
 from input_pipelines.masking import tube_mask  # noqa: E402
-from internvideo_jax import losses  # noqa: E402
+from internvideo_jax.training import losses  # noqa: E402
 from internvideo_jax.convert import common  # noqa: E402
 from internvideo_jax.convert import videomae as cv  # noqa: E402
 from internvideo_jax.models import videomae  # noqa: E402

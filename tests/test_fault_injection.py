@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from internvideo_jax.metrics_writer import read_metrics
+from internvideo_jax.training.metrics_writer import read_metrics
 from tests.helpers import REPO
 
 STEPS, EVERY = 12, 4

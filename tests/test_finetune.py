@@ -3,9 +3,10 @@ import jax
 import numpy as np
 import pytest
 
-from internvideo_jax import evaluate, train
-from internvideo_jax.checkpointing import load_params
-from internvideo_jax.metrics_writer import read_metrics
+from internvideo_jax.evaluation import evaluate
+from internvideo_jax.training import train
+from internvideo_jax.training.checkpointing import load_params
+from internvideo_jax.training.metrics_writer import read_metrics
 from internvideo_jax.tasks import get_task
 from tests.helpers import apply_overrides, tiny_config
 
@@ -101,7 +102,7 @@ def test_uniformerv2_batchnorm_statistics_are_model_state(data_dir, tmp_path):
     a = np.asarray(task.logits_fn(variables, video))
     b = np.asarray(task.logits_fn({**variables, "batch_stats": fresh}, video))
     assert np.abs(a - b).max() > 1e-6
-    from internvideo_jax.checkpointing import load_variables
+    from internvideo_jax.training.checkpointing import load_variables
     restored, meta = load_variables(str(tmp_path / "uni"))
     np.testing.assert_array_equal(jax.tree.leaves(restored["batch_stats"])[0],
                                   jax.tree.leaves(stats)[0])
@@ -138,7 +139,7 @@ def test_uniformerv2_from_multimodal_resizes_positions_and_inflates_conv1(monkey
 def test_ema_follows_its_formula(data_dir):
     """ema_1 = d p_0 + (1 - d) p_1, ema_2 = d ema_1 + (1 - d) p_2 (p_k: weights after step k)."""
     import flax.linen as nn
-    from internvideo_jax import sharding
+    from internvideo_jax.infra import sharding
     config = _finetune_config(data_dir, **{"optim.ema_decay": 0.9, "optim.layer_decay": 1.0})
     task = get_task(config)
     mesh = sharding.make_mesh(config.mesh.to_dict())

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from internvideo_jax import flops
+from internvideo_jax.infra import flops
 from internvideo_jax.models import videomae
 from internvideo_jax.models.attention import use_implementation
 
@@ -77,7 +77,8 @@ def _train_step_flops_per_example(task, config, zero_frozen_grads: bool,
     """XLA's count of one whole compiled train step (forward, backward, optimizer), per clip;
     zero_frozen_grads=False hands the step no trainable mask (the optimizer still has it)."""
     import flax.linen as nn
-    from internvideo_jax import sharding, train
+    from internvideo_jax.infra import sharding
+    from internvideo_jax.training import train
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     schedule = {"peak_lr": 1e-4, "min_lr": 0.0, "warmup_steps": 1, "total_steps": 10}
     rng = jax.random.key(0)

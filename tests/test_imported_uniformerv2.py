@@ -18,8 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import internvideo_jax.convert.__main__ as cli  # noqa: E402
-from internvideo_jax import train  # noqa: E402
-from internvideo_jax.checkpointing import load_variables  # noqa: E402
+from internvideo_jax.training import train  # noqa: E402
+from internvideo_jax.training.checkpointing import load_variables  # noqa: E402
 from internvideo_jax.convert.common import flatten  # noqa: E402
 from internvideo_jax.tasks import get_task  # noqa: E402
 from internvideo_jax.torch_models.uniformerv2 import UniFormerV2  # noqa: E402

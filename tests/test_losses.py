@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from input_pipelines import normalization
-from internvideo_jax import losses
+from internvideo_jax.training import losses
 
 MEAN, STD = (np.asarray(v) for v in normalization.get("imagenet"))
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from input_pipelines import builders, synthetic_videos
-from internvideo_jax import offline, train
-from internvideo_jax.metrics_writer import read_metrics
+from internvideo_jax import offline
+from internvideo_jax.training import train
+from internvideo_jax.training.metrics_writer import read_metrics
 from internvideo_jax.text.tokenizer import get_tokenizer
 from tests.helpers import apply_overrides
 

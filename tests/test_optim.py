@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from internvideo_jax import optim
+from internvideo_jax.training import optim
 from internvideo_jax.models import videomae
 
 

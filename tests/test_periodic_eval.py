@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from internvideo_jax import offline, train
+from internvideo_jax import offline
+from internvideo_jax.training import train
 from tests.helpers import apply_overrides
 
 

@@ -226,8 +226,9 @@ def test_tiny_training_and_evaluation_on_a_list_of_every_kind(folder, tmp_path):
     import shutil
 
     from experiments.finetune import get_config
-    from internvideo_jax import offline, train
-    from internvideo_jax.metrics_writer import read_metrics
+    from internvideo_jax import offline
+    from internvideo_jax.training import train
+    from internvideo_jax.training.metrics_writer import read_metrics
     root, readable, unreadable = folder
     val = os.path.join(root, "val.txt")  # the same files as an evaluation list
     shutil.copy(os.path.join(root, "list.txt"), val)

@@ -10,8 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from internvideo_jax import checkpointing, train
-from internvideo_jax.metrics_writer import read_metrics
+from internvideo_jax.training import checkpointing, train
+from internvideo_jax.training.metrics_writer import read_metrics
 from tests.helpers import tiny_config
 
 

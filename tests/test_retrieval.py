@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from internvideo_jax import retrieval
+from internvideo_jax.evaluation import retrieval
 
 
 def test_ranks_and_recalls_by_hand():

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from internvideo_jax import optim, sharding
+from internvideo_jax.infra import sharding
+from internvideo_jax.training import optim
 from internvideo_jax.convert.common import flatten
 from internvideo_jax.models import layers, videomae
 
@@ -106,7 +107,7 @@ def test_checkpoints_and_converter_convert_the_layout(tmp_path):
     """A scanned checkpoint loads per-layer (and back) by request, and exports to the official
     .pth layout exactly as the per-layer one does."""
     torch = __import__("pytest").importorskip("torch")
-    from internvideo_jax.checkpointing import load_params
+    from internvideo_jax.training.checkpointing import load_params
     from internvideo_jax.convert.__main__ import as_jax_arrays, main, save_params
     model = videomae.VideoMAEPretrain(SIZE)
     video, mask = _inputs(model)
@@ -203,7 +204,7 @@ def test_scanned_multimodal_model_equals_per_layer_model(tmp_path):
     gradients of a loss over all of them equal the per-layer model's. A per-layer checkpoint (the
     converter's layout) loads into the scanned model, and the weight-decay mask is the
     per-layer one stacked."""
-    from internvideo_jax.checkpointing import load_params
+    from internvideo_jax.training.checkpointing import load_params
     from internvideo_jax.convert.__main__ import as_jax_arrays, save_params
     from internvideo_jax.models import multimodal
     size = multimodal.SIZES["tiny"]

@@ -16,7 +16,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from input_pipelines.masking import tube_mask
-from internvideo_jax import sharding, train
+from internvideo_jax.infra import sharding
+from internvideo_jax.training import train
 from internvideo_jax.tasks import get_task
 from tests.helpers import tiny_config
 

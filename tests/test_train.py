@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from internvideo_jax import train
-from internvideo_jax.metrics_writer import read_metrics
+from internvideo_jax.training import train
+from internvideo_jax.training.metrics_writer import read_metrics
 from tests.helpers import REPO, tiny_config
 
 

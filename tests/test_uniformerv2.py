@@ -181,7 +181,7 @@ def test_caption_decoder_is_causal_and_reads_the_video():
 
 
 def test_caption_loss_ignores_padding_by_hand():
-    from internvideo_jax import losses
+    from internvideo_jax.training import losses
     logits = np.zeros((1, 3, 4), np.float32)
     logits[0, 0, 2] = np.log(3.0)  # p(target 2) = 3 / 6
     ids = np.array([[1, 2, 3, 0]])  # targets 2, 3, pad

@@ -53,7 +53,7 @@ import sys
 
 import numpy as np
 
-from internvideo_jax.checkpointing import load_variables
+from internvideo_jax.training.checkpointing import load_variables
 from internvideo_jax.convert import registry
 # the shared plumbing (convert/cli_common.py) and the VideoMAE family's helpers, importable from
 # here as before; cmd_import calls import_params and save_params through this module's globals
@@ -93,7 +93,7 @@ def cmd_import(a) -> None:
     tree = as_jax_arrays(tree, shardings)  # the source state dict is gone after the call
     params = tree["params"] if wrapped else tree
     if a.mesh:
-        from internvideo_jax.sharding import describe_placement
+        from internvideo_jax.infra.sharding import describe_placement
         print(describe_placement(f"params over mesh {a.mesh}", tree))
     with replacing(a.out, a.overwrite) as staging:
         save_params(params, staging)

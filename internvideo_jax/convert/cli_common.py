@@ -61,7 +61,7 @@ def as_jax_arrays(params: dict, shardings: dict | None = None) -> dict:
 
 def parse_mesh(text: str) -> dict:
     """'fsdp=8' or 'data=2,fsdp=-1,tensor=2' -> a mesh config (unnamed axes are 1)."""
-    from internvideo_jax.sharding import MESH_AXES
+    from internvideo_jax.infra.sharding import MESH_AXES
     config = {axis: 1 for axis in MESH_AXES}
     for part in text.split(","):
         axis, _, size = part.partition("=")
@@ -76,7 +76,7 @@ def import_shardings(mesh_text: str, boxed: dict, imported: dict) -> dict:
     """NamedShardings from the one rules table for the imported variables (their model's boxed
     abstract variables), over a mesh of this process's devices (all processes' devices under
     jax.distributed)."""
-    from internvideo_jax import sharding
+    from internvideo_jax.infra import sharding
     mesh = sharding.make_mesh(parse_mesh(mesh_text))
     shardings = sharding.logical_shardings(boxed, mesh)
     return {collection: shardings[collection] for collection in imported}

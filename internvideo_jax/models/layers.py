@@ -1,6 +1,6 @@
 """Shared transformer layers: attention, MLP, drop path, tubelet patch embed, sinusoid tables.
 
-Every parameter carries logical axis names (see internvideo_jax/sharding.py for the one table that
+Every parameter carries logical axis names (see internvideo_jax/infra/sharding.py for the one table that
 maps them onto the ('data', 'fsdp', 'tensor') mesh) and large activations carry logical constraints.
 Logical names used here:
   params:      'embed' (model width), 'heads', 'kv' (head dim), 'mlp' (MLP hidden), 'qkv' (the 3 of

@@ -1,6 +1,6 @@
 """Tasks: what a training run optimises. A task = model + input pipeline + loss + metrics; the
 methods every task has, and their defaults, are in tasks/base.py (Task). The trainer
-(internvideo_jax/train.py) is shared.
+(internvideo_jax/training/train.py) is shared.
 
 TASKS names each task's class ('module:Class', imported when asked for): a new task is its module
 plus one line here.

@@ -63,7 +63,7 @@ class Task:
         raise ValueError(f"task {type(self).__name__} does not start from config.init_from.")
 
     def flops_per_example(self) -> float | None:
-        """Forward FLOPs of one example (internvideo_jax/flops.py), None when not counted."""
+        """Forward FLOPs of one example (internvideo_jax/infra/flops.py), None when not counted."""
         return None
 
     def train_flops_per_example(self) -> float | None:

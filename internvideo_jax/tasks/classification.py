@@ -2,11 +2,11 @@
 
 Batch {'video': (B, T, S, S, 3) uint8, 'label': (B,) int32}. Training: mixup / cutmix with switch
 prob and label smoothing (on the device), RandAugment, random erasing, repeated augmentation
-(config.augment / config.data); evaluation: the multi-view protocol (internvideo_jax/evaluate.py).
+(config.augment / config.data); evaluation: the multi-view protocol (internvideo_jax/evaluation/evaluate.py).
 A subclass builds `self.model` (logits (B, K) from normalised video; `deterministic` switches
 dropout, drop path and BatchNorm) and maps a pretraining checkpoint onto it in `load_pretrained`.
 Models with BatchNorm declare `mutable = ('batch_stats',)`: their loss_fn takes and returns the
-statistics (internvideo_jax/train.py threads them through the step).
+statistics (internvideo_jax/training/train.py threads them through the step).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from input_pipelines import builders, label_map, normalization
-from internvideo_jax import mixup
+from internvideo_jax.training import mixup
 from internvideo_jax.tasks.base import Task, standardize, to_unit_range  # noqa: F401
 
 
@@ -133,8 +133,8 @@ class ClassificationTask(Task):
 
     def evaluate(self, variables, mesh, config, out_dir: str | None = None,
                  stored_protocol: dict | None = None) -> dict:
-        """Multi-view top-1/top-5 on config.eval.split (internvideo_jax.evaluate)."""
-        from internvideo_jax.evaluate import evaluate
+        """Multi-view top-1/top-5 on config.eval.split (internvideo_jax.evaluation.evaluate)."""
+        from internvideo_jax.evaluation.evaluate import evaluate
         return evaluate(self, variables, mesh, config, out_dir, stored_protocol)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from input_pipelines import normalization
-from internvideo_jax import checkpointing
+from internvideo_jax.training import checkpointing
 from internvideo_jax.models import cma, uniformerv2, videomae
 from internvideo_jax.tasks.base import standardize
 from internvideo_jax.tasks.classification import ClassificationTask
@@ -74,14 +74,14 @@ class CMATask(ClassificationTask):
             "combined_loss": combined, "videomae_loss": heads[0], "uniformer_loss": heads[1]}
 
     def _flops(self) -> tuple[float, float]:
-        from internvideo_jax.flops import cma_flops
+        from internvideo_jax.infra.flops import cma_flops
         m = self.config.model
         return cma_flops(videomae.get_size(m.videomae_size), uniformerv2.get_size(m.uniformer_size),
                          self.video_shape, m.num_classes, tuple(m.directions), m.depth,
                          m.temporal_kernel, m.temporal_stride, m.local)
 
     def flops_per_example(self) -> float:
-        """Forward FLOPs of one clip (internvideo_jax/flops.py)."""
+        """Forward FLOPs of one clip (internvideo_jax/infra/flops.py)."""
         return self._flops()[0]
 
     def train_flops_per_example(self) -> float:

@@ -76,8 +76,8 @@ class UniFormerV2FinetuneTask(ClassificationTask):
         return load_uniformerv2(params, pretrained)
 
     def flops_per_example(self) -> float:
-        """Forward FLOPs of one clip (internvideo_jax/flops.py)."""
-        from internvideo_jax.flops import uniformerv2_classifier_flops
+        """Forward FLOPs of one clip (internvideo_jax/infra/flops.py)."""
+        from internvideo_jax.infra.flops import uniformerv2_classifier_flops
         shape = {k: v for k, v in self.encoder_shape.items() if k != "frozen"}
         return uniformerv2_classifier_flops(self.size, self.video_shape[0], self.num_classes,
                                             **shape)

@@ -37,8 +37,8 @@ class VideoMAEFinetuneTask(ClassificationTask):
                                      num_classes=self.num_classes)
 
     def flops_per_example(self) -> float:
-        """Forward FLOPs of one clip (internvideo_jax/flops.py)."""
-        from internvideo_jax.flops import videomae_classifier_flops
+        """Forward FLOPs of one clip (internvideo_jax/infra/flops.py)."""
+        from internvideo_jax.infra.flops import videomae_classifier_flops
         return videomae_classifier_flops(self.size, self.video_shape, self.num_classes)
 
     def pooled_features(self, variables: dict, video):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from input_pipelines import builders, masking, normalization
-from internvideo_jax import losses
+from internvideo_jax.training import losses
 from internvideo_jax.models import architecture, videomae
 from internvideo_jax.tasks.base import Task, normalized
 
@@ -44,8 +44,8 @@ class VideoMAEPretrainTask(Task):
                                      architecture.name_of(self.size, videomae.SIZES))
 
     def flops_per_example(self) -> float:
-        """Forward FLOPs of one clip (internvideo_jax/flops.py)."""
-        from internvideo_jax.flops import videomae_pretrain_flops
+        """Forward FLOPs of one clip (internvideo_jax/infra/flops.py)."""
+        from internvideo_jax.infra.flops import videomae_pretrain_flops
         return videomae_pretrain_flops(self.size, self.video_shape,
                                        self.model.num_masked((1,) + self.video_shape))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from internvideo_jax import hardware
+from internvideo_jax.infra import hardware
 from internvideo_jax.models.videomae import token_grid
 
 

@@ -19,12 +19,14 @@ from absl import logging
 
 from input_pipelines import sources
 from input_pipelines.robust import BadVideoTracker
-from internvideo_jax import checkpointing, flops, optim, periodic_eval, sharding
+from internvideo_jax.evaluation import periodic_eval
+from internvideo_jax.infra import flops, sharding
+from internvideo_jax.training import checkpointing, optim
 # re-exported: what callers built steps from before steps.py
-from internvideo_jax.steps import (TrainState, build_step, create_state,  # noqa: F401
+from internvideo_jax.training.steps import (TrainState, build_step, create_state,  # noqa: F401
                                    make_optimizer, make_train_step, micro_batches)
 from internvideo_jax.models import attention, layers
-from internvideo_jax.metrics_writer import MetricsWriter
+from internvideo_jax.training.metrics_writer import MetricsWriter
 from internvideo_jax.tasks import get_task
 
 

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from internvideo_jax import checkpointing, optim, sharding
+from internvideo_jax.infra import sharding
+from internvideo_jax.training import checkpointing, optim
 
 
 @flax.struct.dataclass

@@ -1,0 +1,2 @@
+"""Evaluation: multi-view classification (evaluate), retrieval and zero-shot (retrieval),
+evaluation while training (periodic_eval) and result plots (plots)."""
