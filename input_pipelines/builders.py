@@ -13,6 +13,7 @@ import numpy as np
 
 from input_pipelines import (decode, masking, randaugment, robust, sampling, sources,
                              transforms, workers)
+from internvideo_jax.text.tokenizer import get_tokenizer
 
 
 def open_video(example: dict) -> decode.Video:
@@ -143,7 +144,6 @@ class CaptionClip:
     context_length: int = 77
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        from internvideo_jax.text.tokenizer import get_tokenizer
         with open_video(example) as video:
             idx = sampling.segment_indices(video.num_frames, self.num_frames, rng)
             frames = video.frames(idx)

@@ -66,6 +66,7 @@ def stage_config(stage: str, workdir: str, steps: int = 0):
 
 def summary(workdir: str) -> dict:
     """The headline numbers of the finished stages, from their metrics.jsonl."""
+    # deferred on purpose, as in main(): the absl entry point parses its flags without JAX
     from internvideo_jax.training.metrics_writer import read_metrics
     out = {}
     pre = os.path.join(workdir, "pretrain")
@@ -106,6 +107,8 @@ def summary(workdir: str) -> dict:
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
+    # Imports deferred on purpose: flag parsing (--help, --stages) loads no JAX or training
+    # stack; linear_probe only when that stage runs.
     from internvideo_jax.infra.xla_cache import enable_compilation_cache
     enable_compilation_cache()
     from internvideo_jax.training import train

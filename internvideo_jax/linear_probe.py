@@ -21,6 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from internvideo_jax.evaluation.evaluate import accuracy_metrics, map_over_split, skipped_report
+from internvideo_jax.infra import sharding
+from internvideo_jax.models import layout
+from internvideo_jax.tasks import get_task
+from internvideo_jax.training import checkpointing
+
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
@@ -80,11 +86,6 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_views: np.ndarray,
 
 def run(config, workdir: str) -> dict:
     import flax.linen as nn
-    from internvideo_jax.infra import sharding
-    from internvideo_jax.training import checkpointing
-    from internvideo_jax.models import layers
-    from internvideo_jax.evaluation.evaluate import accuracy_metrics, map_over_split, skipped_report
-    from internvideo_jax.tasks import get_task
     if not config.init_from:
         raise ValueError("--config.init_from must name the pretrained encoder to probe.")
     mesh = sharding.make_mesh(config.mesh.to_dict())
@@ -94,7 +95,7 @@ def run(config, workdir: str) -> dict:
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
         params = nn.meta.unbox(task.init_variables(jax.random.key(0), task.init_batch(1)))
         pretrained, _ = checkpointing.load_params(config.init_from,
-                                                  scanned=layers.is_scanned(params["params"]))
+                                                  scanned=layout.is_scanned(params["params"]))
         params, loaded, _ = task.load_pretrained(params["params"], pretrained)
         train_config = config.copy_and_resolve_references()
         with train_config.unlocked():

@@ -72,6 +72,8 @@ def main(argv) -> None:
 
 def run() -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+    # Imports deferred on purpose: flag parsing (--help, a bad --config key) loads no JAX or
+    # training stack, and the multi-host start below runs before train/offline are imported.
     from internvideo_jax.infra import distributed
     if distributed.initialize_from_env():  # multi-host: environment (internvideo_jax/distributed)
         distributed.startup_check()

@@ -21,10 +21,11 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from internvideo_jax.evaluation.evaluate import map_over_split, skipped_arrays, video_ids
 from internvideo_jax.infra import sharding
-from internvideo_jax.training import checkpointing
-from internvideo_jax.convert.common import flatten
 from internvideo_jax.tasks import get_task
+from internvideo_jax.training import checkpointing
+from internvideo_jax.tree import flatten
 
 
 def restore_variables(task, path: str, mesh, ema: bool = False) -> tuple[dict, dict]:
@@ -90,7 +91,6 @@ def _file_name(video_id: str) -> str:
 def extract_features(config, workdir: str) -> str:
     """Per-video features of config.eval.split (the task's video_features: for mm_pretrain the
     L2-normalised video embedding). Returns the .npz path."""
-    from internvideo_jax.evaluation.evaluate import map_over_split, skipped_arrays, video_ids
     mesh, task, variables, _, _ = _setup(config, workdir)
     if not task.implements("video_features"):
         raise ValueError(f"task {config.task!r} defines no video features to extract.")

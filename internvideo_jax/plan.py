@@ -28,6 +28,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from internvideo_jax.infra import collectives, flops, hardware, sharding
+from internvideo_jax.models import layout
+from internvideo_jax.tasks import get_task
+from internvideo_jax.training import steps, train
 
 
 def topology_devices(topology: str, slices: int = 1):
@@ -82,10 +86,6 @@ def compile_with_hlo(lowered) -> tuple:
 
 
 def plan(config, topology: str, slices: int = 1) -> dict:
-    from internvideo_jax.infra import collectives, flops, hardware, sharding
-    from internvideo_jax.training import steps, train
-    from internvideo_jax.models import layers
-    from internvideo_jax.tasks import get_task
     devices = topology_devices(topology, slices)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
     task = get_task(config)
@@ -135,7 +135,7 @@ def plan(config, topology: str, slices: int = 1) -> dict:
         report["model_tflop_per_step"] = step_flops / 1e12
         seconds = cost.get("optimal_seconds")
         peak = flops.peak_flops(devices[0])
-        if layers.is_scanned(state.params):
+        if layout.is_scanned(state.params):
             # The cost model counts a while loop's body once, not once per trip: no estimate.
             report["compiler_step_seconds_note"] = ("omitted: the compiler's cost model counts "
                                                     "the scanned layers' loop body once")

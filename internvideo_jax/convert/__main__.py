@@ -53,7 +53,6 @@ import sys
 
 import numpy as np
 
-from internvideo_jax.training.checkpointing import load_variables
 from internvideo_jax.convert import registry
 # the shared plumbing (convert/cli_common.py) and the VideoMAE family's helpers, importable from
 # here as before; cmd_import calls import_params and save_params through this module's globals
@@ -66,7 +65,9 @@ from internvideo_jax.convert.outputs import check_output, replacing
 from internvideo_jax.convert.reading import choose_weights, read_hf_dir, read_torch_file
 from internvideo_jax.convert.videomae import (build_model, size_from_params,  # noqa: F401
                                              target_params, videomae_variables)
+from internvideo_jax.infra.sharding import describe_placement
 from internvideo_jax.models import architecture
+from internvideo_jax.training.checkpointing import load_variables
 
 
 # ---- commands: each model family's import and export live in its module (convert/registry.py) --
@@ -93,7 +94,6 @@ def cmd_import(a) -> None:
     tree = as_jax_arrays(tree, shardings)  # the source state dict is gone after the call
     params = tree["params"] if wrapped else tree
     if a.mesh:
-        from internvideo_jax.infra.sharding import describe_placement
         print(describe_placement(f"params over mesh {a.mesh}", tree))
     with replacing(a.out, a.overwrite) as staging:
         save_params(params, staging)

@@ -14,6 +14,7 @@ import dataclasses
 import re
 
 from internvideo_jax.convert.common import ConversionError, UsageError
+from internvideo_jax.models import caption_decoder, clip, multimodal, uniformerv2, videomae
 from internvideo_jax.models.architecture import name_of
 
 
@@ -71,7 +72,6 @@ def check_against(found, chosen, name: str, named: dict, what: str) -> None:
 def videomae_size(sd: dict, pretraining: bool, given=None):
     """(VideoMAESize, name or None) of an official VideoMAE / InternVideo-MAE / VideoMAE V2 state
     dict; the heads from `given` (the --size's VideoMAESize) when there is one."""
-    from internvideo_jax.models.videomae import SIZES, VideoMAESize
     pre = "encoder." if pretraining else ""
     key = f"{pre}patch_embed.proj.weight"
     if key not in sd:
@@ -81,22 +81,23 @@ def videomae_size(sd: dict, pretraining: bool, given=None):
     depth = count_indexed(sd, f"{pre}blocks.")
     fc1 = sd.get(f"{pre}blocks.0.mlp.fc1.weight")
     mlp_ratio = fc1.shape[0] / dim if fc1 is not None else 4.0
-    named_heads = [(s.dim, s.heads) for s in SIZES.values()]
+    named_heads = [(s.dim, s.heads) for s in videomae.SIZES.values()]
     dec = dict(decoder_dim=0, decoder_heads=0, decoder_depth=0)
     if pretraining and "mask_token" in sd:
         ddim = int(sd["mask_token"].shape[-1])
         dec = dict(decoder_dim=ddim, decoder_depth=count_indexed(sd, "decoder.blocks."),
                    decoder_heads=heads_by_rule(
-                       ddim, [(s.decoder_dim, s.decoder_heads) for s in SIZES.values()],
+                       ddim, [(s.decoder_dim, s.decoder_heads) for s in videomae.SIZES.values()],
                        (given.decoder_dim, given.decoder_heads) if given else None))
     given_heads = (given.dim, given.heads) if given else None
-    found = VideoMAESize(dim=dim, depth=depth, heads=heads_by_rule(dim, named_heads, given_heads),
-                         mlp_ratio=mlp_ratio, patch=patch, tubelet=tubelet, **dec)
+    found = videomae.VideoMAESize(dim=dim, depth=depth,
+                                  heads=heads_by_rule(dim, named_heads, given_heads),
+                                  mlp_ratio=mlp_ratio, patch=patch, tubelet=tubelet, **dec)
     if not pretraining:  # a classifier has no decoder: name it by its encoder
-        for name, s in SIZES.items():
+        for name, s in videomae.SIZES.items():
             if dataclasses.replace(s, decoder_dim=0, decoder_heads=0, decoder_depth=0) == found:
                 return s, name
-    return found, name_of(found, SIZES)
+    return found, name_of(found, videomae.SIZES)
 
 
 def videomae_encoder_only(size):
@@ -122,7 +123,6 @@ def uniformerv2_size(sd: dict, prefix: str = "backbone.", embed_dim: int = 0, he
     """(UniFormerV2Size, name or None, conv1's temporal kernel) of the CLIP ViT + global
     UniBlocks under `prefix` ('backbone.' in a classifier, 'clip.visual.' in the multimodal
     model); `heads`: a --size's (width, heads), used when the width is its."""
-    from internvideo_jax.models.uniformerv2 import SIZES, UniFormerV2Size
     conv1 = sd.get(f"{prefix}conv1.weight")
     if conv1 is None:
         raise ConversionError("not a UniFormerV2 state dict", missing=[f"{prefix}conv1.weight"])
@@ -131,14 +131,15 @@ def uniformerv2_size(sd: dict, prefix: str = "backbone.", embed_dim: int = 0, he
     n_global = count_indexed(sd, f"{prefix}transformer.dec.")
     pos = sd.get(f"{prefix}positional_embedding")
     grid = round((pos.shape[0] - 1) ** 0.5) if pos is not None else 224 // patch
-    heads = heads_by_rule(width, [(s.width, s.heads) for s in SIZES.values()], heads)
+    heads = heads_by_rule(width, [(s.width, s.heads) for s in uniformerv2.SIZES.values()], heads)
     base = dict(width=width, layers=layers, heads=heads, patch=patch, image_size=grid * patch,
                 return_list=tuple(range(layers - n_global, layers)))
-    same = [s for s in SIZES.values()
+    same = [s for s in uniformerv2.SIZES.values()
             if {k: getattr(s, k) for k in base if k != "return_list"} == {
                 k: v for k, v in base.items() if k != "return_list"}]
-    size = UniFormerV2Size(**base, embed_dim=embed_dim or (same[0].embed_dim if same else width))
-    return size, name_of(size, SIZES), int(kt)
+    size = uniformerv2.UniFormerV2Size(
+        **base, embed_dim=embed_dim or (same[0].embed_dim if same else width))
+    return size, name_of(size, uniformerv2.SIZES), int(kt)
 
 
 def uniformerv2_checkpoint(sd: dict, heads=None) -> UniFormerV2Checkpoint:
@@ -154,7 +155,6 @@ def uniformerv2_checkpoint(sd: dict, heads=None) -> UniFormerV2Checkpoint:
 def multimodal_size(sd: dict, given=None):
     """(MultimodalSize, name or None, has a caption decoder) of a Lightning-layout state dict;
     the heads from `given` (the --size's MultimodalSize) when there is one."""
-    from internvideo_jax.models import caption_decoder, clip, multimodal
     proj = sd.get("clip.visual_proj")
     embed_dim = int(proj.shape[1]) if proj is not None else 0
     video, _, _ = uniformerv2_size(sd, "clip.visual.", embed_dim,

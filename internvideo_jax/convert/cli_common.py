@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 
-from internvideo_jax.convert.common import UsageError, flatten
+from internvideo_jax.convert.common import UsageError, flatten, unflatten
 from internvideo_jax.convert.outputs import replacing
 from internvideo_jax.convert.reading import choose_weights, read_torch_file, strip_wrappers
+from internvideo_jax.infra import sharding
+from internvideo_jax.infra.sharding import MESH_AXES
 
 
 def read_weights(a) -> dict:
@@ -49,7 +51,6 @@ def as_jax_arrays(params: dict, shardings: dict | None = None) -> dict:
     params of NamedShardings) each array is placed sharded over its mesh."""
     import jax
     import jax.numpy as jnp
-    from internvideo_jax.convert.common import unflatten
     flat = flatten(params)
     del params
     placement = flatten(shardings) if shardings is not None else {}
@@ -61,7 +62,6 @@ def as_jax_arrays(params: dict, shardings: dict | None = None) -> dict:
 
 def parse_mesh(text: str) -> dict:
     """'fsdp=8' or 'data=2,fsdp=-1,tensor=2' -> a mesh config (unnamed axes are 1)."""
-    from internvideo_jax.infra.sharding import MESH_AXES
     config = {axis: 1 for axis in MESH_AXES}
     for part in text.split(","):
         axis, _, size = part.partition("=")
@@ -76,7 +76,6 @@ def import_shardings(mesh_text: str, boxed: dict, imported: dict) -> dict:
     """NamedShardings from the one rules table for the imported variables (their model's boxed
     abstract variables), over a mesh of this process's devices (all processes' devices under
     jax.distributed)."""
-    from internvideo_jax.infra import sharding
     mesh = sharding.make_mesh(parse_mesh(mesh_text))
     shardings = sharding.logical_shardings(boxed, mesh)
     return {collection: shardings[collection] for collection in imported}

@@ -11,7 +11,9 @@ from typing import Callable
 
 import numpy as np
 
-Path = tuple[str, ...]
+# re-exported: the tree helpers live in internvideo_jax/tree.py
+from internvideo_jax.tree import Path, flatten, unflatten  # noqa: F401
+
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
@@ -92,26 +94,6 @@ def clip_transforms(leaf: str, shape: tuple[int, ...]) -> tuple[Transform, Trans
     if leaf == "kernel":
         return (lambda w: w.T, lambda k: k.T)
     return identity, identity
-
-
-def flatten(tree: dict, prefix: Path = ()) -> dict[Path, np.ndarray]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
-
-
-def unflatten(flat: dict[Path, np.ndarray]) -> dict:
-    tree: dict = {}
-    for path, v in flat.items():
-        node = tree
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = v
-    return tree
 
 
 def to_numpy(tensor) -> np.ndarray:

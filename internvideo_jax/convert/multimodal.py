@@ -24,6 +24,7 @@ import dataclasses
 
 import numpy as np
 
+from internvideo_jax.convert import architecture as arch
 from internvideo_jax.convert import caption_decoder as conv_dec
 from internvideo_jax.convert import clip as conv_clip
 from internvideo_jax.convert import uniformerv2 as conv_uni
@@ -33,6 +34,7 @@ from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, ConversionError, Pa
                                            export_state_dict, flatten, identity,
                                            import_state_dict, strip_prefixes)
 from internvideo_jax.convert.registry import Family, register
+from internvideo_jax.models import architecture, multimodal
 
 WRAPPER_PREFIXES = ("module.", "model.")
 DECODER = "caption_decoder."
@@ -133,8 +135,6 @@ def import_multimodal(a) -> tuple[dict, dict, dict]:
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    from internvideo_jax.convert import architecture as arch
-    from internvideo_jax.models import architecture, multimodal
     checkpoint = read_weights(a)
     keys = unwrap(checkpoint)
     chosen = known_size(multimodal.get_size, a.size) if a.size else None

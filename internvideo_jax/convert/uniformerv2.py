@@ -18,12 +18,15 @@ import re
 
 import numpy as np
 
+from internvideo_jax.convert import architecture as arch
 from internvideo_jax.convert.cli_common import (abstract_variables, known_size, read_weights,
                                                save_torch, say_size)
 from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, Path, Rule, clip_transforms,
                                            export_state_dict, flatten, import_state_dict,
                                            strip_prefixes)
 from internvideo_jax.convert.registry import Family, register
+from internvideo_jax.models import architecture
+from internvideo_jax.models import uniformerv2 as u
 
 WRAPPER_PREFIXES = ("module.",)
 _LMHRA_PARTS = {"bn": "0", "conv_in": "1", "conv_t": "2", "conv_out": "3"}
@@ -114,9 +117,6 @@ def import_uniformerv2(a) -> tuple[dict, dict, dict]:
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    from internvideo_jax.convert import architecture as arch
-    from internvideo_jax.models import architecture
-    from internvideo_jax.models import uniformerv2 as u
     sd = strip_prefixes(read_weights(a), WRAPPER_PREFIXES)
     chosen = known_size(u.get_size, a.size) if a.size else None
     found = arch.uniformerv2_checkpoint(sd, (chosen.width, chosen.heads) if chosen else None)

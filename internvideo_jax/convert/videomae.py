@@ -18,12 +18,16 @@ import sys
 
 import numpy as np
 
+from internvideo_jax.convert import architecture as arch
 from internvideo_jax.convert.cli_common import (abstract_variables, known_size, read_weights,
                                                save_torch, say_size)
 from internvideo_jax.convert.common import (Path, Rule, UsageError, export_state_dict, flatten,
                                            identity, import_state_dict, strip_prefixes)
 from internvideo_jax.convert.outputs import replacing
+from internvideo_jax.convert.reading import read_hf_dir
 from internvideo_jax.convert.registry import Family, register
+from internvideo_jax.models import architecture, videomae
+from internvideo_jax.models.videomae import SIZES, VideoMAESize
 
 # Wrappers seen around official checkpoints: DDP 'module.', 'model.' and the fine-tuning scripts'
 # 'backbone.'. Stripped only when every key carries them.
@@ -224,7 +228,6 @@ def hf_config(size, *, num_frames: int, image_size: int, num_classes: int | None
 def size_from_params(params: dict):
     """Read the architecture (a VideoMAESize) off our own parameter tree (heads included: qkv is
     (D, 3, H, hd))."""
-    from internvideo_jax.models.videomae import VideoMAESize
     enc = params["encoder"]
     pt, p, _, _, dim = enc["patch_embed"]["kernel"].shape
     blocks = enc["transformer"]
@@ -241,7 +244,6 @@ def size_from_params(params: dict):
 
 
 def build_model(kind: str, size, num_classes: int):
-    from internvideo_jax.models import videomae
     if kind == "videomae_pretrain":
         return videomae.VideoMAEPretrain(size)
     if kind == "videomae_classifier":
@@ -270,10 +272,6 @@ def import_videomae(a) -> tuple[dict, dict, dict]:
     """An official VideoMAE / InternVideo-MAE / VideoMAE V2 file or an HF transformers directory
     -> our params; the size read off the tensors (or config.json)."""
     import flax.linen as nn
-    from internvideo_jax.convert import architecture as arch
-    from internvideo_jax.convert.reading import read_hf_dir
-    from internvideo_jax.models import architecture
-    from internvideo_jax.models.videomae import SIZES, VideoMAESize
     pretraining = a.model == "videomae_pretrain"
     if os.path.isdir(a.src):
         sd, hf = read_hf_dir(a.src)

@@ -14,6 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from input_pipelines import builders, label_map, sources
+from internvideo_jax.evaluation import plots
 from internvideo_jax.infra import sharding
 
 
@@ -195,7 +196,6 @@ def evaluate(task, variables, mesh, config, out_dir: str | None = None,
           f"{100 * result['top5']:.2f} mean class {100 * result['mean_class_accuracy']:.2f} "
           f"({result['videos']} videos{unread}); {describe_protocol(protocol)}", flush=True)
     if out_dir and jax.process_index() == 0:
-        from internvideo_jax.evaluation import plots
         os.makedirs(out_dir, exist_ok=True)
         split = config.eval.split
         np.savez(os.path.join(out_dir, f"scores_{split}.npz"),

@@ -215,7 +215,7 @@ class TextEncoder(nn.Module):
 
     `tokens=True` also returns the final-layer tokens (B, 77, width) after ln_final.
     scan: the blocks as one nn.scan (layers.scan_blocks; parameters under 'resblocks/block' with
-    a leading 'layers' axis instead of resblocks_0.., layers.stack_layers converts).
+    a leading 'layers' axis instead of resblocks_0.., layout.stack_layers converts).
     remat: a layers.REMAT_POLICIES name for the blocks (same outputs and parameters).
     """
 

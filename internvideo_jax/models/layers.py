@@ -1,4 +1,6 @@
-"""Shared transformer layers: attention, MLP, drop path, tubelet patch embed, sinusoid tables.
+"""Shared transformer layers: attention, MLP, drop path, tubelet patch embed, sinusoid tables,
+the Transformer stack (VideoMAE), remat policies and scan_blocks (nn.scan over layers).
+Converting parameter trees between the per-layer and scanned layouts is models/layout.py.
 
 Every parameter carries logical axis names (see internvideo_jax/infra/sharding.py for the one table that
 maps them onto the ('data', 'fsdp', 'tensor') mesh) and large activations carry logical constraints.
@@ -19,8 +21,10 @@ import numpy as np
 
 from internvideo_jax.models import naming
 from internvideo_jax.models.attention import attention
-# re-exported: the naming rule's constants and path test (models/naming.py)
-from internvideo_jax.models.naming import SCANNED, STACKS, is_stacked_path  # noqa: F401
+# re-exported for the tests: the layout conversions (models/layout.py) and the naming rule's
+# constants (models/naming.py: SCANNED, 'blocks', is VideoMAE's stack; STACKS, every stack name)
+from internvideo_jax.models.layout import is_scanned, stack_layers, unstack_layers  # noqa: F401
+from internvideo_jax.models.naming import SCANNED, STACKS  # noqa: F401
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -298,8 +302,8 @@ class Transformer(nn.Module):
     the memory/compute trade of the backward pass changes.
     scan: one Block traced once and run `depth` times by nn.scan (compile time independent of
     depth); parameters stacked under 'blocks' with a leading 'layers' axis instead of blocks_0..
-    blocks_{depth-1} (stack_layers / unstack_layers convert between the two layouts; the naming
-    rule: models/naming.py)."""
+    blocks_{depth-1} (models/layout.py's stack_layers / unstack_layers convert between the two
+    layouts; the naming rule: models/naming.py)."""
 
     depth: int
     num_heads: int
@@ -324,12 +328,6 @@ class Transformer(nn.Module):
             x = block(**common, drop_path=float(rates[i]), name=naming.layer_name(SCANNED, i))(
                 x, deterministic)
         return x
-
-
-# SCANNED ('blocks', VideoMAE's layers; unscanned ones are blocks_0, blocks_1, ...) and STACKS
-# (every name under which a model stacks layers: per layer `{name}_{i}`, scanned
-# `{name}/block/...` with a leading (depth,) 'layers' axis on every leaf) come from
-# models/naming.py, the one statement of the rule; re-exported here.
 
 
 def scan_blocks(block: Any, block_kwargs: dict, x: jax.Array, rates, deterministic: bool,
@@ -377,70 +375,3 @@ class _ScanStep(nn.Module):
             kept = jax.lax.dynamic_update_index_in_dim(kept, jnp.where(slot >= 0, x, current),
                                                        at, 0)
         return (x, kept), None
-
-
-def stack_layers(tree: dict) -> dict:
-    """Unscanned layout -> scanned: every dict holding {name}_0..{name}_{n-1} (name in STACKS)
-    gets them stacked leaf by leaf into one '{name}/block' subtree with a leading (n,) axis."""
-    if not isinstance(tree, dict):
-        return tree
-    out = {k: stack_layers(v) for k, v in tree.items() if _layer_key(k) is None}
-    for name in STACKS:
-        n = sum(_layer_key(k) == name for k in tree)
-        if not n:
-            continue
-        if any(naming.layer_name(name, i) not in tree for i in range(n)):
-            raise ValueError(f"{name} are not numbered 0..{n - 1}: {sorted(tree)}")
-        layers = [tree[naming.layer_name(name, i)] for i in range(n)]
-        out[name] = {naming.SCAN_BLOCK: jax.tree.map(
-            lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)}
-    return out
-
-
-def unstack_layers(tree: dict) -> dict:
-    """Scanned layout -> unscanned: every '{name}/block' subtree (name in STACKS) with a leading
-    (n,) axis becomes {name}_0..{name}_{n-1}."""
-    if not isinstance(tree, dict):
-        return tree
-    out = {k: unstack_layers(v) for k, v in tree.items() if not _is_stack(k, v)}
-    for name, value in tree.items():
-        if _is_stack(name, value):
-            stacked = value[naming.SCAN_BLOCK]
-            n = jax.tree.leaves(stacked)[0].shape[0]
-            for i in range(n):
-                out[naming.layer_name(name, i)] = jax.tree.map(lambda x: np.asarray(x)[i],
-                                                               stacked)
-    return out
-
-
-def match_layout(tree: dict, scanned: bool) -> dict:
-    """`tree` in the scanned (True) or unscanned (False) layer layout, converted if needed."""
-    if scanned and not is_scanned(tree):
-        return stack_layers(tree)
-    if not scanned and is_scanned(tree):
-        return unstack_layers(tree)
-    return tree
-
-
-def is_scanned(tree: dict) -> bool:
-    """Whether a parameter tree holds scanned layers anywhere."""
-    return isinstance(tree, dict) and any(_is_stack(k, v) or is_scanned(v)
-                                          for k, v in tree.items())
-
-
-def _is_stack(key: str, value) -> bool:
-    return naming.is_stack(key, value)
-
-
-def _layer_key(key: str) -> str | None:
-    """'blocks' for 'blocks_3' (any name in STACKS), else None. A zero-padded index
-    ('blocks_01', not a name the models give) is refused rather than passed through."""
-    parsed = naming.parse_layer(key)
-    if parsed is None:
-        name, _, index = key.rpartition("_")
-        if name in STACKS and index.isascii() and index.isdigit():
-            raise ValueError(f"{key!r} is not a layer name of the {name!r} stack "
-                             f"(layers are {naming.layer_name(name, 0)}, "
-                             f"{naming.layer_name(name, 1)}, ...)")
-        return None
-    return parsed[0]

@@ -10,10 +10,10 @@ zeros), `stack` one of STACKS:
 
 Scanned layouts (nn.scan, layers.scan_blocks) hold the same stack as one subtree
 `{stack}/block/...` (SCAN_BLOCK = 'block') whose every leaf has a leading (depth,) 'layers' axis;
-slice i of it is layer `{stack}_i` of the per-layer layout (layers.stack_layers / unstack_layers
+slice i of it is layer `{stack}_i` of the per-layer layout (layout.stack_layers / unstack_layers
 convert between the two).
 
-Who relies on it: models/layers.py (stack_layers, unstack_layers, match_layout, is_stacked_path),
+Who relies on it: models/layout.py (stack_layers, unstack_layers, match_layout, is_scanned),
 optim.py (layer-wise lr decay: the encoder's `blocks` layers give the layer ids), and the
 checkpoint converters' name regexes (convert/videomae.py, convert/uniformerv2.py). Renaming a
 stack, or adding one, means updating all of them.

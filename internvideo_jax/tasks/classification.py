@@ -19,8 +19,9 @@ import numpy as np
 import optax
 
 from input_pipelines import builders, label_map, normalization
-from internvideo_jax.training import mixup
+from internvideo_jax.evaluation.evaluate import evaluate
 from internvideo_jax.tasks.base import Task, standardize, to_unit_range  # noqa: F401
+from internvideo_jax.training import mixup
 
 
 class ClassificationTask(Task):
@@ -134,7 +135,6 @@ class ClassificationTask(Task):
     def evaluate(self, variables, mesh, config, out_dir: str | None = None,
                  stored_protocol: dict | None = None) -> dict:
         """Multi-view top-1/top-5 on config.eval.split (internvideo_jax.evaluation.evaluate)."""
-        from internvideo_jax.evaluation.evaluate import evaluate
         return evaluate(self, variables, mesh, config, out_dir, stored_protocol)
 
 

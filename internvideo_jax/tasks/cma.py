@@ -17,11 +17,13 @@ import numpy as np
 import optax
 
 from input_pipelines import normalization
-from internvideo_jax.training import checkpointing
+from internvideo_jax.infra.flops import cma_flops
 from internvideo_jax.models import cma, uniformerv2, videomae
 from internvideo_jax.tasks.base import standardize
 from internvideo_jax.tasks.classification import ClassificationTask
 from internvideo_jax.tasks.uniformerv2_finetune import load_uniformerv2
+from internvideo_jax.training import checkpointing
+from internvideo_jax.tree import flatten, unflatten
 
 # Trainable parameters, by path prefix: the CMA blocks (u_from_m_i, m_from_u_i), the score
 # weights, both heads and the UniFormerV2 query token. Everything else is frozen.
@@ -74,7 +76,6 @@ class CMATask(ClassificationTask):
             "combined_loss": combined, "videomae_loss": heads[0], "uniformer_loss": heads[1]}
 
     def _flops(self) -> tuple[float, float]:
-        from internvideo_jax.infra.flops import cma_flops
         m = self.config.model
         return cma_flops(videomae.get_size(m.videomae_size), uniformerv2.get_size(m.uniformer_size),
                          self.video_shape, m.num_classes, tuple(m.directions), m.depth,
@@ -89,7 +90,6 @@ class CMATask(ClassificationTask):
         return self._flops()[1]
 
     def trainable_mask(self, params):
-        from internvideo_jax.convert.common import flatten, unflatten
         return unflatten({p: is_trainable(p) for p in flatten(params)})
 
     def initial_params(self, params: dict) -> tuple[dict, str]:

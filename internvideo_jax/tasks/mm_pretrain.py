@@ -23,10 +23,12 @@ from absl import logging
 
 from input_pipelines import builders, normalization, robust
 from internvideo_jax.evaluation import retrieval
-from internvideo_jax.training import losses
+from internvideo_jax.evaluation.evaluate import eval_data_config, map_over_split, skipped_report
+from internvideo_jax.infra.flops import multimodal_flops
 from internvideo_jax.models import multimodal
 from internvideo_jax.tasks.base import Task, normalized
 from internvideo_jax.text.tokenizer import get_tokenizer
+from internvideo_jax.training import losses
 
 
 class MultimodalPretrainTask(Task):
@@ -52,7 +54,6 @@ class MultimodalPretrainTask(Task):
     def flops_per_example(self) -> float:
         """Forward FLOPs of one (video, caption) pair, the decoder included when it is trained
         (internvideo_jax/infra/flops.py)."""
-        from internvideo_jax.infra.flops import multimodal_flops
         m = self.config.model
         return multimodal_flops(self.size, self.video_shape[0],
                                 m.caption_length if m.caption_weight > 0 else None)
@@ -133,8 +134,6 @@ class MultimodalPretrainTask(Task):
                  stored_protocol: dict | None = None) -> dict:
         """Retrieval and zero-shot metrics of variables['params'] (out_dir, stored_protocol:
         unused; the classification tasks' interface)."""
-        from internvideo_jax.evaluation.evaluate import (eval_data_config, map_over_split,
-                                                         skipped_report)
         del out_dir, stored_protocol
         params = variables["params"]
         e = config.eval

@@ -22,8 +22,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from internvideo_jax.infra.flops import uniformerv2_classifier_flops
 from internvideo_jax.models import architecture, pos_embed, uniformerv2
 from internvideo_jax.tasks.classification import ClassificationTask, copy_matching
+from internvideo_jax.tree import flatten, unflatten
 
 # The structural switches besides the size (config keys, or model.json with size=init_from).
 ENCODER_SHAPE = ("temporal_kernel", "temporal_stride", "local", "frozen")
@@ -66,7 +68,6 @@ class UniFormerV2FinetuneTask(ClassificationTask):
         backbone (conv1, class/positional embeddings, ln_pre, the resblocks) stays as loaded, the
         global UniBlocks (temporal_cls_token, dpe, dec) and the head train, as the reference's
         FROZEN recipe."""
-        from internvideo_jax.convert.common import flatten, unflatten
         if not self.encoder_shape["frozen"]:
             return None
         return unflatten({p: not (p[0] == "backbone" and p[1].startswith(FROZEN_PARTS))
@@ -77,7 +78,6 @@ class UniFormerV2FinetuneTask(ClassificationTask):
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one clip (internvideo_jax/infra/flops.py)."""
-        from internvideo_jax.infra.flops import uniformerv2_classifier_flops
         shape = {k: v for k, v in self.encoder_shape.items() if k != "frozen"}
         return uniformerv2_classifier_flops(self.size, self.video_shape[0], self.num_classes,
                                             **shape)
@@ -97,7 +97,6 @@ def load_uniformerv2(params: dict, pretrained: dict) -> tuple[dict, list, list]:
     """A UniFormerV2Classifier's params from a classifier checkpoint (backbone, and the head when
     its classes agree) or a multimodal one (visual/encoder -> backbone). Returns (params, loaded
     paths, paths left at their initial value)."""
-    from internvideo_jax.convert.common import flatten, unflatten
     source = flatten(pretrained)
     target = flatten(params)
     if any(p[:2] == ("visual", "encoder") for p in source):  # multimodal pretraining

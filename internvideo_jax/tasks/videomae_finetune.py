@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from internvideo_jax.infra.flops import videomae_classifier_flops
 from internvideo_jax.models import architecture, videomae
 from internvideo_jax.tasks.classification import (ClassificationTask, copy_matching,
                                                   to_unit_range)
+from internvideo_jax.tree import flatten, unflatten
 
 
 class VideoMAEFinetuneTask(ClassificationTask):
@@ -38,7 +40,6 @@ class VideoMAEFinetuneTask(ClassificationTask):
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one clip (internvideo_jax/infra/flops.py)."""
-        from internvideo_jax.infra.flops import videomae_classifier_flops
         return videomae_classifier_flops(self.size, self.video_shape, self.num_classes)
 
     def pooled_features(self, variables: dict, video):
@@ -55,7 +56,6 @@ class VideoMAEFinetuneTask(ClassificationTask):
         Returns (params, loaded paths, paths left at their initial value). Shapes must match;
         a mismatch is an error naming the tensor.
         """
-        from internvideo_jax.convert.common import flatten, unflatten
         target, loaded = copy_matching(flatten(params), flatten(pretrained.get("encoder",
                                                                               pretrained)),
                                        ("encoder",))

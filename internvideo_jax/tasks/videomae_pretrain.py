@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from input_pipelines import builders, masking, normalization
-from internvideo_jax.training import losses
+from internvideo_jax.infra.flops import videomae_pretrain_flops
 from internvideo_jax.models import architecture, videomae
 from internvideo_jax.tasks.base import Task, normalized
+from internvideo_jax.training import losses
 
 
 class VideoMAEPretrainTask(Task):
@@ -45,7 +46,6 @@ class VideoMAEPretrainTask(Task):
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one clip (internvideo_jax/infra/flops.py)."""
-        from internvideo_jax.infra.flops import videomae_pretrain_flops
         return videomae_pretrain_flops(self.size, self.video_shape,
                                        self.model.num_masked((1,) + self.video_shape))
 

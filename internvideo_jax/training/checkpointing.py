@@ -17,6 +17,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from internvideo_jax.models.layout import match_layout
+
 
 class Checkpointer:
     def __init__(self, workdir: str, *, keep: int, async_save: bool = True):
@@ -218,7 +220,7 @@ def load_variables(path: str, ema: bool = False,
     """{'params', ...model state (e.g. 'batch_stats')} as numpy, and the run's config.json, from
     the same places as load_params. ema=True takes the EMA weights of a train state that has them.
     A variables checkpoint (convert import: {'params', 'batch_stats'}) is returned as it is.
-    scanned: convert the layer layout when it differs (models/layers.stack_layers)."""
+    scanned: convert the layer layout when it differs (models/layout.match_layout)."""
     import numpy as np
     meta = {}
     if os.path.isdir(os.path.join(path, "checkpoints")):
@@ -242,6 +244,5 @@ def load_variables(path: str, ema: bool = False,
         tree = {"params": tree}
     tree = jax.tree.map(np.asarray, tree)
     if scanned is not None:
-        from internvideo_jax.models.layers import match_layout
         tree = match_layout(tree, scanned)
     return tree, meta

@@ -21,13 +21,14 @@ from input_pipelines import sources
 from input_pipelines.robust import BadVideoTracker
 from internvideo_jax.evaluation import periodic_eval
 from internvideo_jax.infra import flops, sharding
+from internvideo_jax.models import attention, layout
+from internvideo_jax.tasks import get_task
 from internvideo_jax.training import checkpointing, optim
+from internvideo_jax.training.metrics_writer import MetricsWriter
 # re-exported: what callers built steps from before steps.py
 from internvideo_jax.training.steps import (TrainState, build_step, create_state,  # noqa: F401
                                    make_optimizer, make_train_step, micro_batches)
-from internvideo_jax.models import attention, layers
-from internvideo_jax.training.metrics_writer import MetricsWriter
-from internvideo_jax.tasks import get_task
+from internvideo_jax.tree import flatten, unflatten
 
 
 def check_batch(config, mesh) -> int:
@@ -175,7 +176,7 @@ def initialised(task, config, state: TrainState, shardings) -> tuple[TrainState,
         params, report = own
     elif config.init_from:
         pretrained, _ = checkpointing.load_variables(  # in this model's layer layout
-            config.init_from, scanned=layers.is_scanned(state.params))
+            config.init_from, scanned=layout.is_scanned(state.params))
         params, loaded, kept = task.load_pretrained(state.params, pretrained.pop("params"))
         model_state, state_report = carry_model_state(state.model_state, pretrained)
         state = state.replace(model_state=jax.device_put(model_state, shardings.model_state))
@@ -192,7 +193,6 @@ def carry_model_state(model_state: dict, pretrained: dict) -> tuple[dict, str]:
     """The model state (e.g. UniFormerV2's BatchNorm running statistics, 'batch_stats') taken
     from init_from's variables where the path and shape agree; the rest keeps its initial value.
     Returns (model_state, a report to append to the init report: what came, what did not)."""
-    from internvideo_jax.convert.common import flatten, unflatten
     out, report = {}, ""
     for collection, tree in model_state.items():
         ours, theirs = flatten(tree), flatten(pretrained.get(collection, {}))
