@@ -58,7 +58,6 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.num_epochs = 10.0
     c.optim.update(base_lr=1e-3, min_lr=1e-5, warmup_epochs=0.5, b1=0.9, b2=0.98, eps=1e-6,
                    weight_decay=0.05, grad_clip=1.0)
-    c.checkpoint_every = 100
 
     if preset == "tiny":
         c.total_steps = 300

@@ -36,7 +36,6 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.num_epochs = 20.0
     c.optim.update(base_lr=1.5e-4, min_lr=1e-5, warmup_epochs=40.0, b1=0.9, b2=0.95, eps=1e-8,
                    weight_decay=0.05, grad_clip=0.0)
-    c.checkpoint_every = 100
 
     if preset == "tiny":
         # 800 demo videos / batch 16 = 50 steps per epoch, 6 epochs = 300 steps. A small model needs
