@@ -88,6 +88,18 @@ def import_and_finetune(kwargs, data_dir, tmp_path, monkeypatch):
     return ref, config, started, final
 
 
+def check_export(kwargs: dict, tmp_path, task, video) -> None:
+    """`convert export --to pth` of the run: the PyTorch module of this architecture loads it
+    strictly and gives the run's logits."""
+    cli.main(["export", "--src", str(tmp_path / "run"), "--to", "pth", "--out",
+              str(tmp_path / "back.pyth")])
+    back = UniFormerV2(**kwargs)
+    back.load_state_dict(torch.load(tmp_path / "back.pyth")["model_state"], strict=True)
+    variables, _ = load_variables(str(tmp_path / "run"))
+    np.testing.assert_allclose(np.asarray(task.logits_fn(variables, video)),
+                               torch_logits(back.eval(), video, task), rtol=1e-4, atol=1e-4)
+
+
 def evaluation_of(workdir) -> dict:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
@@ -125,14 +137,7 @@ def test_ssv2_style_checkpoint_finetunes_evaluates_and_exports(data_dir, tmp_pat
     result = offline.evaluate(config, str(tmp_path / "eval_imported"))
     assert result["checkpoint"] == str(tmp_path / "imported") and result["videos"] == 8
     assert 0.0 <= result["top1"] <= 1.0
-    # export: the PyTorch module of this architecture loads it strictly, same logits
-    cli.main(["export", "--src", str(tmp_path / "run"), "--to", "pth", "--out",
-              str(tmp_path / "back.pyth")])
-    back = UniFormerV2(**SSV2_LIKE)
-    back.load_state_dict(torch.load(tmp_path / "back.pyth")["model_state"], strict=True)
-    variables, _ = load_variables(str(tmp_path / "run"))
-    np.testing.assert_allclose(np.asarray(task.logits_fn(variables, video)),
-                               torch_logits(back.eval(), video, task), rtol=1e-4, atol=1e-4)
+    check_export(SSV2_LIKE, tmp_path, task, video)
 
 
 def test_frozen_variant_imports_trains_its_unfrozen_parts_and_exports(data_dir, tmp_path,
@@ -158,10 +163,4 @@ def test_frozen_variant_imports_trains_its_unfrozen_parts_and_exports(data_dir, 
     assert {p[1].split("_")[0] for p in moved if p[0] == "backbone"} >= {"dec"}
     assert any(p[0] == "proj_head" for p in moved)
     assert np.isfinite(evaluation_of(tmp_path / "run")["eval_top1"])
-    cli.main(["export", "--src", str(tmp_path / "run"), "--to", "pth", "--out",
-              str(tmp_path / "back.pyth")])
-    back = UniFormerV2(**FROZEN)
-    back.load_state_dict(torch.load(tmp_path / "back.pyth")["model_state"], strict=True)
-    variables, _ = load_variables(str(tmp_path / "run"))
-    np.testing.assert_allclose(np.asarray(task.logits_fn(variables, video)),
-                               torch_logits(back.eval(), video, task), rtol=1e-4, atol=1e-4)
+    check_export(FROZEN, tmp_path, task, video)
