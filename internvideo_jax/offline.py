@@ -68,15 +68,15 @@ def evaluate(config, workdir: str) -> dict:
     mesh, task, variables, meta, source = _setup(config, workdir)
     if not task.implements("evaluate"):
         raise ValueError(f"task {config.task!r} has no evaluation.")
-    stored = meta.get("protocol")
-    if stored is None and task.protocol() is not None:
+    stored, protocol = meta.get("protocol"), task.protocol()
+    if stored is None and protocol is not None:
         print(f"note: {source} stores no evaluation protocol or label map (an imported "
               f"checkpoint?): the label map cannot be checked.")
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
         result = task.evaluate(variables, mesh, config, out_dir=workdir, stored_protocol=stored)
     result = {"checkpoint": source, "split": config.eval.split, **result}
-    if task.protocol() is not None:
-        result["protocol"] = task.protocol()
+    if protocol is not None:
+        result["protocol"] = protocol
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, f"eval_{config.eval.split}.json"), "w") as f:

@@ -182,9 +182,9 @@ def multimodal_size(sd: dict, given=None):
         named = [s.decoder for s in multimodal.SIZES.values() if s.text == text]
         decoder = named[0] if named else dataclasses.replace(decoder, layers=4)
     size = multimodal.MultimodalSize(video, text, decoder)
-    named = {n: s for n, s in multimodal.SIZES.items()}
     if not n_dec:
-        name = next((n for n, s in named.items() if (s.video, s.text) == (video, text)), None)
+        name = next((n for n, s in multimodal.SIZES.items() if (s.video, s.text) == (video, text)),
+                    None)
     else:
-        name = name_of(size, named)
+        name = name_of(size, multimodal.SIZES)
     return size, name, bool(n_dec)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from internvideo_jax.convert.common import UsageError, flatten, unflatten
 from internvideo_jax.convert.outputs import replacing
 from internvideo_jax.convert.reading import choose_weights, read_torch_file, strip_wrappers
@@ -94,3 +96,13 @@ def save_torch(sd: dict, out: str, overwrite: bool) -> None:
     import torch
     with replacing(out, overwrite) as staging:
         torch.save(sd, staging)
+
+
+def save_state_dict(arrays: dict, entry: str, out: str, overwrite: bool) -> int:
+    """An exported state dict ({key: numpy array in torch layout}) saved as {entry: tensors},
+    the wrapper the family's own loaders expect ('model', 'model_state', 'state_dict').
+    Returns the number of tensors."""
+    import torch
+    save_torch({entry: {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}}, out,
+               overwrite)
+    return len(arrays)

@@ -16,7 +16,7 @@ import numpy as np
 
 from internvideo_jax.convert import uniformerv2 as conv_uni
 from internvideo_jax.convert import videomae as conv_videomae
-from internvideo_jax.convert.cli_common import save_torch
+from internvideo_jax.convert.cli_common import save_state_dict
 from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, Rule, clip_transforms,
                                            export_state_dict, flatten, identity,
                                            import_state_dict)
@@ -65,10 +65,8 @@ def export_torch(variables: dict) -> dict[str, np.ndarray]:
 # ---- the converter CLI's CMA family (python -m internvideo_jax.convert export) -----------------
 def export_cma(variables: dict, meta: dict, a) -> None:
     """Our CMA variables -> one .pth ({'model': state dict}, float32) for torch_models.cma."""
-    import torch
-    sd = {k: torch.from_numpy(np.asarray(v)) for k, v in export_torch(variables).items()}
-    save_torch({"model": sd}, a.out, a.overwrite)
-    print(f"wrote {len(sd)} tensors (videomae.*, uniformerv2.* official, CMA blocks; "
+    n = save_state_dict(export_torch(variables), "model", a.out, a.overwrite)
+    print(f"wrote {n} tensors (videomae.*, uniformerv2.* official, CMA blocks; "
           f"float32) to {a.out}: load with internvideo_jax.torch_models.cma")
 
 

@@ -29,7 +29,7 @@ from internvideo_jax.convert import caption_decoder as conv_dec
 from internvideo_jax.convert import clip as conv_clip
 from internvideo_jax.convert import uniformerv2 as conv_uni
 from internvideo_jax.convert.cli_common import (abstract_variables, known_size, read_weights,
-                                               save_torch, say_size)
+                                               save_state_dict, say_size)
 from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, ConversionError, Path, Rule,
                                            export_state_dict, flatten, identity,
                                            import_state_dict, strip_prefixes)
@@ -164,10 +164,8 @@ def import_multimodal(a) -> tuple[dict, dict, dict]:
 
 def export_multimodal(variables: dict, meta: dict, a) -> None:
     """Our VideoTextModel params -> a Lightning file ({'state_dict': ...}, float32)."""
-    import torch
-    sd = {k: torch.from_numpy(v) for k, v in export_internvideo(variables["params"]).items()}
-    save_torch({"state_dict": sd}, a.out, a.overwrite)
-    print(f"wrote {len(sd)} tensors (InternVideo 'clip.'/'caption_decoder.' layout, float32) "
+    n = save_state_dict(export_internvideo(variables["params"]), "state_dict", a.out, a.overwrite)
+    print(f"wrote {n} tensors (InternVideo 'clip.'/'caption_decoder.' layout, float32) "
           f"to {a.out}")
 
 

@@ -224,7 +224,7 @@ def choose_weights(checkpoint: dict, wanted: str = "") -> tuple[dict, str]:
         if wanted not in checkpoint:
             raise UsageError(f"--weights {wanted}: the file has no entry {wanted!r}; it holds "
                              + "; ".join(f"{k!r} ({_describe(v)})" for k, v in checkpoint.items()))
-        if not isinstance(checkpoint[wanted], dict) or wanted not in entries:
+        if wanted not in entries:
             raise UsageError(f"--weights {wanted}: that entry is {_describe(checkpoint[wanted])}, "
                              f"not a state dict")
         chosen = wanted

@@ -20,7 +20,7 @@ import numpy as np
 
 from internvideo_jax.convert import architecture as arch
 from internvideo_jax.convert.cli_common import (abstract_variables, known_size, read_weights,
-                                               save_torch, say_size)
+                                               save_state_dict, say_size)
 from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, Path, Rule, clip_transforms,
                                            export_state_dict, flatten, import_state_dict,
                                            strip_prefixes)
@@ -149,10 +149,8 @@ def import_uniformerv2(a) -> tuple[dict, dict, dict]:
 def export_uniformerv2(variables: dict, meta: dict, a) -> None:
     """Our UniFormerV2 classifier variables -> an official .pyth ({'model_state': state dict},
     float32), loadable with strict=True by internvideo_jax.torch_models.uniformerv2.UniFormerV2."""
-    import torch
-    sd = {k: torch.from_numpy(np.array(v)) for k, v in export_official(variables).items()}
-    save_torch({"model_state": sd}, a.out, a.overwrite)
-    print(f"wrote {len(sd)} tensors (official UniFormerV2 layout, float32) to {a.out}")
+    n = save_state_dict(export_official(variables), "model_state", a.out, a.overwrite)
+    print(f"wrote {n} tensors (official UniFormerV2 layout, float32) to {a.out}")
 
 
 register(Family(label="UniFormerV2", models=("uniformerv2_classifier",),

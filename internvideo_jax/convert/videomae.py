@@ -20,7 +20,7 @@ import numpy as np
 
 from internvideo_jax.convert import architecture as arch
 from internvideo_jax.convert.cli_common import (abstract_variables, known_size, read_weights,
-                                               save_torch, say_size)
+                                               save_state_dict, say_size)
 from internvideo_jax.convert.common import (Path, Rule, UsageError, export_state_dict, flatten,
                                            identity, import_state_dict, strip_prefixes)
 from internvideo_jax.convert.outputs import replacing
@@ -316,10 +316,8 @@ def export_videomae(variables: dict, meta: dict, a) -> None:
     params = variables["params"]
     size = size_from_params(params)
     if a.to == "pth":
-        import torch
-        sd = {k: torch.from_numpy(np.array(v)) for k, v in export_official(params).items()}
-        save_torch({"model": sd}, a.out, a.overwrite)
-        print(f"wrote {len(sd)} tensors (official layout, float32) to {a.out}")
+        n = save_state_dict(export_official(params), "model", a.out, a.overwrite)
+        print(f"wrote {n} tensors (official layout, float32) to {a.out}")
         return
     from safetensors.numpy import save_file
     data = meta.get("config", {}).get("data", {})

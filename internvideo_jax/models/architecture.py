@@ -39,9 +39,9 @@ def write(directory: str, description: dict) -> None:
 def find(path: str) -> dict | None:
     """The description stored with the weights at `path` (an imported params directory, a
     training workdir, or one of its checkpoint step directories), or None."""
-    path = os.path.abspath(path)
-    for directory in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path)),
-                      os.path.dirname(os.path.dirname(os.path.dirname(path)))):
+    directory = os.path.abspath(path)
+    for up in range(4):  # OUT itself, or a workdir above checkpoints/<step>/state
+        directory = os.path.dirname(directory) if up else directory
         if os.path.isfile(os.path.join(directory, FILE)):
             with open(os.path.join(directory, FILE)) as f:
                 return json.load(f)

@@ -241,10 +241,9 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
             state, init_report = initialised(task, config, state, state_shardings)
         data_iter = iter(dataset)
         meta = {"config": config.to_dict(), "derived": d, "data_workers": config.data.num_workers}
-        if task.protocol() is not None:  # evaluation protocol and label map, kept with weights
-            meta["protocol"] = task.protocol()
-        if task.architecture() is not None:  # what model.size=init_from reads
-            meta["architecture"] = task.architecture()
+        # the evaluation protocol and label map, and what model.size=init_from reads
+        stored = {"protocol": task.protocol(), "architecture": task.architecture()}
+        meta.update({k: v for k, v in stored.items() if v is not None})
         while latest is not None:  # the newest intact checkpoint; damaged ones set aside
             try:
                 state = ckpt.restore(latest, abstract_state, None if by_position else data_iter)
