@@ -58,4 +58,12 @@ def run_config(task: str) -> config_dict.ConfigDict:
         views="multi",  # during training: multi (config.eval's clips x crops) | single (1 x 1)
         keep_best=""))  # a logged metric, e.g. eval_top1 (max) or min:eval_loss: keep
     #                     workdir/best, the variables of the step where it was best
+    c.features = config_dict.ConfigDict(dict(  # --mode=extract_clip_features (localization)
+        splits="",  # comma-separated splits of config.data to extract; '' = data.split
+        clip_frames=16, frame_step=1, clip_stride=4,  # the reference: 16 consecutive frames,
+        # a clip every 4 (THUMOS) or 16 (ActivityNet) frames
+        size=224,  # every frame resized to size x size, no crop
+        batch_size=32,  # clips per batch on this process, over its local devices
+        name="features",  # the dataset's name: workdir/video_features/<name>/1.0.0
+        npy=False))  # also workdir/npy/<split>/<video>.npy, one (N, C) array per video
     return c

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import struct
 import threading
+from collections.abc import Iterator
 from fractions import Fraction
 
 import av
@@ -317,6 +318,30 @@ class Video:
                 + (f" (the last decoded was {done})" if done is not None else "")
                 + (f": {error}" if error else ": the stream is damaged there"))
         return [got[int(i)] for i in indices]
+
+    def iter_frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Every shown frame once, in presentation order, in one forward decode from the start:
+        (index, av.VideoFrame) pairs (for a pass over a long video that `frames` would hold in
+        memory at once). Raises DecodeError naming the first frame that did not decode."""
+        index = {int(p): i for i, p in enumerate(self.pts)}
+        expected = 0
+        try:
+            self._container.seek(self._seek_target(int(self.pts[0])), stream=self.stream,
+                                 backward=True, any_frame=False)
+            for frame in self._container.decode(self.stream):
+                i = index.get(frame.pts) if frame.pts is not None else None
+                if i is None or i < expected:
+                    continue  # hidden by an edit list, or a repeat
+                if i > expected:
+                    break
+                yield i, frame
+                expected += 1
+                if expected == self.num_frames:
+                    return
+        except av.FFmpegError as e:
+            raise DecodeError(f"frame {expected} of {self.num_frames} did not decode: {e}") from e
+        raise DecodeError(f"frames {expected}..{self.num_frames - 1} of {self.num_frames} did "
+                          f"not decode (the stream is damaged there)")
 
 
     def _seek_target(self, first_pts: int) -> int:

@@ -3,7 +3,8 @@ r"""Entry point: python -m internvideo_jax.main --config experiments/X.py:PRESET
 Overrides: --config.batch_size=32 (unknown keys fail). A workdir holding a checkpoint resumes.
 --mode=evaluate runs the task's evaluation alone from the workdir's latest checkpoint (a workdir
 without one: --config.init_from); --mode=extract_features writes per-video features
-(internvideo_jax/offline.py).
+(internvideo_jax/offline.py); --mode=extract_clip_features writes sliding-window clip features of
+untrimmed videos for temporal localization (internvideo_jax/localization/features.py).
 Multi-host: started from the environment (INTERNVIDEO_COORDINATOR / INTERNVIDEO_DISTRIBUTED=auto,
 see internvideo_jax/infra/distributed.py), checked before any work; logs and metrics from host 0.
 """
@@ -19,8 +20,10 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file:preset.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "extract_features"],
-                          "train (resumes if possible), evaluate a checkpoint, or extract features.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "extract_features",
+                                            "extract_clip_features"],
+                          "train (resumes if possible), evaluate a checkpoint, extract one feature "
+                          "per video, or sliding-window clip features of untrimmed videos.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -87,6 +90,10 @@ def run() -> None:
     from internvideo_jax import offline
     if _MODE.value == "evaluate":
         print(json.dumps(offline.evaluate(_CONFIG.value, _WORKDIR.value), indent=1))
+    elif _MODE.value == "extract_clip_features":
+        path = offline.extract_clip_features(_CONFIG.value, _WORKDIR.value)
+        print(f"clip features written to {path} (--config.data.features={path} for "
+              f"experiments/localization.py)")
     else:
         print(f"features written to {offline.extract_features(_CONFIG.value, _WORKDIR.value)}")
 

@@ -5,6 +5,10 @@
   python -m internvideo_jax.main --mode=extract_features --config ... --workdir W
       # -> W/features/<split>/<video_id>.npy (one per video) and W/features/<split>.npz
       #    (video_id, features (N, E), label), for the task's config.eval.split
+  python -m internvideo_jax.main --mode=extract_clip_features --config ... \
+      --config.init_from=ENCODER --workdir W
+      # -> sliding-window clip features of untrimmed videos, for temporal localization
+      #    (internvideo_jax/localization/features.py)
 
 Parameters come from the workdir's latest checkpoint; a workdir without checkpoints takes them from
 config.init_from (a workdir, a checkpoint step or a params-only checkpoint, e.g. an imported one).
@@ -13,6 +17,7 @@ names).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -20,9 +25,13 @@ import re
 import flax.linen as nn
 import jax
 import numpy as np
+import tqdm
+from jax.experimental import multihost_utils
 
+from input_pipelines import builders, robust
 from internvideo_jax.evaluation.evaluate import map_over_split, skipped_arrays, video_ids
 from internvideo_jax.infra import sharding
+from internvideo_jax.localization import features
 from internvideo_jax.tasks import get_task
 from internvideo_jax.training import checkpointing
 from internvideo_jax.tree import flatten
@@ -111,3 +120,107 @@ def extract_features(config, workdir: str) -> str:
         np.savez(path, video_id=np.asarray(ids), features=got["outputs"].astype(np.float32),
                  label=got["label"], **skipped_arrays(got["skipped"]))
     return path
+
+
+def _splits(config) -> list[str]:
+    names = [s.strip() for s in str(config.features.splits).split(",") if s.strip()]
+    return names or [config.data.split]
+
+
+def _check_info(workdir: str, info: dict) -> None:
+    """Write workdir/extract_info.json, or refuse a rerun whose checkpoint or windows differ from
+    those the part files there were extracted with."""
+    path = os.path.join(workdir, features.INFO_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in info.items() if old.get(k) != v]
+        if changed:
+            raise ValueError(f"{workdir} holds features extracted with other settings "
+                             f"({'; '.join(changed)}): use another --workdir, or delete "
+                             f"{workdir}/parts to extract again.")
+    elif jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(info, f, indent=1)
+
+
+def extract_clip_features(config, workdir: str) -> str:
+    """Sliding-window clip features of every video of config.features.splits through the encoder
+    of config.init_from (internvideo_jax/localization/features.py has the layout and the rules).
+    Resumable: videos whose part file exists are skipped. Returns the packed dataset's
+    directory."""
+    if not config.init_from:
+        raise ValueError("--config.init_from must name the encoder to extract features with (a "
+                         "fine-tuning workdir, a checkpoint step or an imported checkpoint).")
+    task = get_task(config)
+    if not task.implements("clip_features"):
+        raise ValueError(f"task {config.task!r} defines no clip features; use a classifier "
+                         f"(videomae_finetune, uniformerv2_finetune) or mm_pretrain.")
+    f = config.features
+    windows = features.ClipWindows(f.clip_frames, f.frame_step, f.clip_stride, f.size)
+    # Each process extracts its own videos on its own devices: no step waits for another host.
+    mesh = sharding.make_mesh(config.mesh.to_dict(), devices=jax.local_devices())
+    variables, _ = restore_variables(task, config.init_from, mesh,
+                                     float(config.optim.ema_decay) > 0)
+    splits = _splits(config)
+    _check_info(workdir, {"checkpoint": os.path.abspath(config.init_from), "task": config.task,
+                          "dataset": config.data.dataset, "splits": splits,
+                          "windows": dataclasses.asdict(windows),
+                          "architecture": task.architecture()})
+    extractor = features.Extractor(task, variables, mesh, windows, f.batch_size)
+    rank, count = jax.process_index(), jax.process_count()
+    bad: list[tuple[str, str, str]] = []
+    all_parts: dict[str, list[str]] = {}
+    for split in splits:
+        data = config.data.copy_and_resolve_references()
+        with data.unlocked():
+            data.split = split
+        source = builders.open_data_source(data)
+        all_parts[split] = [features.part_path(workdir, split, i) for i in range(len(source))]
+        todo = [i for i in range(rank, len(source), count)
+                if not os.path.exists(all_parts[split][i])]
+        os.makedirs(os.path.join(workdir, "parts", split), exist_ok=True)
+        npy_dir = os.path.join(workdir, "npy", split) if f.npy else None
+        bar = tqdm.tqdm(total=len(todo), desc=f"clip features {split}", unit="video",
+                        disable=rank != 0, dynamic_ncols=True)
+
+        def items():
+            for i in todo:
+                try:
+                    example = source[i]
+                except robust.LOAD_ERRORS as e:
+                    on_bad({"video_id": robust.source_name(source, i)}, robust.reason(e))
+                    continue
+                yield example, all_parts[split][i]
+
+        def on_done(p):
+            features.save_part(p, npy_dir)
+            bar.update()
+
+        def on_bad(example, why):
+            bad.append((split, str(example.get("video_id", "?")), why))
+            bar.update()
+            print(f"warning: skipped {bad[-1][1]} ({why})", flush=True)
+            if len(bad) > config.data.max_bad_videos:
+                raise RuntimeError(f"{len(bad)} videos could not be read, more than "
+                                   f"data.max_bad_videos={config.data.max_bad_videos}: "
+                                   f"{[b[1] for b in bad]}")
+
+        extractor.run(items(), on_done, on_bad)
+        bar.close()
+    name = features.BAD_FILE if count == 1 else f"{features.BAD_FILE}.{rank}"
+    with open(os.path.join(workdir, name), "w", encoding="utf-8") as out:
+        out.writelines(f"{s}\t{v}\t{why}\n" for s, v, why in bad)
+    if count > 1:
+        multihost_utils.sync_global_devices("clip features extracted")
+    done = {s: [p for p in parts if os.path.exists(p)] for s, parts in all_parts.items()}
+    missing = sum(len(all_parts[s]) - len(done[s]) for s in all_parts)
+    print(f"clip features: {sum(map(len, done.values()))} videos, {missing} skipped as "
+          f"unreadable" + (f" (listed in {workdir}/{features.BAD_FILE}*)" if missing else ""))
+    out_dir = features.dataset_dir(workdir, f.name)
+    if rank == 0:
+        out_dir = features.pack(workdir, f.name, done)
+    if count > 1:
+        multihost_utils.sync_global_devices("clip features packed")
+    return out_dir

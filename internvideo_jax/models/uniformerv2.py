@@ -331,6 +331,11 @@ class UniFormerV2Classifier(nn.Module):
                               deterministic=deterministic)
         return self.proj_head(y.astype(self.dtype))
 
+    def pooled(self, video: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(B, T, H, W, 3) -> (the fused feature (B, W), logits (B, classes)), deterministic."""
+        fused = self.features(video)[0]  # (B, W)
+        return fused, self.classify(fused)
+
     def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
         return self.classify(self.features(video, deterministic)[0], deterministic)
 

@@ -305,5 +305,11 @@ class VideoMAEClassifier(nn.Module):
         x = self.fc_norm(tokens.mean(axis=1))  # (B, D)
         return self.head(self.head_dropout(x, deterministic=deterministic))  # (B, classes)
 
+    def pooled(self, video: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(B, T, H, W, C) -> (fc_norm(mean of tokens) (B, D), logits (B, classes)),
+        deterministic: the reference's forward_features, the temporal-localization feature."""
+        x = self.fc_norm(self.tokens(video).mean(axis=1))  # (B, D)
+        return x, self.head(x)
+
     def __call__(self, video: jax.Array, deterministic: bool = True) -> jax.Array:
         return self.classify(self.tokens(video, deterministic), deterministic)

@@ -13,7 +13,8 @@ A task = model + input pipeline + loss + metrics. Subclasses must provide:
                                          -> (grain IterDataset, epoch size); start_step > 0
                                          starts the stream where that many steps ended
 and may override the rest (defaults below). `implements(name)` says whether a subclass gives
-one of the optional capabilities (evaluate, video_features, pooled_features) itself.
+one of the optional capabilities (evaluate, video_features, clip_features, pooled_features)
+itself.
 """
 from __future__ import annotations
 
@@ -88,6 +89,12 @@ class Task:
     def video_features(self, variables: dict, video) -> Any:
         """Per-video features for --mode=extract_features."""
         raise ValueError(f"task {type(self).__name__} defines no video features to extract.")
+
+    def clip_features(self, variables: dict, video) -> dict:
+        """(B, T, S, S, 3) uint8 clips -> {'features': (B, C) float32, and 'scores': (B, K)
+        float32 class probabilities where the model classifies}: what --mode=
+        extract_clip_features writes per clip (internvideo_jax/localization/features.py)."""
+        raise ValueError(f"task {type(self).__name__} defines no clip features to extract.")
 
     def pooled_features(self, variables: dict, video) -> Any:
         """Pooled encoder features for the linear probe."""

@@ -93,6 +93,14 @@ class ClassificationTask(Task):
         """(B, T, S, S, 3) uint8 -> (B, classes) float32 logits, deterministic."""
         return self.logits_of(self.apply(variables, to_unit_range(video), train=False)[0])
 
+    def clip_features(self, variables: dict, video: jax.Array) -> dict:
+        """(B, T, S, S, 3) uint8 -> {'features': (B, C) the pooled feature the head reads (the
+        model's `pooled` method), 'scores': (B, K) softmax}, float32, deterministic."""
+        feature, logits = self.model.apply(variables, *self.model_inputs(to_unit_range(video)),
+                                           method="pooled")
+        return {"features": feature.astype(jnp.float32),
+                "scores": jax.nn.softmax(self.logits_of(logits), axis=-1)}
+
     # ---- data -------------------------------------------------------------------------------
     def train_dataset(self, seed: int, local_batch: int, process_index: int, process_count: int,
                       start_step: int = 0):

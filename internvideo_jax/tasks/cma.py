@@ -19,7 +19,7 @@ import optax
 from input_pipelines import normalization
 from internvideo_jax.infra.flops import cma_flops
 from internvideo_jax.models import cma, uniformerv2, videomae
-from internvideo_jax.tasks.base import standardize
+from internvideo_jax.tasks.base import Task, standardize
 from internvideo_jax.tasks.classification import ClassificationTask
 from internvideo_jax.tasks.uniformerv2_finetune import load_uniformerv2
 from internvideo_jax.training import checkpointing
@@ -39,6 +39,9 @@ def is_trainable(path: tuple[str, ...]) -> bool:
 
 
 class CMATask(ClassificationTask):
+    # Fused scores of two models, no single pooled feature: no clip features (Task's default).
+    clip_features = Task.clip_features
+
     def build_model(self, config):
         m, d = config.model, config.data
         vsize, usize = videomae.get_size(m.videomae_size), uniformerv2.get_size(m.uniformer_size)

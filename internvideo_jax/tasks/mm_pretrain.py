@@ -115,6 +115,12 @@ class MultimodalPretrainTask(Task):
         f = multimodal.clip.l2_normalize(f).reshape(b, v, -1).mean(axis=1)
         return multimodal.clip.l2_normalize(f)
 
+    def clip_features(self, variables, video: jax.Array) -> dict:
+        """(B, T, S, S, 3) uint8 -> {'features': (B, E) the video embedding, before the
+        L2 normalisation of retrieval}, float32."""
+        f = self.model.apply(variables, self.normalize(video), method="encode_video")
+        return {"features": f.astype(jnp.float32)}
+
     def text_features(self, params, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """(N, E) L2-normalised features of texts (computed replicated on every process), in
         fixed-size padded batches so that one compilation serves every call."""

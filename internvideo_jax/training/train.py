@@ -83,7 +83,7 @@ RESUMABLE_CHANGES = ("data.num_workers", "data.num_threads", "data.prefetch_batc
                      "data.max_bad_fraction", "data.eval_dataset", "data.allow_eval_on_train",
                      "mesh.", "eval.", "evals.", "log_every", "checkpoint_every",
                      "keep_checkpoints", "peak_tflops", "init_from", "resume_strict",
-                     "allow_config_change")
+                     "allow_config_change", "features.")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict:
