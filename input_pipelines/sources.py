@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipelines import annotations, synthetic_videos
+from input_pipelines import annotations, synthetic_untrimmed, synthetic_videos
 
 # The embedded demo dataset, by config name: (train videos, validation videos, frame size, frames).
 DEMO_CONFIGS = {
@@ -63,6 +64,63 @@ class DemoVideos(tfds.core.GeneratorBasedBuilder):
             yield ex["video_id"], ex
 
 
+# The embedded untrimmed dataset (temporal action localization), by config name: videos per split,
+# frame size (pixels), frame rate (frames / second) and video durations (seconds).
+UNTRIMMED_CONFIGS = {
+    "default": dict(num_train=120, num_validation=40, size=80, fps=25, min_seconds=8,
+                    max_seconds=16, seed=0),
+    # A few short videos, for tests.
+    "small": dict(num_train=8, num_validation=4, size=80, fps=25, min_seconds=6, max_seconds=8,
+                  seed=1),
+}
+# The ActivityNet subset of each split.
+UNTRIMMED_SUBSETS = {"train": "training", "validation": "validation"}
+
+
+class DemoUntrimmed(tfds.core.GeneratorBasedBuilder):
+    """Synthetic untrimmed videos (H.264 mp4): one shape that rests and, in 1-3 segments, performs
+    one of the 8 motion classes of DemoVideos (synthetic_untrimmed).
+
+    segments: (N, 3) float32 rows [start_s, end_s, class index], seconds; label is -1 (a video
+    has no single class). VERSION names the bytes a build writes (see DemoVideos).
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in UNTRIMMED_CONFIGS]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=synthetic_untrimmed.__doc__,
+            features=tfds.features.FeaturesDict({
+                "video": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded mp4 bytes
+                "label": tfds.features.Scalar(dtype=np.int32),
+                "caption": tfds.features.Text(),
+                "video_id": tfds.features.Text(),
+                "num_frames": tfds.features.Scalar(dtype=np.int32),
+                "fps": tfds.features.Scalar(dtype=np.float32),
+                "duration": tfds.features.Scalar(dtype=np.float32),  # seconds
+                "segments": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
+            }),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing is downloaded: the videos are generated
+        c = UNTRIMMED_CONFIGS[self.builder_config.name]
+        return {
+            "train": self._generate_examples(c["seed"] * 2, c["num_train"], c),
+            "validation": self._generate_examples(c["seed"] * 2 + 1, c["num_validation"], c),
+        }
+
+    def _generate_examples(self, seed: int, count: int, c: dict):
+        for i in range(count):
+            ex = synthetic_untrimmed.make_untrimmed_example(
+                seed, i, size=c["size"], fps=c["fps"], min_seconds=c["min_seconds"],
+                max_seconds=c["max_seconds"])
+            ex["segments"] = np.asarray(ex["segments"], np.float32).reshape(-1, 3)
+            yield ex["video_id"], ex
+
+
 def default_data_dir() -> str:
     """Where datasets are built and read: $INTERNVIDEO_DATA_DIR, else ~/.cache/internvideo_jax/data."""
     return os.environ.get("INTERNVIDEO_DATA_DIR",
@@ -83,6 +141,47 @@ def demo_source(split: str, config: str = "default", data_dir: str | None = None
         builder = DemoVideos(config=config, data_dir=data_dir, file_format="array_record")
         builder.download_and_prepare()
     return builder.as_data_source(split)
+
+
+@contextlib.contextmanager
+def _demo_untrimmed_builder(config: str, data_dir: str | None):
+    """The untrimmed demo dataset's builder, generated on first use; the block runs under a lock
+    on the data directory (as demo_source's build does)."""
+    data_dir = data_dir or default_data_dir()
+    lock = (contextlib.nullcontext() if "://" in data_dir
+            else _exclusive(os.path.join(data_dir, f"demo_untrimmed.{config}.lock")))
+    with lock:
+        builder = DemoUntrimmed(config=config, data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare()
+        yield builder
+
+
+def demo_untrimmed_source(split: str, config: str = "default", data_dir: str | None = None):
+    """The untrimmed demo dataset's split ('train' or 'validation') as a random-access source,
+    generated on first use."""
+    with _demo_untrimmed_builder(config, data_dir) as builder:
+        return builder.as_data_source(split)
+
+
+def demo_untrimmed_ground_truth(config: str = "default", data_dir: str | None = None) -> str:
+    """Path of the ActivityNet-1.3 style ground-truth JSON of the untrimmed demo dataset (both
+    splits; subsets 'training' and 'validation'), in the built dataset's version directory.
+
+    Written once, from the built dataset's own records, so it always matches the videos; under
+    the dataset's lock, to a temporary file renamed into place (a reader never sees half a file).
+    A local data directory only (written with open and os.replace)."""
+    with _demo_untrimmed_builder(config, data_dir) as builder:
+        path = os.path.join(builder.data_dir, "ground_truth.json")
+        if not os.path.exists(path):
+            examples = ((UNTRIMMED_SUBSETS[split], ex) for split in UNTRIMMED_SUBSETS
+                        for ex in builder.as_data_source(split))
+            truth = synthetic_untrimmed.ground_truth(
+                examples, version=f"{builder.name}/{config} {builder.version}")
+            tmp = f"{path}.tmp.{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump(truth, f)
+            os.replace(tmp, path)
+    return path
 
 
 @contextlib.contextmanager
@@ -170,11 +269,18 @@ def is_file_list(dataset: str) -> bool:
 
 def open_source(dataset: str, split: str, data_dir: str | None = None, *,
                 video_root: str | None = None, labels_path: str | None = None):
-    """Resolve a config's dataset: 'demo', 'demo/small', a TFDS name or prepared directory, or
-    '<format>:<annotation file>' (format: list, csv, ssv2, captions) to read files directly."""
+    """Resolve a config's dataset: 'demo', 'demo/small', 'demo_untrimmed', 'demo_untrimmed/small',
+    a TFDS name or prepared directory, or '<format>:<annotation file>' (format: list, csv, ssv2,
+    captions) to read files directly."""
     if is_file_list(dataset):
         fmt, _, rest = dataset.partition(":")
         return FileListSource(rest, fmt, video_root, labels_path)
+    if dataset == "demo_untrimmed" or dataset.startswith("demo_untrimmed/"):
+        config = dataset.split("/", 1)[1] if "/" in dataset else "default"
+        if config not in UNTRIMMED_CONFIGS:
+            raise ValueError(f"Unknown demo_untrimmed dataset config {config!r}; choose one of "
+                             f"{sorted(UNTRIMMED_CONFIGS)}.")
+        return demo_untrimmed_source(split, config, data_dir)
     if dataset == "demo" or dataset.startswith("demo/"):
         config = dataset.split("/", 1)[1] if "/" in dataset else "default"
         if config not in DEMO_CONFIGS:
