@@ -7,23 +7,31 @@ from the config, with no second default of its own.
 from ml_collections import config_dict
 
 
-def data_config(**values) -> config_dict.ConfigDict:
-    """config.data: the shared keys at their defaults, updated with `values`."""
+def pipeline_config(**values) -> config_dict.ConfigDict:
+    """How any input pipeline reads (threads, workers, bad examples), updated with `values`: the
+    part of config.data every task has (localization's feature sequences too)."""
     d = config_dict.ConfigDict(dict(
+        num_workers=0, num_threads=2, prefetch_batches=2,
+        max_bad_videos=100,  # stop past this many distinct undecodable videos (skipped, counted)
+        max_bad_fraction=0.0,  # > 0: also stop past this fraction of the dataset's files bad
+        num_repeats=1))  # repeated augmentation: each video this many times per epoch
+    d.update(values)
+    return d
+
+
+def data_config(**values) -> config_dict.ConfigDict:
+    """config.data of the video tasks: the shared keys at their defaults, updated with `values`."""
+    d = pipeline_config(
         dataset="demo",  # 'demo' (embedded), a TFDS name or prepared directory, or
         # '<format>:<annotation file>' (list | csv | ssv2 | captions) to read video files directly
         split="train", data_dir="", video_root="", labels="",
         num_frames=16, stride=2, crop_size=64,
         sampler="dense",  # dense | segment (TSN: one frame per equal segment)
         flip=False, normalization="imagenet",
-        num_workers=0, num_threads=2, prefetch_batches=2,
-        max_bad_videos=100,  # stop past this many distinct undecodable videos (skipped, counted)
-        max_bad_fraction=0.0,  # > 0: also stop past this fraction of the dataset's files bad
-        num_repeats=1,  # repeated augmentation: each video this many times per epoch
         short_video="clamp",  # a video shorter than a clip: clamp (repeat the last frame) | skip
         sample_fps=0.0,  # > 0: dense clips by time, frames 1/sample_fps s apart (not `stride`)
         eval_dataset="",  # file lists only: the evaluation list (list:/csv:... of eval.split)
-        allow_eval_on_train=False))  # True: evaluating on the training list is intended
+        allow_eval_on_train=False)  # True: evaluating on the training list is intended
     d.update(values)
     return d
 

@@ -76,7 +76,7 @@ def stack_views(elements: list[dict]) -> dict:
     Array fields (k, ...) are concatenated to (B, ...); the host-only bad-video fields go with the
     first view of each video (zeros / '' for the others), so they are counted once per video.
     """
-    k = elements[0]["video"].shape[0]
+    k = len(next(v for key, v in elements[0].items() if key not in robust.HOST_KEYS))
     first = np.zeros(k, bool)
     first[0] = True
     out = {key: np.concatenate([e[key] for e in elements])
@@ -237,8 +237,8 @@ def open_data_source(data):
 
 
 def train_stream(data, clip, *, seed: int, local_batch: int, process_index: int = 0,
-                 process_count: int = 1, start_step: int = 0,
-                 num_repeats: int = 1) -> tuple[grain.IterDataset, int]:
+                 process_count: int = 1, start_step: int = 0, num_repeats: int = 1,
+                 source=None) -> tuple[grain.IterDataset, int]:
     """Infinite stream of training batches for this process, for any per-video `clip` function.
 
     clip(example, rng) -> dict of (k, ...) arrays (k = num_repeats views of one video).
@@ -247,8 +247,10 @@ def train_stream(data, clip, *, seed: int, local_batch: int, process_index: int 
     start_step: begin where `start_step` batches end: batches are pure functions of their position
       (index stream + per-position rng), so this replays exactly what an uninterrupted run would
       have read next, whatever the worker count.
+    source: a random-access source to read instead of data's videos (e.g. localization's feature
+      sequences); `clip` takes its examples.
     """
-    source = open_data_source(data)
+    source = open_data_source(data) if source is None else source
     ds, epoch_size = index_stream(len(source), seed, process_index, process_count)
     k = num_repeats
     if local_batch % k:

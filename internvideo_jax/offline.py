@@ -161,13 +161,16 @@ def extract_clip_features(config, workdir: str) -> str:
     windows = features.ClipWindows(f.clip_frames, f.frame_step, f.clip_stride, f.size)
     # Each process extracts its own videos on its own devices: no step waits for another host.
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices=jax.local_devices())
-    variables, _ = restore_variables(task, config.init_from, mesh,
-                                     float(config.optim.ema_decay) > 0)
+    variables, meta = restore_variables(task, config.init_from, mesh,
+                                        float(config.optim.ema_decay) > 0)
     splits = _splits(config)
-    _check_info(workdir, {"checkpoint": os.path.abspath(config.init_from), "task": config.task,
-                          "dataset": config.data.dataset, "splits": splits,
-                          "windows": dataclasses.asdict(windows),
-                          "architecture": task.architecture()})
+    # the classifier's class names (its stored label map), naming the columns of 'scores'
+    classes = (meta.get("protocol") or {}).get("label_map", {}).get("names")
+    info = {"checkpoint": os.path.abspath(config.init_from), "task": config.task,
+            "dataset": config.data.dataset, "splits": splits,
+            "windows": dataclasses.asdict(windows), "architecture": task.architecture(),
+            "classes": classes}
+    _check_info(workdir, info)
     extractor = features.Extractor(task, variables, mesh, windows, f.batch_size)
     rank, count = jax.process_index(), jax.process_count()
     bad: list[tuple[str, str, str]] = []
@@ -220,7 +223,7 @@ def extract_clip_features(config, workdir: str) -> str:
           f"unreadable" + (f" (listed in {workdir}/{features.BAD_FILE}*)" if missing else ""))
     out_dir = features.dataset_dir(workdir, f.name)
     if rank == 0:
-        out_dir = features.pack(workdir, f.name, done)
+        out_dir = features.pack(workdir, f.name, done, info)
     if count > 1:
         multihost_utils.sync_global_devices("clip features packed")
     return out_dir

@@ -51,6 +51,7 @@ from internvideo_jax.infra.sharding import RULES
 INFO_FILE = "extract_info.json"
 BAD_FILE = "bad_videos.tsv"
 INDEX_FILE = "videos.json"
+FEATURE_INFO = "feature_info.json"  # in the dataset directory: extract_info.json's contents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,9 +284,10 @@ class VideoFeatures(tfds.core.GeneratorBasedBuilder):
             yield i, record
 
 
-def pack(workdir: str, name: str, parts: dict[str, list[str]]) -> str:
-    """The part files -> workdir/video_features/<name>/1.0.0 (rebuilt when the parts changed);
-    returns that directory."""
+def pack(workdir: str, name: str, parts: dict[str, list[str]], info: dict) -> str:
+    """The part files -> workdir/video_features/<name>/1.0.0 (rebuilt when the parts changed),
+    with `info` (checkpoint, windows, the classifier's class names) as feature_info.json; returns
+    that directory."""
     ids = {split: [str(np.load(p)["video_id"]) for p in files] for split, files in parts.items()}
     builder = VideoFeatures(parts=parts, config=tfds.core.BuilderConfig(name=name),
                             data_dir=workdir, file_format="array_record")
@@ -299,9 +301,17 @@ def pack(workdir: str, name: str, parts: dict[str, list[str]]) -> str:
         builder = VideoFeatures(parts=parts, config=tfds.core.BuilderConfig(name=name),
                                 data_dir=workdir, file_format="array_record")
     builder.download_and_prepare()
-    with open(index, "w") as f:
+    with open(os.path.join(out, FEATURE_INFO), "w") as f:
+        json.dump(info, f, indent=1)
+    with open(index, "w") as f:  # last: its presence marks a complete dataset
         json.dump(ids, f)
     return out
+
+
+def read_info(path: str) -> dict:
+    """feature_info.json of a packed dataset (how its features were extracted)."""
+    with open(os.path.join(path, FEATURE_INFO)) as f:
+        return json.load(f)
 
 
 def open_dataset(path: str) -> tuple[dict, dict]:

@@ -15,6 +15,7 @@ TASKS = {
     "uniformerv2_finetune": "internvideo_jax.tasks.uniformerv2_finetune:UniFormerV2FinetuneTask",
     "cma": "internvideo_jax.tasks.cma:CMATask",
     "mm_pretrain": "internvideo_jax.tasks.mm_pretrain:MultimodalPretrainTask",
+    "localization": "internvideo_jax.tasks.localization:LocalizationTask",
 }
 
 
