@@ -16,6 +16,11 @@ Stages (each a normal run in its own workdir, resumable; a finished stage is not
   cma           Cross-Model Attention over the frozen finetune and uniformerv2 models
                 (experiments/cma.py:tiny) -> cma/; the summary also gives the score-averaging
                 ensemble of the two (internvideo_jax/ensemble.py), CMA's baseline
+  localization  temporal action localization on the embedded untrimmed videos (8-16 s, one to
+                three motions each): clip features from the finetune model -> clip_features/,
+                the ActionFormer-style head (experiments/localization.py:tiny) -> localization/;
+                the summary gives its mAP at tIoU 0.3/0.5/0.7 next to sliding-window
+                classification + NMS over the same clips' scores (localization/baseline.py)
 At the end it prints one summary: loss before/after pretraining, top-1 of every classifier,
 retrieval R@1 and zero-shot top-1, next to chance. Each stage is also runnable alone (the
 commands are in the experiments' docstrings).
@@ -28,7 +33,8 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-STAGES = ("pretrain", "linear_probe", "finetune", "multimodal", "uniformerv2", "cma")
+STAGES = ("pretrain", "linear_probe", "finetune", "multimodal", "uniformerv2", "cma",
+          "localization")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Parent directory of the stages.")
 _STAGES = flags.DEFINE_list("stages", list(STAGES), f"Which of {STAGES} to run, in order.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Override every stage's total_steps (0: presets); a "
@@ -55,6 +61,21 @@ def stage_config(stage: str, workdir: str, steps: int = 0):
     elif stage == "multimodal":
         from experiments.mm_pretrain import get_config
         c = get_config("tiny")
+    elif stage == "clip_features":  # the first half of the localization stage
+        from experiments.finetune import get_config
+        c = get_config("tiny")
+        c.init_from = os.path.join(workdir, "finetune")
+        c.data.dataset = "demo_untrimmed"
+        # the clips the finetune model was trained on: 8 frames 4 apart, 64 x 64
+        c.features.update(splits="train,validation", clip_frames=c.data.num_frames,
+                          frame_step=c.data.stride, size=c.data.crop_size)
+    elif stage == "localization":
+        from experiments.localization import get_config
+        from input_pipelines.sources import demo_untrimmed_ground_truth
+        from internvideo_jax.localization.features import dataset_dir
+        c = get_config("tiny")
+        c.data.features = dataset_dir(os.path.join(workdir, "clip_features"), "features")
+        c.data.ground_truth = demo_untrimmed_ground_truth()
     else:
         raise ValueError(f"Unknown demo stage {stage!r}; choose from {STAGES}.")
     if steps:  # a smoke run: every stage shortened, classifiers evaluated on 1 clip x 1 crop
@@ -92,6 +113,17 @@ def summary(workdir: str) -> dict:
         mean, info = ensemble([load_scores(p) for p in scores])
         out["ensemble_top1_pct"] = 100 * accuracy_metrics(mean, info["label"],
                                                           mean.shape[1])["top1"]
+    loc = os.path.join(workdir, "localization")
+    if os.path.exists(os.path.join(loc, "metrics.jsonl")):
+        evals = [r for r in read_metrics(loc) if "eval_average_mAP" in r]
+        if evals:  # ActivityNet mAP, stored as a fraction
+            out.update({f"localization_mAP@{t}_pct": 100 * evals[-1][f"eval_mAP@{t}"]
+                        for t in ("0.30", "0.50", "0.70")})
+    base = os.path.join(loc, "baseline_validation.json")
+    if os.path.exists(base):
+        with open(base) as f:
+            mAP = json.load(f)["mAP"]
+        out.update({f"sliding_window_mAP@{t}_pct": 100 * mAP[t] for t in ("0.30", "0.50", "0.70")})
     mm = os.path.join(workdir, "multimodal")
     if os.path.exists(os.path.join(mm, "metrics.jsonl")):
         evals = [r for r in read_metrics(mm) if "eval_t2v_R@1" in r]
@@ -102,6 +134,29 @@ def summary(workdir: str) -> dict:
                         "dsl_t2v_R@1_pct": e["eval_dsl_t2v_R@1"],
                         "zero_shot_top1_pct": e["eval_zero_shot_top1"]})
     return out
+
+
+def localization_stage(workdir: str, steps: int = 0) -> None:
+    """Clip features of the untrimmed videos (resumable), the head, and the baseline's mAP on
+    the same validation videos (localization/baseline_validation.json)."""
+    from internvideo_jax import offline
+    from internvideo_jax.localization import activitynet, baseline, features
+    from internvideo_jax.tasks import get_task
+    from internvideo_jax.training import train
+    offline.extract_clip_features(stage_config("clip_features", workdir),
+                                  os.path.join(workdir, "clip_features"))
+    config = stage_config("localization", workdir, steps)
+    out = os.path.join(workdir, "localization")
+    train.train(config, out)
+    task = get_task(config)
+    sequences = task.sequences(config.eval.split)
+    classes = features.read_info(config.data.features)["classes"]
+    metrics = activitynet.evaluate_detection(task.ground_truth,
+                                             baseline.predictions(sequences, classes),
+                                             config.eval.split,
+                                             activitynet.parse_tious(config.eval.tious))
+    with open(os.path.join(out, f"baseline_{config.eval.split}.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
 
 
 def main(argv) -> None:
@@ -118,6 +173,8 @@ def main(argv) -> None:
         if stage == "linear_probe":
             from internvideo_jax import linear_probe
             linear_probe.run(config, os.path.join(_WORKDIR.value, stage))
+        elif stage == "localization":
+            localization_stage(_WORKDIR.value, _STEPS.value)
         else:
             train.train(config, os.path.join(_WORKDIR.value, stage))
     result = summary(_WORKDIR.value)

@@ -127,7 +127,7 @@ SIZES: dict[str, ActionFormerSize] = {
     # For tests: 4 pyramid levels (strides 1, 2, 4, 8).
     "tiny": ActionFormerSize(input_dim=32, embed_dim=64, num_heads=2, arch=(1, 1, 3), window=9,
                              head_dim=64),
-    # The demo: the reference's depth at 1/4 of its width (128 features: 4 at the coarsest level).
+    # The demo: the reference's depth at 1/8 of its width (128 features: 4 at the coarsest level).
     "demo": ActionFormerSize(input_dim=128, embed_dim=64, num_heads=4, window=9, head_dim=64),
     # configs/thumos_i3d.yaml (I3D: 2048 features).
     "thumos": ActionFormerSize(input_dim=2048),
