@@ -174,6 +174,18 @@ def test_convert_thumos_command_then_score(thumos, tmp_path):
                 str(tmp_path / "results.json"), "--tiou", "0.5,0.7")
     assert p.returncode == 0, p.stderr
     assert "average  100.00" in p.stdout
+    # the test subset added to the same file: one ground truth for training and evaluation
+    with open(csv, "a") as f:
+        f.write("video_test_0000001,30.0,30\n")
+    p = run_cli("convert-thumos", "--annotations", str(d), "--subset", "test", "--durations",
+                str(csv), "--out", str(out), "--append")
+    assert p.returncode == 0, p.stderr
+    database = json.loads(out.read_text())["database"]
+    assert {v: e["subset"] for v, e in database.items()} == {
+        V51: "validation", V52: "validation", "video_test_0000001": "test"}
+    p = run_cli("convert-thumos", "--annotations", str(d), "--subset", "test", "--durations",
+                str(csv), "--out", str(out), "--append")
+    assert p.returncode == 2 and "already holds 1 of these videos" in p.stderr
     p = run_cli("convert-thumos", "--annotations", str(tmp_path / "absent"), "--subset", "test",
                 "--durations", str(csv), "--out", str(out))
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr

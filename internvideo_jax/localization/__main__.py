@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from internvideo_jax.localization import activitynet, annotations
@@ -101,13 +102,22 @@ def convert_thumos_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated video ids to leave out")
     p.add_argument("--fps", type=float, help="fps stored for videos whose fps is not known")
     p.add_argument("--out", required=True, help="ActivityNet-format JSON to write")
+    p.add_argument("--append", action="store_true",
+                   help="add the subset to an existing --out (one file for training and test)")
 
 
 def convert_thumos(a: argparse.Namespace) -> None:
-    """Write the subset's ground truth and say what it holds."""
+    """Write the subset's ground truth (added to --out's with --append) and say what it holds."""
     durations = annotations.read_durations(a.durations) if a.durations else None
     database = annotations.convert_thumos(a.annotations, a.subset, durations=durations,
                                           video_dir=a.videos, exclude=a.exclude, fps=a.fps)
+    if a.append and os.path.exists(a.out):
+        existing = annotations.read_activitynet(a.out)["database"]
+        both = sorted(set(existing) & set(database))
+        if both:
+            raise FormatError(f"{a.out} already holds {len(both)} of these videos (e.g. "
+                              f"{both[:3]}): convert each subset once.")
+        database = {**existing, **database}
     try:
         annotations.write_activitynet(database, a.out, version="THUMOS14")
     except OSError as e:
