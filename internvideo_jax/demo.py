@@ -161,6 +161,9 @@ def localization_stage(workdir: str, steps: int = 0) -> None:
 
 def main(argv) -> None:
     del argv
+    unknown = [s for s in _STAGES.value if s not in STAGES]
+    if unknown:
+        raise app.UsageError(f"--stages: unknown {unknown}; choose from {', '.join(STAGES)}.")
     logging.set_verbosity(logging.WARNING)
     # Imports deferred on purpose: flag parsing (--help, --stages) loads no JAX or training
     # stack; linear_probe only when that stage runs.
