@@ -1,0 +1,55 @@
+"""Video question answering and multiple choice metrics, NumPy on the host.
+
+Open-ended QA is classification over an answer vocabulary (input_pipelines/answers.py): a
+question whose true answer is outside the vocabulary is in the count and always wrong (as
+InternVideo and the QA benchmarks score it). Accuracy is reported overall and per question type.
+Multiple choice (MSR-VTT MC): each video has C candidate sentences and the index of the right one;
+the candidate with the highest score wins (ties: the first of them, numpy.argmax).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+
+def accuracy(predicted: np.ndarray, answers: np.ndarray, types: list[str]) -> dict:
+    """predicted (N,) vocabulary indices, answers (N,) the true answers' indices (-1: out of the
+    vocabulary, counted wrong), types (N,) question types ('' when the dataset has none) ->
+    {'top1', 'questions', 'out_of_vocabulary', 'per_type': {type: {'top1', 'questions'}}}."""
+    predicted, answers = np.asarray(predicted), np.asarray(answers)
+    if predicted.shape != answers.shape or len(types) != len(answers):
+        raise ValueError(f"{predicted.shape} predictions, {answers.shape} answers and "
+                         f"{len(types)} types: one of each per question.")
+    right = (predicted == answers) & (answers >= 0)  # (N,)
+    out = {"top1": float(right.mean()) if len(right) else 0.0, "questions": int(len(right)),
+           "out_of_vocabulary": int((answers < 0).sum())}
+    kinds = np.asarray(types)
+    per_type = {t: {"top1": float(right[kinds == t].mean()), "questions": int((kinds == t).sum())}
+                for t in sorted(set(types)) if t}
+    if per_type:
+        out["per_type"] = per_type
+    return out
+
+
+def majority_answers(train_answers: list[str], train_types: list[str]) -> dict:
+    """{type: the most frequent training answer of that type} and '' -> the most frequent of
+    all: the majority-answer baseline's predictions (ties: the answer seen first)."""
+    out = {"": Counter(train_answers).most_common(1)[0][0]}
+    by_type: dict[str, list[str]] = {}
+    for answer, kind in zip(train_answers, train_types):
+        by_type.setdefault(kind, []).append(answer)
+    out.update({k: Counter(v).most_common(1)[0][0] for k, v in by_type.items() if k})
+    return out
+
+
+def multiple_choice_accuracy(scores: np.ndarray, answer_index: np.ndarray) -> dict:
+    """scores (N, C) of each video's candidates, answer_index (N,) the right one ->
+    {'accuracy', 'videos', 'chosen': (N,) list}."""
+    scores, answer_index = np.asarray(scores), np.asarray(answer_index)
+    if scores.ndim != 2 or answer_index.shape != (len(scores),):
+        raise ValueError(f"scores {scores.shape} must be (videos, candidates) and answer_index "
+                         f"{answer_index.shape} (videos,).")
+    chosen = np.argmax(scores, axis=1)  # (N,)
+    return {"accuracy": float(np.mean(chosen == answer_index)) if len(chosen) else 0.0,
+            "videos": int(len(chosen)), "chosen": chosen.tolist()}
