@@ -1,7 +1,12 @@
 """Annotation files of the common video datasets, parsed into one record format.
 
 A record is a dict: {'path': str (relative to the video root, or absolute), 'label': int (-1 when
-unlabelled), 'captions': list[str], 'video_id': str}.
+unlabelled), 'captions': list[str], 'video_id': str}, and, from the QA formats only:
+  questions     (qa) list of {'question': str, 'answer': str, 'question_id': str, 'type': str}: the
+                video's questions in file order; question_id is the file's id, else
+                '<video_id>#<k>' (k: the question's position among the video's); type is '' where
+                the dataset has none;
+  answer_index  (mc) int, 0-4: which of the 5 candidate sentences ('captions') is right.
 
 Files are read as UTF-8 (non-ASCII file names and captions are kept as they are).
 
@@ -24,6 +29,23 @@ Formats (`read(path, fmt, ...)`):
   captions  JSON: a list of {"video": path, "caption": str | [str, ...]}, or MSR-VTT style
             {"sentences": [{"video_id", "caption"}], ...} (files `<video_id>.mp4`), several captions
             per video grouped; or CSV (WebVid: videoid, name -> `<videoid>.mp4`).
+  qa        Open-ended video QA, one record per video with its questions, in either form:
+            JSON (.json: a list; .jsonl: one object a line) of {video | video_id | gif_name,
+              question, answer, optional question_id | id, optional answer_type | question_type |
+              type | category_id}. The video's file: `video` as given if it has an extension, else
+              `<video>.avi` (MSVD-QA names, e.g. vid1234); `video_id` -> `<video_id>.mp4`
+              (MSRVTT-QA, e.g. video7010; an integer id N, as the original MSRVTT-QA release writes
+              it, is video<N>). The original MSVD-QA release's integer video_id must first be
+              mapped to a file name (its youtube_mapping.txt) and given as `video`.
+            Tables with a header row (TGIF-QA FrameQA: gif_name, question, answer, type, vid_id,
+              key, description): tab-separated and unquoted when the header holds a tab (as the
+              release's files are, though named .csv), else comma-separated CSV. File
+              `<gif_name>.gif` unless the name has an extension; question_id = vid_id (FRAMEQA<n>,
+              one per question); FrameQA's type codes 0/1/2/3 become object/number/color/location
+              (the release's README).
+  mc        MSR-VTT multiple choice (JSFusion's MSR_MC_test.csv): tab-separated with a header,
+            columns vid_key (msr<n>) or video_id (video<n>), a1..a5 (the candidate sentences) and
+            answer (0-based index of the right one); file `video<n>.mp4`.
 """
 from __future__ import annotations
 
@@ -33,7 +55,7 @@ import os
 import re
 from collections import OrderedDict
 
-FORMATS = ("list", "csv", "ssv2", "captions")
+FORMATS = ("list", "csv", "ssv2", "captions", "qa", "mc")
 
 
 class AnnotationError(ValueError):
@@ -45,14 +67,22 @@ def _record(path: str, label: int = -1, captions=(), video_id: str | None = None
     return {"path": path, "label": int(label), "captions": list(captions), "video_id": vid}
 
 
+# Record fields of some formats only, carried into their examples as they are.
+OPTIONAL_FIELDS = ("questions", "answer_index")
+
+
 def example(record: dict, video: bytes, path: str, num_frames: int = 0, fps: float = 0.0,
             **extra) -> dict:
     """The example every source yields for an annotation record (the one statement of the
     schema): {video: encoded bytes, label: int (-1: none), caption: the captions joined by
-    newlines, video_id, path, num_frames (0: unknown until decoded), fps, **extra}."""
+    newlines, video_id, path, num_frames (0: unknown until decoded), fps, **extra}, plus the
+    record's OPTIONAL_FIELDS where it has them: questions (qa: a list of {question, answer,
+    question_id, type}; a packed dataset gives them back column-wise, {question: [...], ...}, as
+    bytes: read them with qa.questions_of) and answer_index (mc)."""
+    optional = {key: record[key] for key in OPTIONAL_FIELDS if key in record}
     return {"video": video, "label": record["label"], "caption": "\n".join(record["captions"]),
             "video_id": record["video_id"], "path": path, "num_frames": num_frames, "fps": fps,
-            **extra}
+            **optional, **extra}
 
 
 def _is_int(text: str) -> bool:
@@ -189,6 +219,146 @@ def read_captions(path: str) -> list[dict]:
     return [_record(p, -1, c) for p, c in grouped.items()]
 
 
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+def _read_table(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header fields, [(line number, row)]) of a table with a header row: tab-separated without
+    quoting when the header holds a tab, else CSV. Names and values are stripped."""
+    with open(path, newline="", encoding="utf-8") as f:
+        tab = "\t" in f.readline()
+        f.seek(0)
+        reader = (csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tab
+                  else csv.DictReader(f))
+        rows = [(reader.line_num, {_strip(k): _strip(v) for k, v in row.items()})
+                for row in reader]
+        fields = [name.strip() for name in reader.fieldnames or []]
+    if not rows:
+        raise AnnotationError(f"{path}: no rows under the header")
+    return fields, rows
+
+
+def _with_extension(name: str, default: str) -> str:
+    return name if os.path.splitext(name)[1] else name + default
+
+
+def _qa_video_file(item: dict) -> str | None:
+    """The video file a QA entry names (module docstring, format qa), or None."""
+    video = _pick(item, ("video",))
+    if video is not None:
+        return _with_extension(str(video), ".avi")
+    video_id = _pick(item, ("video_id",))
+    if video_id is not None:
+        video_id = str(video_id)
+        return _with_extension(f"video{video_id}" if video_id.isdigit() else video_id, ".mp4")
+    gif = _pick(item, ("gif_name",))
+    return None if gif is None else _with_extension(str(gif), ".gif")
+
+
+def _qa_question(item: dict, where: str) -> dict:
+    """{question, answer, question_id ('' when the entry has none), type} of one QA entry."""
+    question, answer = item.get("question"), item.get("answer")
+    if isinstance(answer, int) and not isinstance(answer, bool):  # a number answer, e.g. a count
+        answer = str(answer)
+    if not (isinstance(question, str) and question.strip()) \
+            or not (isinstance(answer, str) and answer.strip()):
+        raise AnnotationError(
+            f"{where}: a QA entry needs a non-empty 'question' (text) and 'answer' (text); got "
+            f"question={question!r}, answer={answer!r} (fields {sorted(map(str, item))})")
+    question_id = _pick(item, ("question_id", "id", "vid_id"))
+    kind = _pick(item, ("answer_type", "question_type", "type", "category_id"))
+    return {"question": question, "answer": answer,
+            "question_id": "" if question_id is None else str(question_id),
+            "type": "" if kind is None else str(kind)}
+
+
+def _group_questions(entries) -> list[dict]:
+    """One record per video, its questions in entry order; entries: (where, dict) pairs."""
+    grouped: OrderedDict[str, dict] = OrderedDict()
+    for where, item in entries:
+        if not isinstance(item, dict):
+            raise AnnotationError(f"{where}: expected an object {{video_id | video | gif_name, "
+                                  f"question, answer}}, got {type(item).__name__}")
+        file = _qa_video_file(item)
+        if file is None:
+            raise AnnotationError(f"{where}: no video: a QA entry names its video by 'video_id', "
+                                  f"'video' or 'gif_name' (fields {sorted(map(str, item))})")
+        question = _qa_question(item, where)
+        record = grouped.setdefault(file, {**_record(file), "questions": []})
+        if not question["question_id"]:
+            question["question_id"] = f"{record['video_id']}#{len(record['questions'])}"
+        record["questions"].append(question)
+    return list(grouped.values())
+
+
+def _qa_json_entries(path: str):
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield f"{path}:{n}", json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise AnnotationError(f"{path}:{n}: not JSON ({e})") from None
+            return
+        data = json.load(f)
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected a JSON list of {{video_id | video, question, "
+                              f"answer}} entries, got {type(data).__name__}")
+    for i, item in enumerate(data):
+        yield f"{path}: entry {i} (0-based)", item
+
+
+# TGIF-QA FrameQA's question type codes (the release's dataset/README.md).
+TGIF_FRAMEQA_TYPES = {"0": "object", "1": "number", "2": "color", "3": "location"}
+
+
+def _qa_table_entries(path: str):
+    fields, rows = _read_table(path)
+    if "a1" in fields:
+        raise AnnotationError(f"{path}: columns a1.. are answer candidates: a multiple-choice "
+                              f"file, not open-ended QA (MSR-VTT's MSR_MC_test.csv: format 'mc')")
+    for line, row in rows:
+        if row.get("gif_name") and row.get("type"):
+            row["type"] = TGIF_FRAMEQA_TYPES.get(row["type"], row["type"])
+        yield f"{path}:{line}", row
+
+
+def read_qa(path: str) -> list[dict]:
+    """Open-ended QA annotations (module docstring, format qa): one record per video."""
+    if path.endswith((".json", ".jsonl")):
+        return _group_questions(_qa_json_entries(path))
+    return _group_questions(_qa_table_entries(path))
+
+
+MC_CANDIDATES = ("a1", "a2", "a3", "a4", "a5")
+
+
+def read_mc(path: str) -> list[dict]:
+    """MSR-VTT multiple choice (module docstring, format mc): one record per row."""
+    fields, rows = _read_table(path)
+    missing = [c for c in (*MC_CANDIDATES, "answer") if c not in fields]
+    if missing or not {"video_id", "vid_key"} & set(fields):
+        raise AnnotationError(f"{path}: a multiple-choice table needs the columns vid_key or "
+                              f"video_id, {', '.join(MC_CANDIDATES)} and answer; the header has "
+                              f"{fields}")
+    out = []
+    for line, row in rows:
+        video_id = row.get("video_id") or ""
+        if not video_id and (row.get("vid_key") or "").startswith("msr"):
+            video_id = "video" + row["vid_key"][3:]
+        candidates = [row.get(c) or "" for c in MC_CANDIDATES]
+        answer = row.get("answer") or ""
+        if not video_id or not all(candidates) or answer not in ("0", "1", "2", "3", "4"):
+            raise AnnotationError(f"{path}:{line}: expected a video (vid_key msr<n> or video_id), "
+                                  f"5 non-empty candidates and answer 0-4; got video "
+                                  f"{video_id!r}, candidates {candidates}, answer {answer!r}")
+        out.append({**_record(f"{video_id}.mp4", -1, candidates, video_id),
+                    "answer_index": int(answer)})
+    return out
+
+
 def read(path: str, fmt: str, labels_path: str | None = None) -> list[dict]:
     """Parse an annotation file of format `fmt` (one of FORMATS)."""
     if fmt == "list":
@@ -206,4 +376,8 @@ def read(path: str, fmt: str, labels_path: str | None = None) -> list[dict]:
         return read_ssv2(path, labels_path)
     if fmt == "captions":
         return read_captions(path)
+    if fmt == "qa":
+        return read_qa(path)
+    if fmt == "mc":
+        return read_mc(path)
     raise AnnotationError(f"unknown annotation format {fmt!r}; choose one of {FORMATS}")

@@ -11,10 +11,13 @@ r"""Pack a folder of videos into a TFDS ArrayRecord dataset, or validate every v
   python -m input_pipelines.build validate --format list --video-root /data/k400/videos \
       --annotations /data/k400/train.txt --report bad_videos.tsv [--deep]
 
-Formats: list, csv, ssv2 (with --labels), captions; see input_pipelines/annotations.py.
+Formats: list, csv, ssv2 (with --labels), captions, qa, mc; see input_pipelines/annotations.py.
 Packed features: video (encoded bytes), label (int, -1 if none), caption (captions joined by
 newlines), video_id, path, num_frames (frames a player shows, the frame table checked by decoding
-its ends, or every frame with --deep), fps, duration. Unreadable videos (empty, not media,
+its ends, or every frame with --deep), fps, duration; and, by format (FORMAT_FEATURES): qa stores
+each video once with its questions (questions: a sequence of {question, answer, question_id,
+type} texts; input_pipelines/qa.py makes one example per question), mc the 5 candidates as the
+caption lines and answer_index (int32, 0-4). Unreadable videos (empty, not media,
 truncated, no video stream, undecodable) are left out of the packed dataset and listed with the
 reason in <dataset dir>/skipped.tsv; <dataset dir>/build_info.json records the annotation files
 (with their SHA-256) and options it was built from, and packing again with other inputs is refused
@@ -32,7 +35,7 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipelines import annotations, decode, robust, synthetic_videos
+from input_pipelines import annotations, decode, qa, robust, synthetic_videos
 
 
 def reencode_short_side(data: bytes, short_side: int) -> bytes:
@@ -76,7 +79,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=FEATURES)
+        features = FORMAT_FEATURES.get(self._fmt, FEATURES)
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features)
 
     def _split_generators(self, dl_manager):
         del dl_manager
@@ -100,16 +104,29 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                                             duration=info["duration"])
 
 
-FEATURES = tfds.features.FeaturesDict({
-    "video": tfds.features.Tensor(shape=(), dtype=np.object_),
-    "label": tfds.features.Scalar(dtype=np.int64),
-    "caption": tfds.features.Text(),
-    "video_id": tfds.features.Text(),
-    "path": tfds.features.Text(),
-    "num_frames": tfds.features.Scalar(dtype=np.int32),
-    "fps": tfds.features.Scalar(dtype=np.float32),
-    "duration": tfds.features.Scalar(dtype=np.float32),
-})
+def _features(**more) -> tfds.features.FeaturesDict:
+    """The packed features of every format, plus `more`."""
+    return tfds.features.FeaturesDict({
+        "video": tfds.features.Tensor(shape=(), dtype=np.object_),
+        "label": tfds.features.Scalar(dtype=np.int64),
+        "caption": tfds.features.Text(),
+        "video_id": tfds.features.Text(),
+        "path": tfds.features.Text(),
+        "num_frames": tfds.features.Scalar(dtype=np.int32),
+        "fps": tfds.features.Scalar(dtype=np.float32),
+        "duration": tfds.features.Scalar(dtype=np.float32),
+        **more,
+    })
+
+
+FEATURES = _features()
+# The formats whose records carry more (annotations.OPTIONAL_FIELDS). A Sequence of Text fields
+# reads back without TensorFlow, column-wise: {'question': [bytes, ...], ...}.
+FORMAT_FEATURES = {
+    "qa": _features(questions=tfds.features.Sequence({
+        name: tfds.features.Text() for name in qa.QUESTION_FIELDS})),
+    "mc": _features(answer_index=tfds.features.Scalar(dtype=np.int32)),
+}
 
 BUILD_INFO = "build_info.json"  # what a packed dataset was built from, beside dataset_info.json
 

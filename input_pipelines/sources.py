@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipelines import annotations, synthetic_untrimmed, synthetic_videos
+from input_pipelines import annotations, synthetic_qa, synthetic_untrimmed, synthetic_videos
 
 # The embedded demo dataset, by config name: (train videos, validation videos, frame size, frames).
 DEMO_CONFIGS = {
@@ -270,21 +270,31 @@ def is_file_list(dataset: str) -> bool:
 def open_source(dataset: str, split: str, data_dir: str | None = None, *,
                 video_root: str | None = None, labels_path: str | None = None):
     """Resolve a config's dataset: 'demo', 'demo/small', 'demo_untrimmed', 'demo_untrimmed/small',
-    a TFDS name or prepared directory, or '<format>:<annotation file>' (format: list, csv, ssv2,
-    captions) to read files directly."""
+    'demo_qa', 'demo_qa/small' (the demo videos with their questions: synthetic_qa), a TFDS name
+    or prepared directory, or '<format>:<annotation file>' (format: list, csv, ssv2, captions, qa,
+    mc) to read files directly."""
     if is_file_list(dataset):
         fmt, _, rest = dataset.partition(":")
         return FileListSource(rest, fmt, video_root, labels_path)
-    if dataset == "demo_untrimmed" or dataset.startswith("demo_untrimmed/"):
-        config = dataset.split("/", 1)[1] if "/" in dataset else "default"
-        if config not in UNTRIMMED_CONFIGS:
-            raise ValueError(f"Unknown demo_untrimmed dataset config {config!r}; choose one of "
-                             f"{sorted(UNTRIMMED_CONFIGS)}.")
-        return demo_untrimmed_source(split, config, data_dir)
-    if dataset == "demo" or dataset.startswith("demo/"):
-        config = dataset.split("/", 1)[1] if "/" in dataset else "default"
-        if config not in DEMO_CONFIGS:
-            raise ValueError(f"Unknown demo dataset config {config!r}; choose one of "
-                             f"{sorted(DEMO_CONFIGS)}.")
-        return demo_source(split, config, data_dir)
+    if _is_demo(dataset, "demo_qa"):
+        return synthetic_qa.DemoQASource(split, _demo_config(dataset, DEMO_CONFIGS), data_dir)
+    if _is_demo(dataset, "demo_untrimmed"):
+        return demo_untrimmed_source(split, _demo_config(dataset, UNTRIMMED_CONFIGS), data_dir)
+    if _is_demo(dataset, "demo"):
+        return demo_source(split, _demo_config(dataset, DEMO_CONFIGS), data_dir)
     return tfds_source(dataset, split, data_dir)
+
+
+def _is_demo(dataset: str, name: str) -> bool:
+    """Whether `dataset` names the embedded dataset `name`: 'name' or 'name/<config>'."""
+    return dataset == name or dataset.startswith(name + "/")
+
+
+def _demo_config(dataset: str, configs: dict) -> str:
+    """The config of 'name/<config>' ('default' for a bare 'name'), checked against `configs`."""
+    name, slash, config = dataset.partition("/")
+    config = config if slash else "default"
+    if config not in configs:
+        raise ValueError(f"Unknown {name} dataset config {config!r}; choose one of "
+                         f"{sorted(configs)}.")
+    return config
