@@ -294,15 +294,16 @@ def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int
 
 
 def eval_dataset(data, views: EvalViews, *, batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> tuple[grain.IterDataset, int]:
+                 process_count: int = 1, source=None) -> tuple[grain.IterDataset, int]:
     """One pass over the split in order, each process a disjoint interleaved slice.
 
     The last batch is padded by repeating the split's last video, with 'valid' False on the
     padding, so every batch has the same shape; evaluation counts valid entries only. A video
     that cannot be loaded gives zeros and 'error' = '<file>\t<reason>' (else ''), logged once.
-    Returns (dataset, number of videos on this process).
+    Returns (dataset, number of videos on this process). source: a random-access source to read
+    instead of data's videos (`views` takes its examples).
     """
-    source = open_data_source(data)
+    source = open_data_source(data) if source is None else source
     indices = grain.MapDataset.range(len(source))[process_index::process_count]
     n = len(indices)
     padded = -(-n // batch_size) * batch_size

@@ -76,9 +76,12 @@ def _reason_text(row: np.ndarray) -> str:
     return bytes(row).rstrip(b"\0").decode("utf-8", errors="replace")
 
 
-def map_over_split(fn, params, mesh, config, views: builders.EvalViews) -> dict:
+def map_over_split(fn, params, mesh, config, views: builders.EvalViews,
+                   inputs: tuple[str, ...] = ("video",), source=None) -> dict:
     """Run fn(params, video (B, V, T, S, S, 3) uint8) -> (B, ...) over every video of
-    config.eval.split, gathered over processes.
+    config.eval.split, gathered over processes. inputs: the fields of `views`' output passed to
+    fn, in order (e.g. ('video', 'question')); source: a random-access source to read instead
+    of the split's videos (e.g. one example per question).
 
     A video that cannot be loaded is skipped (the training policy: logged, counted, past
     data.max_bad_videos the pass stops with the list) and reported, never silently dropped.
@@ -94,12 +97,13 @@ def map_over_split(fn, params, mesh, config, views: builders.EvalViews) -> dict:
     ds, _ = builders.eval_dataset(eval_data_config(config), views,
                                   batch_size=batch // jax.process_count(),
                                   process_index=jax.process_index(),
-                                  process_count=jax.process_count())
+                                  process_count=jax.process_count(), source=source)
     jitted = jax.jit(fn)
     outputs, labels, index, valid, failed, reasons = [], [], [], [], [], []
     for host in ds:
-        device = sharding.put_batch({"video": host["video"]}, mesh)
-        out = multihost_utils.process_allgather(jitted(params, device["video"]), tiled=True)
+        device = sharding.put_batch({k: host[k] for k in inputs}, mesh)
+        out = multihost_utils.process_allgather(jitted(params, *(device[k] for k in inputs)),
+                                                tiled=True)
         outputs.append(np.asarray(out))
         host["failed"] = np.asarray([bool(e) and v for e, v in zip(host["error"],
                                                                     host["valid"])])

@@ -53,6 +53,11 @@ class Task:
         everything trains."""
         return None
 
+    def lr_scales(self, params) -> Any:
+        """A tree of floats like params: per-parameter lr multipliers (e.g. 10 on a new head), or
+        None: the same lr everywhere."""
+        return None
+
     def initial_params(self, params: dict) -> tuple[dict, str] | None:
         """(params, report) this task starts a fresh run from by its own rule (CMA: two
         checkpoints), or None: config.init_from (load_pretrained) or the initialisation."""

@@ -32,18 +32,22 @@ class TrainState:
         return {"params": params, **self.model_state}
 
 
-def make_optimizer(config, d: dict, params: Any = None,
-                   trainable: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(config, d: dict, params: Any = None, trainable: Any = None,
+                   lr_scales: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW with the schedule; with optim.layer_decay < 1 (fine-tuning) the updates are scaled
     per parameter by the reference's layer-wise rule (`params`: the tree, abstract is enough).
     trainable: a tree of bools (the task's `trainable_mask`); frozen parameters get a zero update
-    and no optimizer state (optax.multi_transform keeps Adam's moments for the trainable only)."""
+    and no optimizer state (optax.multi_transform keeps Adam's moments for the trainable only).
+    lr_scales: a tree of per-parameter lr multipliers (the task's `lr_scales`, e.g. a new head's
+    10x), applied like the layer decay, to the whole update."""
     o = config.optim
     schedule = optim.warmup_cosine(d["peak_lr"], d["min_lr"], d["warmup_steps"], d["total_steps"])
     tx = optim.adamw(schedule, o.b1, o.b2, o.eps, o.weight_decay, o.grad_clip or None)
     decay = o.layer_decay
     if decay < 1.0:
         tx = optax.chain(tx, optim.scale_updates(optim.layer_decay_scales(params, decay)))
+    if lr_scales is not None:
+        tx = optax.chain(tx, optim.scale_updates(lr_scales))
     if trainable is not None:
         labels = jax.tree.map(lambda t: "train" if t else "freeze", trainable)
         tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
@@ -186,13 +190,15 @@ def build_step(config, mesh, task, d: dict, init_rng: jax.Array, step_rng: jax.A
                init: bool = True) -> Step:
     """The train step for (config, mesh, task) with the derived values `d` (peak_lr, min_lr,
     warmup_steps, total_steps: train.derived_values): AdamW on the schedule with the task's
-    frozen parameters (`trainable_mask`), optim.layer_decay, optim.ema_decay and
+    frozen parameters (`trainable_mask`), its lr multipliers (`lr_scales`), optim.layer_decay,
+    optim.ema_decay and
     grad_accum_steps; the state created sharded (init=False: abstract). Call it, and the step,
     inside `jax.set_mesh(mesh)` and `nn.logical_axis_rules(sharding.RULES)`."""
     abstract_params = jax.eval_shape(
         lambda r: nn.meta.unbox(task.init_variables(r, task.init_batch(1)))["params"], init_rng)
     trainable = task.trainable_mask(abstract_params)
-    tx, schedule = make_optimizer(config, d, abstract_params, trainable)
+    tx, schedule = make_optimizer(config, d, abstract_params, trainable,
+                                  task.lr_scales(abstract_params))
     ema_decay = float(config.optim.ema_decay)
     state, state_shardings = create_state(task, tx, mesh, init_rng, init=init, ema=ema_decay > 0)
     batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim)
