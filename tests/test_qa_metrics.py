@@ -15,6 +15,7 @@ def test_out_of_vocabulary_answers_count_as_wrong():
     got = qa.accuracy(predicted, answers, types)
     assert got["top1"] == pytest.approx(2 / 5)
     assert got["questions"] == 5 and got["out_of_vocabulary"] == 2
+    assert got["top1_in_vocabulary"] == pytest.approx(2 / 3)  # InternVideo's count: OOV left out
     assert got["per_type"] == {"what": {"top1": 0.5, "questions": 2},
                                "who": {"top1": 0.5, "questions": 2}}
     # an OOV answer is never right, whatever index is predicted

@@ -22,8 +22,10 @@ def accuracy(predicted: np.ndarray, answers: np.ndarray, types: list[str]) -> di
         raise ValueError(f"{predicted.shape} predictions, {answers.shape} answers and "
                          f"{len(types)} types: one of each per question.")
     right = (predicted == answers) & (answers >= 0)  # (N,)
+    known = answers >= 0
     out = {"top1": float(right.mean()) if len(right) else 0.0, "questions": int(len(right)),
-           "out_of_vocabulary": int((answers < 0).sum())}
+           "out_of_vocabulary": int((~known).sum()),
+           "top1_in_vocabulary": float(right[known].mean()) if known.any() else 0.0}
     kinds = np.asarray(types)
     per_type = {t: {"top1": float(right[kinds == t].mean()), "questions": int((kinds == t).sum())}
                 for t in sorted(set(types)) if t}
