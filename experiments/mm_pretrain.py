@@ -53,7 +53,10 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         # Zero-shot classification runs only with class names for the eval dataset (none by
         # default; the tiny preset sets the demo's colours). Tuples, so that
         # --config.eval.zero_shot_classnames="('a', 'b')" can set them.
-        zero_shot_classnames=(), zero_shot_templates=(), zero_shot_labels="caption"))
+        zero_shot_classnames=(), zero_shot_templates=(), zero_shot_labels="caption",
+        # zero-shot multiple choice: '' (none) | 'captions' (5 candidates from the eval split's
+        # captions) | a dataset of format mc, e.g. 'mc:/data/MSR_MC_test.csv'
+        multiple_choice=""))
     c.batch_size = 32  # global: every example's negatives are the other 31
     c.num_epochs = 10.0
     c.optim.update(base_lr=1e-3, min_lr=1e-5, warmup_epochs=0.5, b1=0.9, b2=0.98, eps=1e-6,
@@ -62,6 +65,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     if preset == "tiny":
         c.total_steps = 300
         c.model.caption_length = 16  # the demo's captions are at most 12 tokens with sot/eot
+        c.eval.multiple_choice = "captions"
         c.optim.base_lr = 4e-3  # x 32/256 = 5e-4 peak
         c.eval.update(  # the demo's colours, each caption naming one
             zero_shot_classnames=tuple(synthetic_videos.COLOURS),

@@ -43,3 +43,21 @@ def test_multiple_choice_against_a_hand_computed_similarity_matrix():
     got = qa.multiple_choice_accuracy(scores, np.array([1, 3, 0]))
     assert got["chosen"] == [1, 2, 0]
     assert got["accuracy"] == pytest.approx(2 / 3) and got["videos"] == 3
+
+
+def test_multiple_choice_from_captions():
+    from internvideo_jax.tasks.mm_pretrain import caption_choices
+    captions = [["a red square grows"], ["a blue circle moves up", "a blue circle rises"],
+                ["a red square grows"], ["a green triangle shrinks"], ["a white hexagon turns"],
+                ["a cyan pentagon moves left"]]
+    candidates, answer = caption_choices(captions, num_candidates=3, seed=1)
+    for caps, cands, right in zip(captions, candidates, answer):
+        assert len(cands) == 3 and cands[right] == caps[0]
+        others = [c for k, c in enumerate(cands) if k != right]
+        assert len(set(others)) == 2 and not set(others) & set(caps)
+    # video 0 and 2 share a caption: neither is the other's distractor
+    assert "a red square grows" not in [c for k, c in enumerate(candidates[2]) if k != answer[2]]
+    again, answer_again = caption_choices(captions, num_candidates=3, seed=1)
+    assert again == candidates and (answer_again == answer).all()
+    with pytest.raises(ValueError, match="other distinct captions"):
+        caption_choices(captions[:2], num_candidates=5)

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from input_pipelines import builders, normalization, robust
+from input_pipelines import builders, normalization, robust, sources
+from internvideo_jax.evaluation import qa as qa_metrics
 from internvideo_jax.evaluation import retrieval
 from internvideo_jax.evaluation.evaluate import eval_data_config, map_over_split, skipped_report
 from internvideo_jax.infra.flops import multimodal_flops
@@ -156,7 +157,63 @@ class MultimodalPretrainTask(Task):
             result.update(retrieval.retrieval_metrics(sim, np.asarray(text_to_video)))
         result.update(zero_shot_metrics(lambda t: self.text_features(params, t), e, videos,
                                         got["label"], captions))
+        if e.multiple_choice:
+            result.update(self.multiple_choice(variables, mesh, config, videos, captions))
         return result
+
+    def multiple_choice(self, variables, mesh, config, videos: np.ndarray,
+                        captions: list[list[str]]) -> dict:
+        """Zero-shot multiple choice by video-text similarity (eval.multiple_choice): 'captions'
+        builds it from the evaluated videos (each video's first caption among 4 other videos'
+        captions, placed at random with a fixed seed; videos, captions: what retrieval
+        computed), a dataset of format mc (e.g. 'mc:MSR_MC_test.csv', with data.video_root) is
+        read as it is. -> {'mc_accuracy' (%), 'mc_videos'}."""
+        spec = config.eval.multiple_choice
+        if spec == "captions":
+            candidates, answer = caption_choices(captions)
+        else:
+            data = eval_data_config(config)
+            source = sources.open_source(spec, config.eval.split, data.data_dir or None,
+                                         video_root=data.video_root or None)
+            got = map_over_split(self.video_features, variables, mesh, config,
+                                 self.eval_views(), source=source)
+            videos = got["outputs"]
+            records = [source[int(i)] for i in got["index"]]
+            candidates = [builders.captions_of(r) for r in records]
+            answer = np.asarray([int(r["answer_index"]) for r in records])
+        if not len(candidates):
+            raise ValueError(f"eval.multiple_choice={spec!r} gives no videos to score.")
+        sizes = {len(c) for c in candidates}
+        if len(sizes) != 1:
+            raise ValueError(f"eval.multiple_choice={spec!r}: videos have {sorted(sizes)} "
+                             f"candidates; every video needs the same number.")
+        texts = self.text_features(variables["params"], [t for c in candidates for t in c])
+        scores = np.einsum("ne,nce->nc", videos, texts.reshape(len(candidates), -1,
+                                                               texts.shape[-1]))  # (N, C)
+        mc = qa_metrics.multiple_choice_accuracy(scores, answer)
+        return {"mc_accuracy": 100 * mc["accuracy"], "mc_videos": mc["videos"]}
+
+
+def caption_choices(captions: list[list[str]], num_candidates: int = 5,
+                    seed: int = 0) -> tuple[list[list[str]], np.ndarray]:
+    """Multiple choice from captioned videos: for video i, its first caption and
+    num_candidates - 1 captions of other videos that none of video i's captions equals, in a
+    random order (numpy seed `seed`). -> (candidates per video, index of the right one (N,))."""
+    rng = np.random.default_rng(seed)
+    pool = sorted({c[0] for c in captions if c})
+    out, answer = [], []
+    for caps in captions:
+        others = [t for t in pool if t not in set(caps)]
+        if not caps or len(others) < num_candidates - 1:
+            raise ValueError(f"multiple choice from captions needs every video captioned and "
+                             f"{num_candidates - 1} other distinct captions; a video has "
+                             f"{len(caps)} caption(s) and {len(others)} others to draw from.")
+        picked = [others[int(i)] for i in rng.choice(len(others), num_candidates - 1,
+                                                     replace=False)]
+        right = int(rng.integers(num_candidates))
+        out.append(picked[:right] + [caps[0]] + picked[right:])
+        answer.append(right)
+    return out, np.asarray(answer)
 
 
 def first_readable_captions(source, name: str, max_tries: int = 20) -> tuple[str, list[str]]:
