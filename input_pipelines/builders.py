@@ -11,7 +11,7 @@ import dataclasses
 import grain
 import numpy as np
 
-from input_pipelines import (decode, masking, randaugment, robust, sampling, sources,
+from input_pipelines import (answers, decode, masking, randaugment, robust, sampling, sources,
                              transforms, workers)
 from internvideo_jax.text.tokenizer import get_tokenizer
 
@@ -131,6 +131,18 @@ def captions_of(example: dict) -> list[str]:
     return [c for c in text.split("\n") if c.strip()]
 
 
+def segment_crop(example: dict, rng: np.random.Generator, num_frames: int, crop_size: int,
+                 min_crop_area: float) -> np.ndarray:
+    """TSN segment sampling (a random frame in each of num_frames segments) and one random
+    resized crop of the frames: (T, S, S, 3) uint8, the multimodal tasks' training clip."""
+    with open_video(example) as video:
+        idx = sampling.segment_indices(video.num_frames, num_frames, rng)
+        frames = video.frames(idx)
+        box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
+                                                 scale=(min_crop_area, 1.0))
+        return transforms.scaled_crop(frames, box, crop_size)  # (T, S, S, 3)
+
+
 @dataclasses.dataclass(frozen=True)
 class CaptionClip:
     """A video-text pretraining example: TSN segment sampling (a random frame in each of T
@@ -144,12 +156,7 @@ class CaptionClip:
     context_length: int = 77
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        with open_video(example) as video:
-            idx = sampling.segment_indices(video.num_frames, self.num_frames, rng)
-            frames = video.frames(idx)
-            box = transforms.random_resized_crop_box(*decode.display_size(frames[0]), rng,
-                                                     scale=(self.min_crop_area, 1.0))
-            clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
+        clip = segment_crop(example, rng, self.num_frames, self.crop_size, self.min_crop_area)
         captions = captions_of(example)
         if not captions:
             raise ValueError(f"video {example.get('video_id', '?')!r} has no caption: multimodal "
@@ -157,6 +164,59 @@ class CaptionClip:
         caption = captions[int(rng.integers(len(captions)))]
         ids = get_tokenizer(self.context_length)([caption])  # (1, L)
         return {"video": np.ascontiguousarray(clip)[None], "text": ids}
+
+
+@dataclasses.dataclass(frozen=True)
+class QAClip:
+    """A video QA training example (an example of qa.QuestionSource): the video sampled as
+    CaptionClip samples it (TSN segments, a random resized crop, no flip: questions name
+    directions), the question tokenized, the answer's vocabulary index (-1: outside it).
+    Output {'video': (1, T, S, S, 3) uint8, 'question': (1, context_length) int32,
+    'answer': (1,) int32}."""
+
+    num_frames: int
+    crop_size: int
+    answer_index: dict  # normalised answer -> index (input_pipelines/answers.py)
+    min_crop_area: float = 0.5
+    context_length: int = 77
+
+    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        clip = segment_crop(example, rng, self.num_frames, self.crop_size, self.min_crop_area)
+        return {"video": np.ascontiguousarray(clip)[None],
+                **question_arrays(example, self.answer_index, self.context_length)}
+
+
+def question_arrays(example: dict, answer_index: dict, context_length: int) -> dict:
+    """{'question': (1, L) int32 CLIP ids, 'answer': (1,) int32 index, -1 outside the
+    vocabulary} of a question example."""
+    ids = get_tokenizer(context_length)([str(example["question"])])  # (1, L)
+    return {"question": ids,
+            "answer": np.asarray([answers.encode(example["answer"], answer_index)], np.int32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class QAViews:
+    """Test views of a question's video (EvalViews with one uniform clip, the centre crop) with
+    the question: {'video': (1, T, S, S, 3) uint8, 'question': (L,) int32, 'label': the answer's
+    index (-1 outside the vocabulary), 'index'}."""
+
+    views: "EvalViews"
+    answer_index: dict
+    context_length: int = 77
+
+    def _with_question(self, out: dict, example: dict | None) -> dict:
+        if example is None:
+            out["question"] = np.zeros(self.context_length, np.int32)
+            return out
+        q = question_arrays(example, self.answer_index, self.context_length)
+        out["question"], out["label"] = q["question"][0], q["answer"][0]
+        return out
+
+    def __call__(self, example: dict, index: int) -> dict:
+        return self._with_question(self.views(example, index), example)
+
+    def blank(self, index: int) -> dict:
+        return self._with_question(self.views.blank(index), None)
 
 
 @dataclasses.dataclass(frozen=True)
