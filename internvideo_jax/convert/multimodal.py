@@ -1,5 +1,5 @@
 """InternVideo multimodal checkpoints (video tower, CLIP text tower, caption decoder) <-> our
-VideoTextModel.
+VideoTextModel, and the downstream video QA checkpoints <-> our VideoQAModel.
 
 The released multimodal checkpoints are Lightning files: {'state_dict': {...}} with the CLIP model
 under 'clip.' and the caption decoder beside it under 'caption_decoder.' (spec.md section 3; the
@@ -13,6 +13,13 @@ reference's `clip_vit_only_global` video tower and CoTrain CaptionDecoder):
   clip.ln_final, clip.text_projection  <- textual/* (OpenAI CLIP names, convert/clip.py)
   clip.logit_scale                  <- logit_scale
   caption_decoder.*                 <- decoder/* (convert/caption_decoder.py)
+The video QA checkpoints of the downstream code (CoTrain clip_module.py, clip_qa_type 'vtc_cap';
+released for InternVideo-MM-L-14 on MSR-VTT, MSVD and TGIF-QA; models/video_qa.py) hold the same
+less clip.visual_proj, clip.text_projection and caption_decoder.predictor.*, plus the head:
+  vqa_classifier.1.{weight, bias} [2hs, hs]  <- vqa_classifier/fc (kernel transposed)
+  vqa_classifier.2.{weight, bias} [2hs]      <- vqa_classifier/norm/{scale, bias}
+  vqa_classifier.5.{weight, bias} [V, 2hs]   <- vqa_classifier/out; V, the answers, read off it
+(`--model internvideo_qa`; the tables are built from our tree, so one code path serves both).
 A bare state dict without the 'clip.' prefix is read as the CLIP part. Parts of the reference's
 training module that our model does not have (clip.text_mask_embedding for masked language
 modelling, the momentum encoder clip_k.*, text_decoder.*, visual_decoder.*, ...) are refused
@@ -32,16 +39,20 @@ from internvideo_jax.convert.cli_common import (abstract_variables, known_size, 
                                                save_state_dict, say_size)
 from internvideo_jax.convert.common import (CLIP_LEAF_NAMES, ConversionError, Path, Rule,
                                            export_state_dict, flatten, identity,
-                                           import_state_dict, strip_prefixes)
+                                           import_state_dict, linear_to_ours, strip_prefixes)
 from internvideo_jax.convert.registry import Family, register
-from internvideo_jax.models import architecture, multimodal
+from internvideo_jax.models import architecture, multimodal, video_qa
 
 WRAPPER_PREFIXES = ("module.", "model.")
 DECODER = "caption_decoder."
+HEAD = "vqa_classifier."
+QA_MODEL = "internvideo_qa"
+_HEAD_LAYERS = {"fc": "1", "norm": "2", "out": "5"}  # ours -> the reference's nn.Sequential index
 # reference training-module parts we do not build, and what they are (for the refusal's hint)
 REFERENCE_ONLY = {"clip.text_mask_embedding": "the masked-language-modelling token",
                   "clip_k.": "the momentum encoder", "text_decoder.": "the MLM head",
-                  "visual_decoder.": "the masked-video head", "rank_output.": "a QA head"}
+                  "visual_decoder.": "the masked-video head",
+                  "rank_output.": "the multiple-choice ranking head"}
 
 
 def _clip_name(path: Path, value) -> tuple[str, tuple]:
@@ -67,14 +78,29 @@ def _nest(path: Path, value):
     return value
 
 
-def rules(params: dict) -> list[Rule]:
-    """Rules for a VideoTextModel parameter tree (with or without the caption decoder)."""
+def _head_rules(head: dict) -> list[Rule]:
+    """vqa_classifier/{fc, norm, out}/leaf -> vqa_classifier.{1, 2, 5}.{weight, bias}."""
     out = []
-    for path, value in flatten({k: v for k, v in params.items() if k != "decoder"}).items():
+    for (layer, leaf), _ in flatten(head).items():
+        key = f"{HEAD}{_HEAD_LAYERS[layer]}.{'bias' if leaf == 'bias' else 'weight'}"
+        to_ours, to_torch = (linear_to_ours, linear_to_ours) if leaf == "kernel" else \
+            (identity, identity)
+        out.append(Rule(("vqa_classifier", layer, leaf), key, to_ours, to_torch))
+    return out
+
+
+def rules(params: dict) -> list[Rule]:
+    """Rules for a VideoTextModel parameter tree (with or without the caption decoder) or a
+    VideoQAModel's (no visual_proj, text_projection, decoder predictor; a vqa_classifier)."""
+    out = []
+    for path, value in flatten({k: v for k, v in params.items()
+                                if k not in ("decoder", "vqa_classifier")}).items():
         name, (to_ours, to_torch) = _clip_name(path, value)
         out.append(Rule(path, "clip." + name, to_ours, to_torch))
     if "decoder" in params:
         out += conv_dec.rules(params["decoder"], DECODER)
+    if "vqa_classifier" in params:
+        out += _head_rules(params["vqa_classifier"])
     return out
 
 
@@ -90,8 +116,9 @@ def unwrap(checkpoint: dict) -> dict:
 
 def import_internvideo(checkpoint: dict, target_params: dict,
                        drop_prefixes: tuple[str, ...] = ()) -> dict:
-    """An InternVideo multimodal checkpoint -> our VideoTextModel params, strictly. Keys under
-    `drop_prefixes` (full keys, e.g. 'clip.text_mask_embedding') are left out and listed."""
+    """An InternVideo multimodal checkpoint -> our VideoTextModel params (or a video QA one ->
+    VideoQAModel params: `target_params` decides), strictly. Keys under `drop_prefixes` (full
+    keys, e.g. 'clip.text_mask_embedding') are left out and listed."""
     state_dict = unwrap(checkpoint)
     dropped = sorted(k for k in state_dict if drop_prefixes and k.startswith(tuple(drop_prefixes)))
     if dropped:
@@ -110,6 +137,10 @@ def import_internvideo(checkpoint: dict, target_params: dict,
         if "decoder" not in target_params and any(k.startswith(DECODER) for k in e.unexpected):
             hints.append(f"{DECODER} (the caption decoder: import with model.caption_weight > 0 "
                          f"to keep it)")
+        if "vqa_classifier" not in target_params and any(k.startswith(HEAD)
+                                                         for k in e.unexpected):
+            hints.append(f"{HEAD} (the open-ended video QA head: import the file with --model "
+                         f"{QA_MODEL})")
         if hints:
             e.args = (e.args[0] + "\nthe reference's training module has parts our model does "
                       "not build: " + "; ".join(hints) + ". Leave them out knowingly with "
@@ -118,8 +149,8 @@ def import_internvideo(checkpoint: dict, target_params: dict,
 
 
 def export_internvideo(params: dict) -> dict[str, np.ndarray]:
-    """Our VideoTextModel params -> the Lightning state dict ('clip.*', 'caption_decoder.*' with
-    the reference's buffers), float32."""
+    """Our VideoTextModel or VideoQAModel params -> the Lightning state dict ('clip.*',
+    'caption_decoder.*' with the reference's buffers, 'vqa_classifier.*'), float32."""
     state_dict = export_state_dict(rules(params), params)
     if "decoder" in params:
         state_dict = conv_dec.join_fused(state_dict, params["decoder"], DECODER)
@@ -130,46 +161,70 @@ def export_internvideo(params: dict) -> dict[str, np.ndarray]:
 def import_multimodal(a) -> tuple[dict, dict, dict]:
     """An InternVideo multimodal Lightning checkpoint ('clip.*' and 'caption_decoder.*' keys) ->
     VideoTextModel params; the caption decoder is built when the file has one (and it is not
-    left out with --drop-prefix caption_decoder.). Returns (params, boxed abstract variables,
-    the description)."""
+    left out with --drop-prefix caption_decoder.). With --model internvideo_qa, a video QA
+    checkpoint -> VideoQAModel params, the answers read off vqa_classifier.5.weight (--num-classes,
+    given, is imported strictly against it). Returns (params, boxed abstract variables, the
+    description)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
+    qa = a.model == QA_MODEL
     checkpoint = read_weights(a)
     keys = unwrap(checkpoint)
     chosen = known_size(multimodal.get_size, a.size) if a.size else None
     size, name, _ = arch.multimodal_size(keys, chosen)
     caption = any(k.startswith(DECODER) and not k.startswith(tuple(a.drop_prefix))
                   for k in keys)
+    if qa:
+        answers = keys.get(f"{HEAD}5.weight")
+        if answers is None or not caption:
+            raise ConversionError(
+                "InternVideo video QA (vtc_cap): not a QA checkpoint (a pretraining one imports "
+                "with --model internvideo_multimodal; the QA model loads it by path)",
+                missing=[f"{HEAD}5.weight"] if answers is None else [f"{DECODER}*"])
+        num_answers = a.num_classes or int(answers.shape[0])
     if chosen:
         if not caption:  # the decoder is not in the file (or left out): not compared
             chosen = dataclasses.replace(chosen, decoder=size.decoder)
+        if qa:  # no projections in the file: the embedding size is not compared
+            chosen = dataclasses.replace(
+                chosen, video=dataclasses.replace(chosen.video, embed_dim=size.video.embed_dim),
+                text=dataclasses.replace(chosen.text, embed_dim=size.text.embed_dim))
         arch.check_against(size, chosen, a.size, multimodal.SIZES, "InternVideo multimodal")
     v, t = size.video, size.text
-    say_size("InternVideo multimodal", name,
+    say_size("InternVideo video QA" if qa else "InternVideo multimodal", name,
              f"video width {v.width}, {v.layers} layers, patch {v.patch}, {v.image_size}px, "
-             f"{len(v.return_list)} global UniBlocks; text width {t.width}, {t.layers} layers; "
-             f"embedding {v.embed_dim}", a.size)
-    model = multimodal.VideoTextModel(size, caption=caption)
+             f"{len(v.return_list)} global UniBlocks; text width {t.width}, {t.layers} layers"
+             + (f"; {num_answers} answers" if qa else f"; embedding {v.embed_dim}"), a.size)
     video = jax.ShapeDtypeStruct((1, a.frames, v.image_size, v.image_size, 3), jnp.float32)
     ids = jax.ShapeDtypeStruct((1, t.context_length), jnp.int32)
-    boxed = abstract_variables(model, video, ids)
-    print("multimodal: video tower, text tower"
-          + (f", caption decoder ({size.decoder.layers} layers)" if caption else
-             " (no caption decoder in the file: train with model.caption_weight=0)"))
-    description = architecture.describe("internvideo_multimodal", size, name, caption=caption)
+    if qa:
+        boxed = abstract_variables(video_qa.VideoQAModel(size, num_answers), video, ids)
+        print(f"video QA: video tower, text tower, caption decoder ({size.decoder.layers} "
+              f"layers, no predictor), vqa_classifier ({num_answers} answers)")
+        description = architecture.describe("internvideo_multimodal", size, name, caption=True,
+                                            num_answers=num_answers)
+    else:
+        boxed = abstract_variables(multimodal.VideoTextModel(size, caption=caption), video, ids)
+        print("multimodal: video tower, text tower"
+              + (f", caption decoder ({size.decoder.layers} layers)" if caption else
+                 " (no caption decoder in the file: train with model.caption_weight=0)"))
+        description = architecture.describe("internvideo_multimodal", size, name,
+                                            caption=caption)
     return import_internvideo(checkpoint, nn.meta.unbox(boxed)["params"],
                               tuple(a.drop_prefix)), boxed, description
 
 
 def export_multimodal(variables: dict, meta: dict, a) -> None:
-    """Our VideoTextModel params -> a Lightning file ({'state_dict': ...}, float32)."""
+    """Our VideoTextModel or VideoQAModel params -> a Lightning file ({'state_dict': ...},
+    float32)."""
     n = save_state_dict(export_internvideo(variables["params"]), "state_dict", a.out, a.overwrite)
-    print(f"wrote {n} tensors (InternVideo 'clip.'/'caption_decoder.' layout, float32) "
-          f"to {a.out}")
+    layout = "'clip.'/'caption_decoder.'" + ("/'vqa_classifier.'"
+                                             if "vqa_classifier" in variables["params"] else "")
+    print(f"wrote {n} tensors (InternVideo {layout} layout, float32) to {a.out}")
 
 
-register(Family(label="multimodal", models=("internvideo_multimodal",),
+register(Family(label="multimodal", models=("internvideo_multimodal", QA_MODEL),
                 import_fn=import_multimodal, exports=lambda params: "textual" in params,
                 export_fn=export_multimodal, formats=("pth",),
                 format_error="a multimodal model exports with --to pth only (the InternVideo "

@@ -12,6 +12,9 @@ causal, so position i has seen ids[:, :i+1] only).
     cross_i: x + cross-attn(n, pooled) + ff(n): multi-query cross-attention to the pooled tokens
       (no norm on them; they are normalised above) and a parallel SwiGLU FF;
   -> predictor: LN -> Linear -> GELU (exact) -> LN -> Linear(vocab) -> logits (B, L, vocab).
+CaptionDecoder(predictor=False) stops before the predictor and builds none: it returns the hidden
+states after the last cross block (B, L, D), what the reference's video QA head reads (CoTrain
+clip_module.py sets `caption_decoder.predictor = nn.Identity()` for clip_qa_type 'vtc_cap').
 The loss (losses.caption_loss) predicts ids[:, 1:] from the tokens at ids[:, :-1], padding ignored.
 The official key for each parameter is in convert/caption_decoder.py; the reference's fused
 q/k/v/ff projection is split here into q, kv and ff_in so that heads and FF hidden can be sharded.
@@ -174,11 +177,14 @@ class CaptionDecoder(nn.Module):
     """(video tokens (B, M, Cv), text tokens (B, L, D)) -> next-token logits (B, L, vocab), f32.
 
     remat: a layers.REMAT_POLICIES name for the causal and cross blocks (same outputs and
-    parameters)."""
+    parameters).
+    predictor: False leaves the predictor out (no predictor_* parameters) and returns the hidden
+    states after the last cross block (B, L, D), f32, unnormalised."""
 
     size: CaptionDecoderSize
     dtype: Dtype = jnp.float32
     remat: str = "none"
+    predictor: bool = True
 
     @nn.compact
     def __call__(self, visual_tokens: jax.Array, text_tokens: jax.Array) -> jax.Array:
@@ -196,6 +202,8 @@ class CaptionDecoder(nn.Module):
         for i in range(s.layers):
             x = causal_block(s.heads, s.ff_mult, self.dtype, name=f"causal_{i}")(x)
             x = cross_block(s.heads, s.ff_mult, self.dtype, name=f"cross_{i}")(x, pooled)
+        if not self.predictor:
+            return x.astype(jnp.float32)  # (B, L, D)
         x = _norm("predictor_norm_1", use_bias=True)(x).astype(self.dtype)
         x = _proj((width,), ("embed",), ("mlp",), "predictor_fc", self.dtype, use_bias=True)(x)
         x = gelu(x)

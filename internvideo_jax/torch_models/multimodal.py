@@ -10,6 +10,10 @@ from the reference's description (spec.md section 3):
                       predictor)
   InternVideoMultimodal   {'clip': InternVideoCLIP, 'caption_decoder': CaptionDecoder}: its
                       state_dict is the Lightning checkpoint's 'state_dict'.
+  InternVideoQA       the open-ended video QA model of the downstream code (CoTrain
+                      clip_module.py, clip_qa_type 'vtc_cap'): the same with clip.visual_proj,
+                      clip.text_projection and caption_decoder.predictor removed, plus
+                      vqa_classifier.{1, 2, 5} (see models/video_qa.py for the facts).
 
 Weights exported by `python -m internvideo_jax.convert export --to pth` load with
 load_state_dict(strict=True). Independent of our JAX code: token-first (L, N, C) layouts,
@@ -60,17 +64,23 @@ class InternVideoCLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(2.6592600))  # log(1 / 0.07)
 
     def encode_video(self, video, return_all_feats=False):
-        """(N, 3, T, H, W) -> (N, E) [and the last layer's tokens (L, N, T, C)]."""
+        """(N, 3, T, H, W) -> (N, E) (N, W without visual_proj) [and the last layer's tokens
+        (L, N, T, C)]."""
         fused, tokens = self.visual(video, return_all_feats=True)
-        x = self.visual_ln_post(fused) @ self.visual_proj
+        x = self.visual_ln_post(fused)
+        if self.visual_proj is not None:  # None in the QA model: (N, W)
+            x = x @ self.visual_proj
         return (x, tokens) if return_all_feats else x
 
     def encode_text(self, ids, return_all_feats=False):
-        """(N, 77) -> (N, E) at the eot (largest id) [and all tokens after ln_final (N, 77, C)]."""
+        """(N, 77) -> (N, E) at the eot (largest id) (N, C without text_projection) [and all
+        tokens after ln_final (N, 77, C)]."""
         x = self.token_embedding(ids) + self.positional_embedding
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         x = self.ln_final(x)
-        feats = x[torch.arange(x.shape[0]), ids.argmax(dim=-1)] @ self.text_projection
+        feats = x[torch.arange(x.shape[0]), ids.argmax(dim=-1)]
+        if self.text_projection is not None:  # None in the QA model: (N, C)
+            feats = feats @ self.text_projection
         return (feats, x) if return_all_feats else feats
 
 
@@ -219,3 +229,30 @@ class InternVideoMultimodal(nn.Module):
         n = caption_length or ids.shape[1]
         return v, t, self.caption_decoder(video_tokens, text_tokens[:, :n - 1])
 
+
+class InternVideoQA(nn.Module):
+    """The downstream video QA model ('vtc_cap'): keys 'clip.*' (no visual_proj, text_projection),
+    'caption_decoder.*' (no predictor) and 'vqa_classifier.{1, 2, 5}.*'."""
+
+    def __init__(self, clip_kwargs: dict, decoder_layers: int, decoder_heads: int,
+                 num_answers: int, num_visual_queries=256, dropout=0.5):
+        super().__init__()
+        self.clip = InternVideoCLIP(**clip_kwargs)
+        self.clip.visual_proj = None
+        self.clip.text_projection = None
+        self.caption_decoder = CaptionDecoder(
+            decoder_layers, clip_kwargs["text_width"], clip_kwargs["width"], decoder_heads,
+            clip_kwargs.get("vocab_size", 49408), num_visual_queries)
+        self.caption_decoder.predictor = nn.Identity()
+        hs = clip_kwargs["width"] + 2 * clip_kwargs["text_width"]
+        self.vqa_classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(hs, 2 * hs), nn.LayerNorm(2 * hs), nn.GELU(),
+            nn.Dropout(dropout), nn.Linear(2 * hs, num_answers))
+
+    def forward(self, video, ids):
+        """(N, 3, T, H, W), (N, 77) -> answer logits (N, num_answers)."""
+        v, video_tokens = self.clip.encode_video(video, return_all_feats=True)  # (N, W)
+        t, text_tokens = self.clip.encode_text(ids, return_all_feats=True)  # (N, C)
+        states = self.caption_decoder(video_tokens, text_tokens[:, :-1])  # (N, 76, C)
+        cap = states[torch.arange(states.shape[0]), ids.argmax(dim=-1)]  # (N, C)
+        return self.vqa_classifier(torch.cat([cap, v, t], dim=1))
