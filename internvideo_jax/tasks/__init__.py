@@ -16,6 +16,7 @@ TASKS = {
     "cma": "internvideo_jax.tasks.cma:CMATask",
     "mm_pretrain": "internvideo_jax.tasks.mm_pretrain:MultimodalPretrainTask",
     "localization": "internvideo_jax.tasks.localization:LocalizationTask",
+    "video_qa": "internvideo_jax.tasks.video_qa:VideoQATask",
 }
 
 
