@@ -16,6 +16,10 @@ Stages (each a normal run in its own workdir, resumable; a finished stage is not
   cma           Cross-Model Attention over the frozen finetune and uniformerv2 models
                 (experiments/cma.py:tiny) -> cma/; the summary also gives the score-averaging
                 ensemble of the two (internvideo_jax/ensemble.py), CMA's baseline
+  video_qa      question answering from the multimodal run (experiments/video_qa.py:tiny):
+                colour, shape and motion questions about the validation videos, per-type
+                top-1 next to the majority answer -> video_qa/ (the multimodal stage also
+                reports zero-shot multiple choice over the captions)
   localization  temporal action localization on the embedded untrimmed videos (8-16 s, one to
                 three motions each): clip features from the finetune model -> clip_features/,
                 the ActionFormer-style head (experiments/localization.py:tiny) -> localization/;
@@ -34,7 +38,7 @@ import numpy as np
 from absl import app, flags, logging
 
 STAGES = ("pretrain", "linear_probe", "finetune", "multimodal", "uniformerv2", "cma",
-          "localization")
+          "video_qa", "localization")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Parent directory of the stages.")
 _STAGES = flags.DEFINE_list("stages", list(STAGES), f"Which of {STAGES} to run, in order.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Override every stage's total_steps (0: presets); a "
@@ -61,6 +65,10 @@ def stage_config(stage: str, workdir: str, steps: int = 0):
     elif stage == "multimodal":
         from experiments.mm_pretrain import get_config
         c = get_config("tiny")
+    elif stage == "video_qa":
+        from experiments.video_qa import get_config
+        c = get_config("tiny")
+        c.init_from = os.path.join(workdir, "multimodal")
     elif stage == "clip_features":  # the first half of the localization stage
         from experiments.finetune import get_config
         c = get_config("tiny")
@@ -113,6 +121,13 @@ def summary(workdir: str) -> dict:
         mean, info = ensemble([load_scores(p) for p in scores])
         out["ensemble_top1_pct"] = 100 * accuracy_metrics(mean, info["label"],
                                                           mean.shape[1])["top1"]
+    qa = os.path.join(workdir, "video_qa")
+    if os.path.exists(os.path.join(qa, "metrics.jsonl")):
+        evals = [r for r in read_metrics(qa) if "eval_top1" in r]
+        if evals:  # QA accuracy is stored as a fraction
+            e = evals[-1]
+            out.update({f"qa_{k.removeprefix('eval_')}_pct": 100 * v for k, v in e.items()
+                        if k.startswith(("eval_top1", "eval_majority_top1"))})
     loc = os.path.join(workdir, "localization")
     if os.path.exists(os.path.join(loc, "metrics.jsonl")):
         evals = [r for r in read_metrics(loc) if "eval_average_mAP" in r]
@@ -133,6 +148,8 @@ def summary(workdir: str) -> dict:
                         "t2v_R@1_pct": e["eval_t2v_R@1"], "v2t_R@1_pct": e["eval_v2t_R@1"],
                         "dsl_t2v_R@1_pct": e["eval_dsl_t2v_R@1"],
                         "zero_shot_top1_pct": e["eval_zero_shot_top1"]})
+            if "eval_mc_accuracy" in e:  # runs before multiple choice was added have none
+                out["multiple_choice_pct"] = e["eval_mc_accuracy"]
     return out
 
 

@@ -170,9 +170,9 @@ def parser() -> argparse.ArgumentParser:
                         "rules table, before saving: e.g. fsdp=8 or data=2,fsdp=-1,tensor=2 "
                         "(default: one device)")
     i.add_argument("--drop-prefix", action="append", default=[],
-                   help="internvideo_multimodal: leave out tensors under this key prefix (full "
-                        "key, e.g. clip.text_mask_embedding or caption_decoder.); listed, never "
-                        "silent")
+                   help="internvideo_multimodal, internvideo_qa: leave out tensors under this key "
+                        "prefix (full key, e.g. clip.text_mask_embedding or caption_decoder.); "
+                        "listed, never silent")
     reading_flags(i)
     e = sub.add_parser("export", help="our checkpoint -> HF directory or official .pth")
     e.add_argument("--src", required=True, help="workdir, checkpoint step dir or params dir")

@@ -202,7 +202,7 @@ def import_multimodal(a) -> tuple[dict, dict, dict]:
         boxed = abstract_variables(video_qa.VideoQAModel(size, num_answers), video, ids)
         print(f"video QA: video tower, text tower, caption decoder ({size.decoder.layers} "
               f"layers, no predictor), vqa_classifier ({num_answers} answers)")
-        description = architecture.describe("internvideo_multimodal", size, name, caption=True,
+        description = architecture.describe(QA_MODEL, size, name, caption=True,
                                             num_answers=num_answers)
     else:
         boxed = abstract_variables(multimodal.VideoTextModel(size, caption=caption), video, ids)

@@ -17,7 +17,7 @@ import os
 
 FILE = "model.json"
 FAMILIES = ("videomae_pretrain", "videomae_classifier", "uniformerv2_classifier",
-            "internvideo_multimodal")
+            "internvideo_multimodal", "internvideo_qa")
 
 
 def name_of(size, named: dict) -> str | None:
