@@ -1,0 +1,1 @@
+"""Spatio-temporal action detection (AVA-style): boxes, the RoIAlign head's data, frame-mAP."""
