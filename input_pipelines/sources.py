@@ -14,7 +14,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipelines import annotations, synthetic_qa, synthetic_untrimmed, synthetic_videos
+from input_pipelines import (annotations, synthetic_ava, synthetic_qa, synthetic_untrimmed,
+                             synthetic_videos)
 
 # The embedded demo dataset, by config name: (train videos, validation videos, frame size, frames).
 DEMO_CONFIGS = {
@@ -270,14 +271,19 @@ def is_file_list(dataset: str) -> bool:
 def open_source(dataset: str, split: str, data_dir: str | None = None, *,
                 video_root: str | None = None, labels_path: str | None = None):
     """Resolve a config's dataset: 'demo', 'demo/small', 'demo_untrimmed', 'demo_untrimmed/small',
-    'demo_qa', 'demo_qa/small' (the demo videos with their questions: synthetic_qa), a TFDS name
-    or prepared directory, or '<format>:<annotation file>' (format: list, csv, ssv2, captions, qa,
-    mc) to read files directly."""
+    'demo_qa', 'demo_qa/small' (the demo videos with their questions: synthetic_qa), 'demo_ava',
+    'demo_ava/small' (AVA-style keyframes: synthetic_ava.source; 'train' on the ground-truth
+    boxes, 'validation' on the detections), a TFDS name or prepared directory, or
+    '<format>:<annotation file>' (format: list, csv, ssv2, captions, qa, mc) to read files
+    directly."""
     if is_file_list(dataset):
         fmt, _, rest = dataset.partition(":")
         return FileListSource(rest, fmt, video_root, labels_path)
     if _is_demo(dataset, "demo_qa"):
         return synthetic_qa.DemoQASource(split, _demo_config(dataset, DEMO_CONFIGS), data_dir)
+    if _is_demo(dataset, "demo_ava"):
+        return synthetic_ava.source(split, _demo_config(dataset, synthetic_ava.AVA_CONFIGS),
+                                    data_dir)
     if _is_demo(dataset, "demo_untrimmed"):
         return demo_untrimmed_source(split, _demo_config(dataset, UNTRIMMED_CONFIGS), data_dir)
     if _is_demo(dataset, "demo"):
