@@ -25,6 +25,10 @@ Stages (each a normal run in its own workdir, resumable; a finished stage is not
                 the ActionFormer-style head (experiments/localization.py:tiny) -> localization/;
                 the summary gives its mAP at tIoU 0.3/0.5/0.7 next to sliding-window
                 classification + NMS over the same clips' scores (localization/baseline.py)
+  ava           spatio-temporal action detection on embedded AVA-style videos (two or three
+                shapes, each with its own motions, boxes at 1 s keyframes): the RoIAlign head on
+                the pretrained VideoMAE (experiments/ava.py:tiny) -> ava/; the summary gives its
+                frame-mAP next to the finetune classifier's whole-clip scores given to every box
 At the end it prints one summary: loss before/after pretraining, top-1 of every classifier,
 retrieval R@1 and zero-shot top-1, next to chance. Each stage is also runnable alone (the
 commands are in the experiments' docstrings).
@@ -38,7 +42,7 @@ import numpy as np
 from absl import app, flags, logging
 
 STAGES = ("pretrain", "linear_probe", "finetune", "multimodal", "uniformerv2", "cma",
-          "video_qa", "localization")
+          "video_qa", "localization", "ava")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Parent directory of the stages.")
 _STAGES = flags.DEFINE_list("stages", list(STAGES), f"Which of {STAGES} to run, in order.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Override every stage's total_steps (0: presets); a "
@@ -69,6 +73,14 @@ def stage_config(stage: str, workdir: str, steps: int = 0):
         from experiments.video_qa import get_config
         c = get_config("tiny")
         c.init_from = os.path.join(workdir, "multimodal")
+    elif stage == "ava":
+        from experiments.ava import get_config
+        from input_pipelines import synthetic_ava
+        c = get_config("tiny")
+        c.init_from = os.path.join(workdir, "pretrain")
+        files = synthetic_ava.files()
+        c.data.update(labelmap=files["label_map"], ground_truth=files["validation"],
+                      eval_exclusions=files["validation_exclusions"])
     elif stage == "clip_features":  # the first half of the localization stage
         from experiments.finetune import get_config
         c = get_config("tiny")
@@ -139,6 +151,15 @@ def summary(workdir: str) -> dict:
         with open(base) as f:
             mAP = json.load(f)["mAP"]
         out.update({f"sliding_window_mAP@{t}_pct": 100 * mAP[t] for t in ("0.30", "0.50", "0.70")})
+    det = os.path.join(workdir, "ava")
+    if os.path.exists(os.path.join(det, "metrics.jsonl")):
+        evals = [r for r in read_metrics(det) if "eval_frame_mAP" in r]
+        if evals:  # frame-mAP, stored as a fraction
+            out["ava_frame_mAP_pct"] = 100 * evals[-1]["eval_frame_mAP"]
+    det_base = os.path.join(det, "baseline_validation.json")
+    if os.path.exists(det_base):
+        with open(det_base) as f:
+            out["whole_clip_frame_mAP_pct"] = 100 * json.load(f)["mAP"]
     mm = os.path.join(workdir, "multimodal")
     if os.path.exists(os.path.join(mm, "metrics.jsonl")):
         evals = [r for r in read_metrics(mm) if "eval_t2v_R@1" in r]
@@ -176,6 +197,28 @@ def localization_stage(workdir: str, steps: int = 0) -> None:
         json.dump(metrics, f, indent=1)
 
 
+def ava_stage(workdir: str, steps: int = 0) -> None:
+    """The detection head, then the whole-clip baseline from the finetune stage's classifier on
+    the same keyframes (ava/baseline_validation.json)."""
+    import jax
+    from internvideo_jax import offline
+    from internvideo_jax.infra import sharding
+    from internvideo_jax.tasks import get_task
+    from internvideo_jax.tasks.ava import whole_clip_baseline
+    from internvideo_jax.training import train
+    config = stage_config("ava", workdir, steps)
+    out = os.path.join(workdir, "ava")
+    train.train(config, out)
+    mesh = sharding.make_mesh(config.mesh.to_dict())
+    classifier_config = stage_config("finetune", workdir)
+    classifier = get_task(classifier_config)
+    variables, _ = offline.restore_variables(classifier, os.path.join(workdir, "finetune"), mesh)
+    with jax.set_mesh(mesh):
+        metrics = whole_clip_baseline(get_task(config), classifier, variables, mesh, config)
+    with open(os.path.join(out, f"baseline_{config.eval.split}.json"), "w") as f:
+        json.dump(metrics, f, indent=1, default=float)
+
+
 def main(argv) -> None:
     del argv
     unknown = [s for s in _STAGES.value if s not in STAGES]
@@ -195,6 +238,8 @@ def main(argv) -> None:
             linear_probe.run(config, os.path.join(_WORKDIR.value, stage))
         elif stage == "localization":
             localization_stage(_WORKDIR.value, _STEPS.value)
+        elif stage == "ava":
+            ava_stage(_WORKDIR.value, _STEPS.value)
         else:
             train.train(config, os.path.join(_WORKDIR.value, stage))
     result = summary(_WORKDIR.value)

@@ -17,6 +17,7 @@ TASKS = {
     "mm_pretrain": "internvideo_jax.tasks.mm_pretrain:MultimodalPretrainTask",
     "localization": "internvideo_jax.tasks.localization:LocalizationTask",
     "video_qa": "internvideo_jax.tasks.video_qa:VideoQATask",
+    "ava": "internvideo_jax.tasks.ava:AVADetectionTask",
 }
 
 
