@@ -37,7 +37,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         time_offset=0.0)  # movie second at the stream's first frame (900: 15-minute cuts)
     c.model = config_dict.ConfigDict(dict(
         size="tiny", num_classes=8, max_boxes=4, drop_path_rate=0.1, dropout=0.0,
-        dtype="float32"))
+        dtype="float32", remat="none",  # remat: none | full | dots | dots_no_batch
+        scan_layers=False))  # scanned encoder layers; checkpoints of either layout load
     c.augment = config_dict.ConfigDict(dict(
         flip=False, box_jitter=(0.2, 0.1, 0.1, 0.05), scale_range=(8 / 7, 8 / 7)))
     c.eval = config_dict.ConfigDict(dict(split="validation", batch_size=16))

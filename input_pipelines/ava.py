@@ -293,6 +293,10 @@ class KeyframeSource:
         name = describe(self._video_index[video_id]) if describe else video_id
         return f"{name}@{timestamp}"
 
+    def boxes(self, index: int) -> np.ndarray:
+        """(N, 4) normalised boxes of keyframe `index`, without reading its movie."""
+        return np.asarray(self._entries[index]["boxes"], np.float32).reshape(-1, 4)
+
     def __getitem__(self, index: int) -> dict:
         video_id, timestamp = self.keyframes[index]
         entry = self._entries[index]

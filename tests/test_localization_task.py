@@ -111,6 +111,7 @@ def test_training_and_evaluation_end_to_end(tmp_path):
         "log_every": 5, "checkpoint_every": 40, "optim.warmup_epochs": 1.0,
         "optim.base_lr": 2e-3 * 256 / 8})
     work = str(tmp_path / "run")
+    train.train(config, work, progress=False, stop_after_step=20)  # interrupted, then resumed
     train.train(config, work, progress=False)
     rows = read_metrics(work)
     losses = [r["loss"] for r in rows if "loss" in r]

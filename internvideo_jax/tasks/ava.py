@@ -56,7 +56,7 @@ class AVADetectionTask(Task):
                                for v in normalization.get(d.normalization))
         self.model = ava_head.VideoMAEDetector(
             self.size, self.num_classes, drop_path_rate=m.drop_path_rate, dropout=m.dropout,
-            dtype=jnp.dtype(m.dtype))
+            dtype=jnp.dtype(m.dtype), remat=m.remat, scan=m.scan_layers)
 
     def clip(self, train: bool) -> ava.KeyframeClip:
         d, a = self.data, self.config.augment
@@ -219,8 +219,7 @@ def detection_rows(source, indices: np.ndarray, probs: np.ndarray,
     rows = []
     for index, p in zip(indices, probs):
         video_id, timestamp = source.keyframes[int(index)]
-        boxes = source[int(index)]["boxes"]
-        for b, box in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+        for b, box in enumerate(source.boxes(int(index)).astype(np.float64)):
             rows.extend((video_id, timestamp, box, cid, float(p[b, k]))
                         for k, cid in enumerate(class_ids))
     return rows

@@ -102,7 +102,9 @@ def check_resume_config(saved: dict, config, step: int, where: str) -> None:
     if not saved:
         return
     saved_scan = saved.get("model", {}).get("scan_layers", False)
-    if saved_scan != config.model.scan_layers:
+    # models without scanned layers (the localization head) have no such key
+    scan = config.model.scan_layers if "scan_layers" in config.model else False
+    if saved_scan != scan:
         raise ValueError(
             f"{where}/{step} was saved with model.scan_layers={saved_scan}: resume with the same "
             f"layout, or start a new workdir with init_from=<this workdir> (init_from converts "
