@@ -8,6 +8,30 @@ Layouts (torch -> ours): Linear weight [out, in] -> kernel (in, out); qkv.weight
 (D, 3, heads, head_dim); q_bias/v_bias [D] -> (heads, head_dim); attn.proj.weight [D, D] ->
 (heads, head_dim, D); patch_embed.proj.weight [D, C, pt, p, p] -> (pt, p, p, C, D); LayerNorm
 weight -> scale.
+
+The AVA detector (--model videomae_detector, models/ava_head.py VideoMAEDetector) has no layout of
+its own: the fine-tuned names with `norm` in place of fc_norm. Facts from
+MCG-NJU/VideoMAE-Action-Detection, commit 15615dbcf365fc45a3230446833c3f4183eb7f41:
+  - modeling_finetune.py, VisionTransformer: state dict patch_embed.proj.{weight, bias} (Conv3d
+    [D, 3, 2, 16, 16]), blocks.i.{norm1, attn.{qkv.weight (no bias), q_bias, v_bias, proj},
+    norm2, mlp.{fc1, fc2}}, norm.{weight, bias}, head.{weight [num_classes, D], bias}. No
+    fc_norm tensor (`self.fc_norm = None`), no pos_embed (use_learnable_pos_emb is False, never
+    passed by run_class_finetuning.py's create_model: the sinusoid table is a plain attribute),
+    no gamma_1/gamma_2 (init_values 0), no cls_token; the RoI pooler (alphaction Pooler3d ->
+    ROIAlign3d -> torchvision roi_align) and max_pooler hold no tensors. Sizes:
+    vit_small/base/large/huge_patch16_224 = D 384/768/1024/1280, depth 12/12/24/32, heads
+    6/12/16/16, mlp_ratio 4, qkv_bias; num_classes 80 (run_class_finetuning.py --nb_classes
+    default); 16 frames, tubelet 2, --input_size 224 (scripts/ava/*/run.sh).
+  - utils.py save_model (the scripts do not pass --enable_deepspeed, so loss_scaler is set):
+    checkpoint-<epoch>.pth = {'model': model_without_ddp.state_dict() (no 'module.' prefix),
+    'optimizer', 'epoch', 'scaler', 'args' (an argparse.Namespace)}, 'model_ema' only with
+    --model_ema (off in every script). With DeepSpeed, save_checkpoint's own files (weights under
+    'module'). utils.auto_load_model (--resume / --eval) loads checkpoint['model'] strictly.
+  - MODEL_ZOO.md: AVA 2.2 fine-tuned checkpoints (Google Drive) for ViT-S and ViT-B (each with
+    and without the Kinetics-400 label fine-tuning); the ViT-L and ViT-H rows link a script only,
+    and README.md's Kinetics-700 ViT-L rows are not in the model zoo.
+So import reads 'model' (or 'module', or a bare state dict), reads the size off the tensors and
+num_classes off head.weight, and export writes {'model': state dict}.
 """
 from __future__ import annotations
 
@@ -21,12 +45,13 @@ import numpy as np
 from internvideo_jax.convert import architecture as arch
 from internvideo_jax.convert.cli_common import (abstract_variables, known_size, read_weights,
                                                save_state_dict, say_size)
-from internvideo_jax.convert.common import (Path, Rule, UsageError, export_state_dict, flatten,
-                                           identity, import_state_dict, strip_prefixes)
+from internvideo_jax.convert.common import (ConversionError, Path, Rule, UsageError,
+                                           export_state_dict, flatten, identity,
+                                           import_state_dict, strip_prefixes)
 from internvideo_jax.convert.outputs import replacing
 from internvideo_jax.convert.reading import read_hf_dir
 from internvideo_jax.convert.registry import Family, register
-from internvideo_jax.models import architecture, videomae
+from internvideo_jax.models import architecture, ava_head, videomae
 from internvideo_jax.models.videomae import SIZES, VideoMAESize
 
 # Wrappers seen around official checkpoints: DDP 'module.', 'model.' and the fine-tuning scripts'
@@ -68,7 +93,8 @@ def _official_name(path: Path, encoder_prefix: str) -> str:
 
 
 def official_rules(target_params: dict) -> list[Rule]:
-    """Rules for a VideoMAEPretrain (params hold 'decoder') or VideoMAEClassifier tree.
+    """Rules for a VideoMAEPretrain (params hold 'decoder'), VideoMAEClassifier or
+    VideoMAEDetector (encoder/norm -> norm, head -> head) tree.
 
     Pretraining checkpoints prefix the encoder with 'encoder.'; fine-tuned ones do not.
     """
@@ -248,7 +274,16 @@ def build_model(kind: str, size, num_classes: int):
         return videomae.VideoMAEPretrain(size)
     if kind == "videomae_classifier":
         return videomae.VideoMAEClassifier(size, num_classes)
+    if kind == "videomae_detector":
+        return ava_head.VideoMAEDetector(size, num_classes)
     raise UsageError(f"unknown --model {kind!r}")
+
+
+def is_detector(params: dict) -> bool:
+    """One of our trees is a VideoMAEDetector's: the encoder's final norm and a head, no decoder
+    (a pretraining tree) and no fc_norm (a classifier's)."""
+    return ("head" in params and "norm" in params.get("encoder", {}) and "decoder" not in params
+            and "fc_norm" not in params)
 
 
 def videomae_variables(model, frames: int, image: int) -> dict:
@@ -260,6 +295,8 @@ def videomae_variables(model, frames: int, image: int) -> dict:
     if hasattr(model, "mask_ratio"):
         t, h, w = frames // model.size.tubelet, image // model.size.patch, image // model.size.patch
         args += (jax.ShapeDtypeStruct((1, t * h * w), jnp.bool_),)
+    if isinstance(model, ava_head.VideoMAEDetector):  # one person box
+        args += (jax.ShapeDtypeStruct((1, 1, 4), jnp.float32),)
     return abstract_variables(model, *args)
 
 
@@ -273,6 +310,11 @@ def import_videomae(a) -> tuple[dict, dict, dict]:
     -> our params; the size read off the tensors (or config.json)."""
     import flax.linen as nn
     pretraining = a.model == "videomae_pretrain"
+    detector = a.model == "videomae_detector"
+    if detector and os.path.isdir(a.src):
+        raise UsageError("--model videomae_detector imports the official AVA .pth "
+                         "(MCG-NJU/VideoMAE-Action-Detection); HF transformers has no VideoMAE "
+                         "detection model, so there is no HF directory to read")
     if os.path.isdir(a.src):
         sd, hf = read_hf_dir(a.src)
         size = VideoMAESize(
@@ -290,6 +332,8 @@ def import_videomae(a) -> tuple[dict, dict, dict]:
         convert = import_hf
     else:
         sd = strip_prefixes(read_weights(a), WRAPPER_PREFIXES)
+        if detector:
+            _check_detector_keys(sd)
         size, name = arch.videomae_size(sd, pretraining, SIZES.get(a.size))
         num_classes = a.num_classes or (sd["head.weight"].shape[0] if "head.weight" in sd else 0)
         convert = import_official
@@ -300,7 +344,8 @@ def import_videomae(a) -> tuple[dict, dict, dict]:
         arch.check_against(size, chosen, a.size, {n: arch.videomae_encoder_only(s) if not
                                                   pretraining else s for n, s in SIZES.items()},
                            "VideoMAE")
-    say_size("VideoMAE", name, f"width {size.dim}, {size.depth} layers, {size.heads} heads, patch "
+    say_size("VideoMAE AVA detector" if detector else "VideoMAE", name,
+             f"width {size.dim}, {size.depth} layers, {size.heads} heads, patch "
              f"{size.patch}, tubelet {size.tubelet}, MLP {size.mlp_dim}" + (
                  f"; decoder width {size.decoder_dim}, {size.decoder_depth} layers"
                  if pretraining else f"; {num_classes} classes"), a.size or os.path.isdir(a.src))
@@ -310,11 +355,32 @@ def import_videomae(a) -> tuple[dict, dict, dict]:
     return convert(sd, nn.meta.unbox(boxed)["params"]), boxed, description
 
 
+def _check_detector_keys(sd: dict) -> None:
+    """Refuse, by name, a state dict that is not an AVA detector's before any size is read: a
+    pretraining file ('encoder.' keys) or a classifier (fc_norm, no norm). The strict import
+    would list the same keys; this says what the file is instead."""
+    if "patch_embed.proj.weight" not in sd:
+        hint = (" (an 'encoder.'-prefixed pretraining checkpoint: --model videomae_pretrain)"
+                if "encoder.patch_embed.proj.weight" in sd else "")
+        raise ConversionError("not a VideoMAE AVA detector state dict" + hint,
+                              missing=["patch_embed.proj.weight"])
+    if "fc_norm.weight" in sd and "norm.weight" not in sd:
+        raise ConversionError(
+            "VideoMAE AVA detector: this is a fine-tuned classifier (fc_norm, no norm): "
+            "--model videomae_classifier", missing=["norm.weight", "norm.bias"],
+            unexpected=sorted(k for k in sd if k.startswith("fc_norm.")))
+
+
 def export_videomae(variables: dict, meta: dict, a) -> None:
     """Our VideoMAE params -> the official .pth ({'model': state dict}, float32) with --to pth,
-    or an HF transformers directory (model.safetensors + config.json) with --to hf."""
+    or an HF transformers directory (model.safetensors + config.json) with --to hf (not for the
+    AVA detector: HF transformers has no such model)."""
     params = variables["params"]
     size = size_from_params(params)
+    if a.to != "pth" and is_detector(params):
+        raise UsageError("a VideoMAE AVA detector exports with --to pth only (the official "
+                         "MCG-NJU/VideoMAE-Action-Detection layout); HF transformers has no "
+                         "VideoMAE detection model")
     if a.to == "pth":
         n = save_state_dict(export_official(params), "model", a.out, a.overwrite)
         print(f"wrote {n} tensors (official layout, float32) to {a.out}")
@@ -332,7 +398,8 @@ def export_videomae(variables: dict, meta: dict, a) -> None:
     print(f"wrote an HF transformers directory to {a.out} ({frames} frames, {image}px)")
 
 
-register(Family(label="VideoMAE", models=("videomae_pretrain", "videomae_classifier"),
+register(Family(label="VideoMAE", models=("videomae_pretrain", "videomae_classifier",
+                                         "videomae_detector"),
                 import_fn=import_videomae, exports=lambda params: "encoder" in params,
                 export_fn=export_videomae, formats=("hf", "pth"),
                 sizes="tiny, S, B, L, H, H_internvideo, g"))

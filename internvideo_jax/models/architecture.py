@@ -16,8 +16,8 @@ import json
 import os
 
 FILE = "model.json"
-FAMILIES = ("videomae_pretrain", "videomae_classifier", "uniformerv2_classifier",
-            "internvideo_multimodal", "internvideo_qa")
+FAMILIES = ("videomae_pretrain", "videomae_classifier", "videomae_detector",
+            "uniformerv2_classifier", "internvideo_multimodal", "internvideo_qa")
 
 
 def name_of(size, named: dict) -> str | None:
