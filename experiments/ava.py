@@ -5,10 +5,13 @@ Presets: tiny (the demo), vit_b (the reference's AVA 2.2 recipe).
   tiny   the demo: the embedded AVA-style videos ('demo_ava': two or three shapes, each doing one
          or two of the 8 motions, boxes at 1 s keyframes; evaluation on jittered "detected" boxes
          scored >= 0.8), 8 frames 4 apart at 64 px (the whole frame resized at test), from the
-         demo's pretrained VideoMAE; no flip (left and right are classes here):
+         demo's fine-tuned VideoMAE encoder (the finetune stage); no flip (left and right are
+         classes here):
            python -m internvideo_jax.demo --stages ava --workdir workdirs/demo
          (the stage fills data.labelmap / ground_truth from input_pipelines/synthetic_ava.files).
-         Prints eval_frame_mAP at the end. Measured: README (demo section).
+         Prints eval_frame_mAP at the end. Measured (2026-12-02, 300 steps, about 3.5 min on 2
+         cores, 30 validation videos): 28.6% frame-mAP, against 24.9% for the finetune
+         classifier's whole-clip scores given to every box; 23.6% from the pretraining run.
   vit_b  VideoMAE ViT-B AVA 2.2 fine-tuning as the reference (MCG-NJU/VideoMAE-Action-Detection):
          16 frames 4 apart, 224 crops of a 256 short side, flip, box jitter (0.2, 0.1, 0.1, 0.05),
          test on the whole frame (short side 256: set data.crop_size or the eval sizes to taste)

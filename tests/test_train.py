@@ -95,7 +95,8 @@ def test_demo_runs_every_stage(tmp_path):
     for key in ("pretrain_loss_last", "linear_probe_top1_pct", "finetune_top1_pct", "t2v_R@1_pct",
                 "zero_shot_top1_pct", "uniformerv2_top1_pct", "cma_top1_pct", "ensemble_top1_pct",
                 "localization_mAP@0.50_pct", "sliding_window_mAP@0.50_pct", "qa_top1_pct",
-                "qa_majority_top1_colour_pct", "multiple_choice_pct"):
+                "qa_majority_top1_colour_pct", "multiple_choice_pct", "ava_frame_mAP_pct",
+                "whole_clip_frame_mAP_pct"):
         assert np.isfinite(summary[key]), key
     assert f"initialised from {os.path.join(tmp_path, 'pretrain')}" in out
 
