@@ -14,8 +14,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipelines import (annotations, synthetic_ava, synthetic_qa, synthetic_untrimmed,
-                             synthetic_videos)
+from input_pipelines import (annotations, generated, synthetic_ava, synthetic_qa,
+                             synthetic_untrimmed, synthetic_videos)
 
 # The embedded demo dataset, by config name: (train videos, validation videos, frame size, frames).
 DEMO_CONFIGS = {
@@ -25,7 +25,7 @@ DEMO_CONFIGS = {
 }
 
 
-class DemoVideos(tfds.core.GeneratorBasedBuilder):
+class DemoVideos(generated.GeneratedVideos):
     """Synthetic motion videos (H.264 mp4), 8 motion classes, one caption each.
 
     VERSION names the bytes that a build writes: a change to them bumps it, so that a data
@@ -36,33 +36,15 @@ class DemoVideos(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.3.0")
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in DEMO_CONFIGS]
+    CONFIGS = DEMO_CONFIGS
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=synthetic_videos.__doc__,
-            features=tfds.features.FeaturesDict({
-                "video": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded mp4 bytes
-                "label": tfds.features.ClassLabel(names=list(synthetic_videos.CLASSES)),
-                "caption": tfds.features.Text(),
-                "video_id": tfds.features.Text(),
-                "num_frames": tfds.features.Scalar(dtype=np.int32),
-                "fps": tfds.features.Scalar(dtype=np.float32),
-            }),
-        )
+    def features(self) -> dict:
+        return generated.video_features(
+            tfds.features.ClassLabel(names=list(synthetic_videos.CLASSES)))
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # nothing is downloaded: the videos are generated
-        c = DEMO_CONFIGS[self.builder_config.name]
-        return {
-            "train": self._generate_examples(c["seed"] * 2, c["num_train"], c),
-            "validation": self._generate_examples(c["seed"] * 2 + 1, c["num_validation"], c),
-        }
-
-    def _generate_examples(self, seed: int, count: int, c: dict):
-        for i in range(count):
-            ex = synthetic_videos.make_example(seed, i, size=c["size"], num_frames=c["num_frames"])
-            yield ex["video_id"], ex
+    def make(self, seed: int, index: int, c: dict) -> dict:
+        return synthetic_videos.make_example(seed, index, size=c["size"],
+                                             num_frames=c["num_frames"])
 
 
 # The embedded untrimmed dataset (temporal action localization), by config name: videos per split,
@@ -78,7 +60,7 @@ UNTRIMMED_CONFIGS = {
 UNTRIMMED_SUBSETS = {"train": "training", "validation": "validation"}
 
 
-class DemoUntrimmed(tfds.core.GeneratorBasedBuilder):
+class DemoUntrimmed(generated.GeneratedVideos):
     """Synthetic untrimmed videos (H.264 mp4): one shape that rests and, in 1-3 segments, performs
     one of the 8 motion classes of DemoVideos (synthetic_untrimmed).
 
@@ -88,38 +70,19 @@ class DemoUntrimmed(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in UNTRIMMED_CONFIGS]
+    CONFIGS = UNTRIMMED_CONFIGS
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=synthetic_untrimmed.__doc__,
-            features=tfds.features.FeaturesDict({
-                "video": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded mp4 bytes
-                "label": tfds.features.Scalar(dtype=np.int32),
-                "caption": tfds.features.Text(),
-                "video_id": tfds.features.Text(),
-                "num_frames": tfds.features.Scalar(dtype=np.int32),
-                "fps": tfds.features.Scalar(dtype=np.float32),
-                "duration": tfds.features.Scalar(dtype=np.float32),  # seconds
-                "segments": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
-            }),
-        )
+    def features(self) -> dict:
+        return generated.video_features(
+            duration=generated.seconds(),
+            segments=tfds.features.Tensor(shape=(None, 3), dtype=np.float32))
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # nothing is downloaded: the videos are generated
-        c = UNTRIMMED_CONFIGS[self.builder_config.name]
-        return {
-            "train": self._generate_examples(c["seed"] * 2, c["num_train"], c),
-            "validation": self._generate_examples(c["seed"] * 2 + 1, c["num_validation"], c),
-        }
-
-    def _generate_examples(self, seed: int, count: int, c: dict):
-        for i in range(count):
-            ex = synthetic_untrimmed.make_untrimmed_example(
-                seed, i, size=c["size"], fps=c["fps"], min_seconds=c["min_seconds"],
-                max_seconds=c["max_seconds"])
-            ex["segments"] = np.asarray(ex["segments"], np.float32).reshape(-1, 3)
-            yield ex["video_id"], ex
+    def make(self, seed: int, index: int, c: dict) -> dict:
+        ex = synthetic_untrimmed.make_untrimmed_example(
+            seed, index, size=c["size"], fps=c["fps"], min_seconds=c["min_seconds"],
+            max_seconds=c["max_seconds"])
+        ex["segments"] = np.asarray(ex["segments"], np.float32).reshape(-1, 3)
+        return ex
 
 
 def default_data_dir() -> str:

@@ -41,7 +41,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipelines import ava
+from input_pipelines import ava, generated
 from input_pipelines.synthetic_untrimmed import _DIRECTIONS, _apply, _background
 from input_pipelines.synthetic_videos import (CLASSES, COLOURS, SHAPES, _CAPTION_VERB,
                                               _shape_mask, encode_mp4)
@@ -287,7 +287,7 @@ def make_example(seed: int, index: int, size: int = 112, fps: int = 25, min_seco
     }
 
 
-class DemoAva(tfds.core.GeneratorBasedBuilder):
+class DemoAva(generated.GeneratedVideos):
     """Synthetic AVA-style videos (H.264 mp4): 2-3 shapes, each performing one or two of the 8
     motion classes of DemoVideos for the whole video (synthetic_ava).
 
@@ -298,36 +298,16 @@ class DemoAva(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in AVA_CONFIGS]
+    CONFIGS = AVA_CONFIGS
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "video": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded mp4 bytes
-                "label": tfds.features.Scalar(dtype=np.int32),
-                "caption": tfds.features.Text(),
-                "video_id": tfds.features.Text(),
-                "num_frames": tfds.features.Scalar(dtype=np.int32),
-                "fps": tfds.features.Scalar(dtype=np.float32),
-                "duration": tfds.features.Scalar(dtype=np.float32),  # seconds
-                "ava_rows": tfds.features.Tensor(shape=(None, 7), dtype=np.float32),
-            }),
-        )
+    def features(self) -> dict:
+        return generated.video_features(
+            duration=generated.seconds(),
+            ava_rows=tfds.features.Tensor(shape=(None, 7), dtype=np.float32))
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # nothing is downloaded: the videos are generated
-        c = AVA_CONFIGS[self.builder_config.name]
-        return {
-            "train": self._generate_examples(c["seed"] * 2, c["num_train"], c),
-            "validation": self._generate_examples(c["seed"] * 2 + 1, c["num_validation"], c),
-        }
-
-    def _generate_examples(self, seed: int, count: int, c: dict):
-        for i in range(count):
-            ex = make_example(seed, i, size=c["size"], fps=c["fps"], min_seconds=c["min_seconds"],
-                              max_seconds=c["max_seconds"])
-            yield ex["video_id"], ex
+    def make(self, seed: int, index: int, c: dict) -> dict:
+        return make_example(seed, index, size=c["size"], fps=c["fps"],
+                            min_seconds=c["min_seconds"], max_seconds=c["max_seconds"])
 
 
 @contextlib.contextmanager

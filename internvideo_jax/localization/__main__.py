@@ -27,6 +27,7 @@ import json
 import os
 import sys
 
+from internvideo_jax import subcommands
 from internvideo_jax.localization import activitynet, annotations
 from internvideo_jax.localization.activitynet import FormatError
 
@@ -137,19 +138,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m internvideo_jax.localization",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, add_args, _) in COMMANDS.items():
-        add_args(commands.add_parser(name, help=help_text, description=help_text))
-    a = parser.parse_args(argv)
-    try:
-        COMMANDS[a.command][2](a)
-    except FormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return subcommands.run("python -m internvideo_jax.localization", __doc__, COMMANDS, (FormatError,), argv)
 
 
 if __name__ == "__main__":
