@@ -48,6 +48,11 @@ def test_run_writes_detections_that_score_as_logged(tmp_path):
     assert out.returncode == 0, out.stderr
     import json
     scored = json.load(open(tmp_path / "m.json"))
+    from PIL import Image
+    frames = sorted(os.listdir(os.path.join(work, "pictures")))
+    assert frames and all(f.startswith("keyframe_") for f in frames)
+    # the 112 px frame upscaled 4x (evaluation/pictures.keyframe_boxes)
+    assert Image.open(os.path.join(work, "pictures", frames[0])).size == (448, 448)
     # the CSV rounds boxes to 3 decimals and scores to 6: equal mAP up to that rounding
     assert scored["mAP"] == pytest.approx(final["eval_frame_mAP"], abs=2e-3)
 

@@ -134,5 +134,10 @@ def test_training_and_evaluation_end_to_end(tmp_path):
                     os.path.join(work, "predictions_validation.json"), "--subset", "validation",
                     "--out", str(out)], check=True, cwd=REPO, capture_output=True)
     scored = json.loads(out.read_text())
+    # the run's pictures: its curves, and timelines of the first evaluated videos
+    from PIL import Image
+    assert Image.open(os.path.join(work, "curves.png")).size[0] > 0
+    timelines = sorted(os.listdir(os.path.join(work, "pictures")))
+    assert timelines and all(t.startswith("timeline_video_") for t in timelines)
     assert scored["average_mAP"] == pytest.approx(final["eval_average_mAP"], abs=1e-12)
     assert scored["mAP"]["0.30"] == pytest.approx(final["eval_mAP@0.30"], abs=1e-12)

@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from input_pipelines import ava, builders, label_map, normalization
+from input_pipelines import ava, builders, decode, label_map, normalization
 from internvideo_jax.detection import ava_eval
+from internvideo_jax.evaluation import pictures
 from internvideo_jax.evaluation.evaluate import eval_data_config, map_over_split
 from internvideo_jax.models import ava_head, videomae
 from internvideo_jax.tasks.base import Task, normalized
@@ -165,6 +166,32 @@ class AVADetectionTask(Task):
         categories = [{"id": c, "name": n} for c, n in self.categories]
         return ava_eval.evaluate_frames(truth, detections, categories, excluded)
 
+    def write_keyframes(self, source, indices: np.ndarray, probs: np.ndarray, out_dir: str,
+                        count: int = 4) -> list[str]:
+        """The first `count` evaluated keyframes with their ground-truth boxes (green, every
+        action) and the evaluated boxes (red, the best class and its score):
+        out_dir/keyframe_<video>_<timestamp>.png."""
+        os.makedirs(out_dir, exist_ok=True)
+        truth = ava_eval.read_csv(self.data.ground_truth, set(self.class_ids))
+        names = dict(self.categories)
+        paths = []
+        for index, p in list(zip(indices, probs))[:count]:
+            video_id, timestamp = source.keyframes[int(index)]
+            example = source[int(index)]
+            with decode.Video(example["video"]) as video:
+                frame = np.argmin(np.abs(video.times - float(example["keyframe_time"])))
+                rgb = decode.to_rgb(video.frames([int(frame)])[0])  # (H, W, 3)
+            key = ava_eval.keyframe_key(video_id, str(timestamp))
+            t_boxes, t_labels, _ = truth.get(key, (np.zeros((0, 4)), np.zeros(0), None))
+            boxes = source.boxes(int(index))
+            best = np.argmax(p[:len(boxes)], -1) if len(boxes) else np.zeros(0, int)
+            path = os.path.join(out_dir, f"keyframe_{video_id}_{timestamp}.png")
+            pictures.keyframe_boxes(rgb, np.asarray(t_boxes), [names[int(c)] for c in t_labels],
+                                    boxes, [(names[self.class_ids[k]], float(p[b, k]))
+                                            for b, k in enumerate(best)], path)
+            paths.append(path)
+        return paths
+
     def box_probs(self, variables: dict, video: jax.Array, boxes: jax.Array) -> jax.Array:
         """(B, 1, T, S, S, 3) uint8, (B, M, 4) clip pixels -> (B, M, K) probabilities."""
         logits = self.model.apply(variables, self.normalize(video[:, 0]), boxes)
@@ -183,6 +210,9 @@ class AVADetectionTask(Task):
                              inputs=("video", "boxes"), source=source)
         rows = detection_rows(source, got["index"], got["outputs"], self.class_ids)
         metrics = self.score_rows(rows)
+        if out_dir and jax.process_index() == 0:
+            self.write_keyframes(source, got["index"], got["outputs"],
+                                 os.path.join(out_dir, "pictures"))
         if out_dir and jax.process_index() == 0:
             os.makedirs(out_dir, exist_ok=True)
             with open(os.path.join(out_dir, f"detections_{config.eval.split}.csv"), "w") as f:

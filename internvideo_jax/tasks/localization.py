@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from input_pipelines import builders, label_map
+from internvideo_jax.evaluation import pictures
 from internvideo_jax.localization import activitynet, assign, data as loc_data, losses
 from internvideo_jax.localization import features as clip_features
 from internvideo_jax.localization import postprocess
@@ -235,6 +236,18 @@ class LocalizationTask(Task):
                              f"classifier's class names: give eval.video_scores a scores file.")
         return info["classes"]
 
+    def write_timelines(self, results: dict, out_dir: str, count: int = 4) -> list[str]:
+        """Timelines of ground truth and the top predictions of the first `count` evaluated
+        videos (by id): out_dir/timeline_<video>.png."""
+        os.makedirs(out_dir, exist_ok=True)
+        database, paths = self.ground_truth["database"], []
+        for vid in sorted(results)[:count]:
+            path = os.path.join(out_dir, f"timeline_{clip_features.file_name(vid)}.png")
+            pictures.localization_timeline(vid, float(database[vid]["duration"]),
+                                           database[vid]["annotations"], results[vid], path)
+            paths.append(path)
+        return paths
+
     def evaluate(self, variables: dict, mesh, config, out_dir: str | None = None,
                  stored_protocol: dict | None = None) -> dict:
         """mAP on config.eval.split (ActivityNet protocol); writes predictions_<subset>.json
@@ -260,6 +273,7 @@ class LocalizationTask(Task):
                 json.dump(predictions, f)
             with open(os.path.join(out_dir, f"localization_{e.split}.json"), "w") as f:
                 json.dump(metrics, f, indent=1)
+            self.write_timelines(results, os.path.join(out_dir, "pictures"))
         flat = {f"mAP@{t}": v for t, v in metrics["mAP"].items()}
         return {**flat, "average_mAP": metrics["average_mAP"], "videos": len(seqs),
                 "videos_without_features": len(seqs.missing),

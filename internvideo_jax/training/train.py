@@ -19,7 +19,7 @@ from absl import logging
 
 from input_pipelines import sources
 from input_pipelines.robust import BadVideoTracker
-from internvideo_jax.evaluation import periodic_eval
+from internvideo_jax.evaluation import periodic_eval, pictures
 from internvideo_jax.infra import flops, sharding
 from internvideo_jax.models import attention, layout
 from internvideo_jax.tasks import get_task
@@ -362,6 +362,9 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                 with open(os.path.join(workdir, f"eval_{config.eval.split}.json"), "w") as f:
                     json.dump(result, f, indent=1)
         writer.close()
+        if jax.process_index() == 0 and int(state.step) >= d["total_steps"]:
+            # loss, lr and every evaluation over the steps, resumes included: workdir/curves.png
+            pictures.training_curves_of(workdir)
     return state
 
 
