@@ -177,6 +177,16 @@ def summary(workdir: str) -> dict:
     return out
 
 
+def pictures_of(workdir: str) -> list[str]:
+    """Every PNG the stages wrote (curves, confusion matrices, timelines, keyframes), by path."""
+    found = []
+    for root, _, files in os.walk(workdir):
+        if os.sep + "checkpoints" in root:
+            continue
+        found += sorted(os.path.join(root, f) for f in files if f.endswith(".png"))
+    return sorted(found)
+
+
 def localization_stage(workdir: str, steps: int = 0) -> None:
     """Clip features of the untrimmed videos (resumable), the head, and the baseline's mAP on
     the same validation videos (localization/baseline_validation.json)."""
@@ -248,6 +258,8 @@ def main(argv) -> None:
     result = summary(_WORKDIR.value)
     print("==== demo summary (chance: top-1 12.5% of 8 classes; R@1 1/videos) ====")
     print(json.dumps(result, indent=1))
+    print("==== pictures ====")
+    print("\n".join(pictures_of(_WORKDIR.value)) or "(none yet)")
 
 
 if __name__ == "__main__":
