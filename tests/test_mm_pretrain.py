@@ -107,15 +107,18 @@ def test_zero_shot_runs_only_with_class_names_and_never_reports_nan():
     e = apply_overrides(e, {"zero_shot_classnames": ("red", "blue"),
                             "zero_shot_templates": ("a {} thing",)})
     assert zero_shot_metrics(encode, e, videos, np.array([-1, -1, -1]), captions) == {
-        "zero_shot_top1": 100.0, "zero_shot_top2": 100.0, "zero_shot_videos": 2}
+        "zero_shot_top1": 100.0, "zero_shot_top2": 100.0, "zero_shot_videos": 2,
+        "zero_shot_per_class_top1": {"red": 100.0, "blue": 100.0}}
     with pytest.raises(ValueError, match=r"no video's captions name exactly one of "
                                          r"eval.zero_shot_classnames \('red', 'blue'\).*\(\)"):
         zero_shot_metrics(encode, e, videos, np.array([0, 1, 0]), [["a cat"]] * 3)
     e.zero_shot_labels = "label"
     with pytest.raises(ValueError, match=r"no video has a label"):
         zero_shot_metrics(encode, e, videos, np.array([-1, -1, -1]), captions)
+    # video 2 ([0, 0, 1, 0]) is as far from both classes: the tie goes to the first, red
     assert zero_shot_metrics(encode, e, videos, np.array([0, -1, 1]), captions) == {
-        "zero_shot_top1": 50.0, "zero_shot_top2": 100.0, "zero_shot_videos": 2}
+        "zero_shot_top1": 50.0, "zero_shot_top2": 100.0, "zero_shot_videos": 2,
+        "zero_shot_per_class_top1": {"red": 100.0, "blue": 0.0}}
 
 
 def test_evaluation_without_class_names_has_no_zero_shot_and_unknown_classes_fail(

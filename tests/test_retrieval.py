@@ -72,6 +72,8 @@ def test_zero_shot_accuracy_and_prompt_ensembling():
     videos = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     acc = retrieval.zero_shot_accuracy(videos, feats, np.array([0, 1, 1]))
     assert acc["zero_shot_top1"] == pytest.approx(200 / 3)
+    # predictions 0, 1, 0 for labels 0, 1, 1: class 0 one of one right, class 1 one of two
+    assert acc["zero_shot_per_class_top1"] == {0: 100.0, 1: 50.0}
 
 
 def test_labels_from_captions_whole_words_exactly_one():

@@ -66,13 +66,17 @@ def retrieval_metrics(sim: np.ndarray, text_to_video: np.ndarray) -> dict:
 
 def zero_shot_accuracy(video_features: np.ndarray, class_features: np.ndarray,
                        labels: np.ndarray) -> dict:
-    """Top-1 / top-5 (%) of argmax cosine similarity between videos and class text features."""
+    """Top-1 / top-5 (%) of argmax cosine similarity between videos and class text features,
+    and zero_shot_per_class_top1: {class index: top-1 (%)} over the classes that have videos."""
     v = video_features / np.linalg.norm(video_features, axis=1, keepdims=True)
     c = class_features / np.linalg.norm(class_features, axis=1, keepdims=True)
     order = np.argsort(-(v @ c.T), axis=1)
     k = min(5, c.shape[0])
-    return {"zero_shot_top1": 100.0 * float(np.mean(order[:, 0] == labels)),
-            f"zero_shot_top{k}": 100.0 * float(np.mean((order[:, :k] == labels[:, None]).any(1)))}
+    right = order[:, 0] == labels  # (N,)
+    return {"zero_shot_top1": 100.0 * float(np.mean(right)),
+            f"zero_shot_top{k}": 100.0 * float(np.mean((order[:, :k] == labels[:, None]).any(1))),
+            "zero_shot_per_class_top1": {int(i): 100.0 * float(right[labels == i].mean())
+                                         for i in np.unique(labels)}}
 
 
 def class_text_features(encode, classnames: list[str], templates: list[str]) -> np.ndarray:

@@ -16,12 +16,15 @@ videos kept; none kept is an error, not a NaN accuracy. Without class names zero
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from input_pipelines import builders, normalization, robust, sources
+from internvideo_jax.evaluation import pictures
 from internvideo_jax.evaluation import qa as qa_metrics
 from internvideo_jax.evaluation import retrieval
 from internvideo_jax.evaluation.evaluate import eval_data_config, map_over_split, skipped_report
@@ -139,9 +142,9 @@ class MultimodalPretrainTask(Task):
 
     def evaluate(self, variables, mesh, config, out_dir: str | None = None,
                  stored_protocol: dict | None = None) -> dict:
-        """Retrieval and zero-shot metrics of variables['params'] (out_dir, stored_protocol:
-        unused; the classification tasks' interface)."""
-        del out_dir, stored_protocol
+        """Retrieval and zero-shot metrics of variables['params']; with out_dir, the zero-shot
+        per-class top-1 as out_dir/zero_shot_per_class.png (stored_protocol: unused)."""
+        del stored_protocol
         params = variables["params"]
         e = config.eval
         got = map_over_split(self.video_features, variables, mesh, config, self.eval_views())
@@ -159,6 +162,12 @@ class MultimodalPretrainTask(Task):
                                         got["label"], captions))
         if e.multiple_choice:
             result.update(self.multiple_choice(variables, mesh, config, videos, captions))
+        per_class = result.get("zero_shot_per_class_top1")  # absent without class names
+        if out_dir and per_class and jax.process_index() == 0:
+            os.makedirs(out_dir, exist_ok=True)
+            pictures.bar_chart(list(per_class), [v / 100 for v in per_class.values()],
+                               os.path.join(out_dir, "zero_shot_per_class.png"),
+                               f"zero-shot top-1 per class ({config.eval.split})")
         return result
 
     def multiple_choice(self, variables, mesh, config, videos: np.ndarray,
@@ -273,5 +282,7 @@ def zero_shot_metrics(encode, e, videos: np.ndarray, labels: np.ndarray,
                          "empty: give prompts such as ('a video of a {}.',).")
     classes = retrieval.class_text_features(encode, names, list(e.zero_shot_templates))
     result = retrieval.zero_shot_accuracy(videos[keep], classes, labels[keep])
+    result["zero_shot_per_class_top1"] = {names[i]: acc for i, acc in
+                                          result["zero_shot_per_class_top1"].items()}
     result["zero_shot_videos"] = int(keep.sum())
     return result
