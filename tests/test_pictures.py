@@ -176,3 +176,18 @@ def test_training_curves_are_deterministic(tmp_path):
     P.training_curves(_rows(), str(tmp_path / "a.png"))
     P.training_curves(_rows(), str(tmp_path / "b.png"))
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_contact_sheet_marks_the_right_video(tmp_path):
+    from internvideo_jax.evaluation import pictures as P
+    frames = [[np.full((8, 8, 3), 40 * (c + 1), np.uint8) for c in range(3)] for _ in range(2)]
+    right = [[False, True, False], [False, False, False]]
+    path = str(tmp_path / "sheet.png")
+    P.contact_sheet(["a red square", "a blue circle"], frames, right, path)
+    im = np.asarray(Image.open(path).convert("RGB"))
+    x, y = P.thumbnail_origin(0, 1)
+    assert tuple(im[y, x + P.SHEET_THUMB // 2]) == P.RIGHT_COLOUR  # the frame's top edge
+    assert tuple(im[y + P.SHEET_BORDER, x + P.SHEET_THUMB // 2]) == (80, 80, 80)  # inside
+    x, y = P.thumbnail_origin(1, 1)
+    assert tuple(im[y, x + P.SHEET_THUMB // 2]) == (80, 80, 80)  # not marked: the frame itself
+    assert im.shape[0] == P.thumbnail_origin(2, 0)[1] - P.TEXT_H

@@ -304,3 +304,45 @@ def _vertical_text(text: str) -> Image.Image:
     strip = Image.new("RGB", (max(1, _text_width(text) + 2), TEXT_H), "white")
     ImageDraw.Draw(strip).text((0, 0), text, font=_font(), fill="black")
     return strip.transpose(Image.Transpose.ROTATE_270)
+
+
+# Retrieval contact sheet: a row per text query, its top-k videos' middle frames.
+SHEET_THUMB = 96  # px: each thumbnail's side (nearest-neighbour scaled)
+SHEET_GAP = 6  # px between thumbnails and rows
+SHEET_BORDER = 3  # px: the frame around the right video
+RIGHT_COLOUR = (0, 200, 0)
+
+
+def thumbnail_origin(row: int, col: int) -> tuple[int, int]:
+    """(x, y) of the top-left pixel of thumbnail `col` of query `row` in the contact sheet."""
+    x = SHEET_GAP + col * (SHEET_THUMB + SHEET_GAP)
+    y = SHEET_GAP + row * (TEXT_H + SHEET_THUMB + 2 * SHEET_GAP) + TEXT_H
+    return x, y
+
+
+def contact_sheet(queries: list[str], frames: list[list[np.ndarray]], right: list[list[bool]],
+                  path: str) -> None:
+    """A retrieval contact sheet: per query its text, then its ranked videos' frames ((H, W, 3)
+    uint8 each, scaled to SHEET_THUMB square) left to right, the right one(s) framed in
+    RIGHT_COLOUR inside the thumbnail's SHEET_BORDER outer pixels."""
+    if not (len(queries) == len(frames) == len(right)):
+        raise ValueError(f"{len(queries)} queries, {len(frames)} rows of frames and "
+                         f"{len(right)} rows of marks: one of each per query.")
+    cols = max((len(r) for r in frames), default=0)
+    width = SHEET_GAP + cols * (SHEET_THUMB + SHEET_GAP)
+    height = thumbnail_origin(len(queries), 0)[1] - TEXT_H
+    sheet = Image.new("RGB", (max(width, 200), height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, (query, row, marks) in enumerate(zip(queries, frames, right)):
+        x0, y0 = thumbnail_origin(r, 0)
+        draw.text((x0, y0 - TEXT_H), f"{r + 1}. {query}", fill=(0, 0, 0), font=_font())
+        for c, (frame, mark) in enumerate(zip(row, marks)):
+            x, y = thumbnail_origin(r, c)
+            thumb = Image.fromarray(np.asarray(frame, np.uint8)).resize(
+                (SHEET_THUMB, SHEET_THUMB), Image.NEAREST)
+            sheet.paste(thumb, (x, y))
+            if mark:
+                for k in range(SHEET_BORDER):
+                    draw.rectangle([x + k, y + k, x + SHEET_THUMB - 1 - k, y + SHEET_THUMB - 1 - k],
+                                   outline=RIGHT_COLOUR)
+    sheet.save(path)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from input_pipelines import builders, normalization, robust, sources
+from input_pipelines import builders, decode, normalization, robust, sources
 from internvideo_jax.evaluation import pictures
 from internvideo_jax.evaluation import qa as qa_metrics
 from internvideo_jax.evaluation import retrieval
@@ -142,7 +142,8 @@ class MultimodalPretrainTask(Task):
 
     def evaluate(self, variables, mesh, config, out_dir: str | None = None,
                  stored_protocol: dict | None = None) -> dict:
-        """Retrieval and zero-shot metrics of variables['params']; with out_dir, the zero-shot
+        """Retrieval and zero-shot metrics of variables['params']; with out_dir, the top-5
+        videos of the first text queries as out_dir/retrieval_t2v.png and the zero-shot
         per-class top-1 as out_dir/zero_shot_per_class.png (stored_protocol: unused)."""
         del stored_protocol
         params = variables["params"]
@@ -158,6 +159,10 @@ class MultimodalPretrainTask(Task):
         if texts:
             sim = scale * self.text_features(params, texts) @ videos.T  # (texts, videos)
             result.update(retrieval.retrieval_metrics(sim, np.asarray(text_to_video)))
+            if out_dir and jax.process_index() == 0:
+                os.makedirs(out_dir, exist_ok=True)
+                retrieval_sheet(source, got["index"], texts, text_to_video, sim,
+                                os.path.join(out_dir, "retrieval_t2v.png"))
         result.update(zero_shot_metrics(lambda t: self.text_features(params, t), e, videos,
                                         got["label"], captions))
         if e.multiple_choice:
@@ -201,6 +206,22 @@ class MultimodalPretrainTask(Task):
                                                                texts.shape[-1]))  # (N, C)
         mc = qa_metrics.multiple_choice_accuracy(scores, answer)
         return {"mc_accuracy": 100 * mc["accuracy"], "mc_videos": mc["videos"]}
+
+
+def retrieval_sheet(source, indices: np.ndarray, texts: list[str], text_to_video: list[int],
+                    sim: np.ndarray, path: str, queries: int = 4, top: int = 5) -> None:
+    """The contact sheet of text-to-video retrieval: for the first `queries` texts, the middle
+    frames of their `top` best videos, the right one framed (evaluation/pictures.py)."""
+    rows, marks = [], []
+    for t in range(min(queries, len(texts))):
+        best = np.argsort(-sim[t])[:top]  # (top,) rows of indices
+        frames = []
+        for v in best:
+            with decode.Video(source[int(indices[v])]["video"]) as video:
+                frames.append(decode.to_rgb(video.frames([video.num_frames // 2])[0]))
+        rows.append(frames)
+        marks.append([int(v) == text_to_video[t] for v in best])
+    pictures.contact_sheet(texts[:len(rows)], rows, marks, path)
 
 
 def caption_choices(captions: list[list[str]], num_candidates: int = 5,
