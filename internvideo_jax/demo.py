@@ -255,11 +255,11 @@ def main(argv) -> None:
             ava_stage(_WORKDIR.value, _STEPS.value)
         else:
             train.train(config, os.path.join(_WORKDIR.value, stage))
+    print("==== pictures ====")
+    print("\n".join(pictures_of(_WORKDIR.value)) or "(none yet)")
     result = summary(_WORKDIR.value)
     print("==== demo summary (chance: top-1 12.5% of 8 classes; R@1 1/videos) ====")
     print(json.dumps(result, indent=1))
-    print("==== pictures ====")
-    print("\n".join(pictures_of(_WORKDIR.value)) or "(none yet)")
 
 
 if __name__ == "__main__":
