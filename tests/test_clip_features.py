@@ -156,3 +156,19 @@ def test_extract_mode_skips_bad_videos_resumes_and_refuses_other_windows(folder,
     config.features.clip_stride = 5
     with pytest.raises(ValueError, match="other settings.*clip_stride"):
         offline.extract_clip_features(config, work)
+
+
+def test_one_pass_decode_equals_seeking_on_files_made_as_users_make_them():
+    """Stream-copy cuts (edit lists), WebM/MKV with longer audio, VFR, rotation, HEVC/AV1 where
+    this PyAV encodes them: the extractor's single forward decode (iter_frames) gives every shown
+    frame, the same as seeking to each (Video.frames), so the clips are the same."""
+    from tests.video_fixtures import readable_files
+    for name, data in readable_files().items():
+        with decode.Video(data) as video:
+            streamed = [(i, decode.to_rgb(f, 32, 32)) for i, f in video.iter_frames()]
+            assert [i for i, _ in streamed] == list(range(video.num_frames)), name
+            sought = video.frames(np.arange(video.num_frames))
+            for (_, a), f in zip(streamed, sought):
+                np.testing.assert_array_equal(a, decode.to_rgb(f, 32, 32), err_msg=name)
+            clips = list(features.video_clips(video, WINDOWS))
+            assert len(clips) == len(WINDOWS.starts(video.num_frames)), name
