@@ -105,10 +105,15 @@ def convert_thumos_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="ActivityNet-format JSON to write")
     p.add_argument("--append", action="store_true",
                    help="add the subset to an existing --out (one file for training and test)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
 def convert_thumos(a: argparse.Namespace) -> None:
-    """Write the subset's ground truth (added to --out's with --append) and say what it holds."""
+    """Write the subset's ground truth (added to --out's with --append) and say what it holds.
+    An existing --out is never replaced unless --overwrite says so."""
+    if os.path.exists(a.out) and not (a.append or a.overwrite):
+        raise FormatError(f"{a.out} exists: pass --append to add this subset to it, or "
+                          f"--overwrite to replace it.")
     durations = annotations.read_durations(a.durations) if a.durations else None
     database = annotations.convert_thumos(a.annotations, a.subset, durations=durations,
                                           video_dir=a.videos, exclude=a.exclude, fps=a.fps)

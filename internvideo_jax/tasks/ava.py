@@ -147,13 +147,17 @@ class AVADetectionTask(Task):
                 "max_boxes": self.config.model.max_boxes, "label_map": self.label_map}
 
     # ---- evaluation -------------------------------------------------------------------------
-    def score_rows(self, rows: list[tuple]) -> dict:
-        """Frame-mAP ({'mAP', 'per_class'}) of detection rows (detection_rows) against
-        data.ground_truth, data.eval_exclusions dropped from both (ava_eval's rules)."""
-        d = self.data
-        if not d.ground_truth:
+    def ground_truth(self) -> dict:
+        """data.ground_truth read by the evaluator's rules (ava_eval.read_csv)."""
+        if not self.data.ground_truth:
             raise ValueError("data.ground_truth must name the evaluation's AVA ground-truth CSV.")
-        truth = ava_eval.read_csv(d.ground_truth, set(self.class_ids))
+        return ava_eval.read_csv(self.data.ground_truth, set(self.class_ids))
+
+    def score_rows(self, rows: list[tuple], truth: dict | None = None) -> dict:
+        """Frame-mAP ({'mAP', 'per_class'}) of detection rows (detection_rows) against `truth`
+        (default: ground_truth()), data.eval_exclusions dropped from both (ava_eval's rules)."""
+        d = self.data
+        truth = self.ground_truth() if truth is None else truth
         grouped: dict[tuple, tuple[list, list, list]] = {}
         for vid, ts, box, cls, score in rows:
             entry = grouped.setdefault((vid, ts), ([], [], []))
@@ -166,13 +170,12 @@ class AVADetectionTask(Task):
         categories = [{"id": c, "name": n} for c, n in self.categories]
         return ava_eval.evaluate_frames(truth, detections, categories, excluded)
 
-    def write_keyframes(self, source, indices: np.ndarray, probs: np.ndarray, out_dir: str,
-                        count: int = 4) -> list[str]:
+    def write_keyframes(self, source, indices: np.ndarray, probs: np.ndarray, truth: dict,
+                        out_dir: str, count: int = 4) -> list[str]:
         """The first `count` evaluated keyframes with their ground-truth boxes (green, every
         action) and the evaluated boxes (red, the best class and its score):
         out_dir/keyframe_<video>_<timestamp>.png."""
         os.makedirs(out_dir, exist_ok=True)
-        truth = ava_eval.read_csv(self.data.ground_truth, set(self.class_ids))
         names = dict(self.categories)
         paths = []
         for index, p in list(zip(indices, probs))[:count]:
@@ -209,9 +212,10 @@ class AVADetectionTask(Task):
         got = map_over_split(self.box_probs, variables, mesh, config, views,
                              inputs=("video", "boxes"), source=source)
         rows = detection_rows(source, got["index"], got["outputs"], self.class_ids)
-        metrics = self.score_rows(rows)
+        truth = self.ground_truth()
+        metrics = self.score_rows(rows, truth)
         if out_dir and jax.process_index() == 0:
-            self.write_keyframes(source, got["index"], got["outputs"],
+            self.write_keyframes(source, got["index"], got["outputs"], truth,
                                  os.path.join(out_dir, "pictures"))
         if out_dir and jax.process_index() == 0:
             os.makedirs(out_dir, exist_ok=True)
