@@ -66,6 +66,11 @@ def run_config(task: str) -> config_dict.ConfigDict:
         views="multi",  # during training: multi (config.eval's clips x crops) | single (1 x 1)
         keep_best=""))  # a logged metric, e.g. eval_top1 (max) or min:eval_loss: keep
     #                     workdir/best, the variables of the step where it was best
+    c.pictures = config_dict.ConfigDict(dict(  # pictures while training (host 0, PNG + TensorBoard)
+        every_steps=0,  # > 0: the task's pictures every that many steps and at the end
+        # (VideoMAE pretraining: reconstructions of fixed clips, workdir/pictures/)
+        videos=4,  # how many fixed clips: the first that decode of `split`
+        split="validation", seed=0))  # the split they come from; the seed of their masks
     c.features = config_dict.ConfigDict(dict(  # --mode=extract_clip_features (localization)
         splits="",  # comma-separated splits of config.data to extract; '' = data.split
         clip_frames=16, frame_step=1, clip_stride=4,  # the reference: 16 consecutive frames,

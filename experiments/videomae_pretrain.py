@@ -46,6 +46,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         c.optim.warmup_epochs = 0.5
         c.log_every = 10
         c.checkpoint_every = 100
+        c.pictures.every_steps = 100  # reconstructions of 4 validation clips: pretrain/pictures/
     elif preset in ("vit_s", "vit_b", "vit_l", "vit_h"):
         c.model.size = {"vit_s": "S", "vit_b": "B", "vit_l": "L", "vit_h": "H_internvideo"}[preset]
         c.model.dtype = "bfloat16"

@@ -122,12 +122,33 @@ def _check_inputs(task, video: np.ndarray, mask: np.ndarray) -> None:
 def predict(task, variables, video: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The model's predictions for one clip: (M, pt*p*p, 3) float32, masked tokens in ascending
     order. video (T, S, S, 3) uint8, mask (N,) bool (True = masked)."""
+    return predict_batch(task, variables, video[None], mask[None])[0]
+
+
+def predict_batch(task, variables, videos: np.ndarray, masks: np.ndarray,
+                  mesh=None) -> np.ndarray:
+    """predict() for K clips in one forward: videos (K, T, S, S, 3) uint8, masks (K, N) bool ->
+    (K, M, pt*p*p, 3) float32.
+
+    mesh: the run's mesh while training (params sharded over it): the clips go in replicated and
+    the predictions come back replicated, so every process of a multi-host run calls this with
+    the same clips and each gets the whole answer. None: the variables' own devices.
+    """
     import flax.linen as nn
     import jax
     variables = nn.meta.unbox(variables)
-    out = jax.jit(lambda v, x, m: task.model.apply(v, task.normalize(x), m))(
-        variables, video[None], mask[None])  # (1, M, P*3)
-    return np.asarray(out, np.float32)[0].reshape(out.shape[1], -1, 3)
+
+    def forward(v, x, m):
+        return task.model.apply(v, task.normalize(x), m)  # (K, M, P*3)
+
+    if mesh is None:
+        out = jax.jit(forward)(variables, videos, masks)
+    else:
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        videos, masks = (jax.device_put(np.asarray(a), replicated) for a in (videos, masks))
+        out = jax.jit(forward, out_shardings=replicated)(variables, videos, masks)
+    out = np.asarray(out, np.float32)
+    return out.reshape(out.shape[0], out.shape[1], -1, 3)
 
 
 def reconstruction(task, variables, video: np.ndarray, mask: np.ndarray) -> dict:
@@ -143,8 +164,13 @@ def reconstruction(task, variables, video: np.ndarray, mask: np.ndarray) -> dict
     """
     video, mask = np.asarray(video), np.asarray(mask)
     _check_inputs(task, video, mask)
+    return panels_of(task, video, mask, predict(task, variables, video, mask))
+
+
+def panels_of(task, video: np.ndarray, mask: np.ndarray, pred: np.ndarray) -> dict:
+    """reconstruction()'s panels from the model's predictions pred (M, pt*p*p, 3) of the clip
+    video (T, S, S, 3) uint8 under mask (N,) bool."""
     patch, shape = tuple(task.patch), video.shape
-    pred = predict(task, variables, video, mask)  # (M, P, 3)
     original01 = patchify(video.astype(np.float64) / 255.0, patch)  # (N, P, 3)
     pixels01 = denormalize(pred, original01[mask]) if task.norm_pix_loss else pred
     patches = patchify(video, patch).copy()  # (N, P, 3) uint8
@@ -207,6 +233,64 @@ def write_grid(panels: dict, path: str, frames=None) -> tuple[int, int]:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     image.save(path, format="PNG")
     return image.size
+
+
+# ---- During training (config.pictures) ----------------------------------------------------
+
+def fixed_clips(task, config) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The clips a pretraining run draws every config.pictures.every_steps: the first
+    config.pictures.videos videos of config.pictures.split that decode (undecodable ones skipped),
+    each one centre view (EvalViews: 1 clip x 1 crop, the run's frames, stride and crop), with a
+    tube mask from default_rng([pictures.seed, k]) for the k-th video: the same clips and masks at
+    every step, so the pictures of a run show the same thing getting better.
+
+    Returns (video ids, videos (K, T, S, S, 3) uint8, masks (K, N) bool)."""
+    from input_pipelines import builders, masking, robust
+    from internvideo_jax.evaluation.evaluate import eval_data_config
+    p, d = config.pictures, config.data
+    source = builders.open_data_source(eval_data_config(config, p.split))
+    views = builders.EvalViews(d.num_frames, d.stride, d.crop_size, 1, 1, d.sampler,
+                               d.sample_fps)
+    ids, videos, masks = [], [], []
+    for index in range(len(source)):
+        if len(ids) == p.videos:
+            break
+        example = source[index]
+        try:
+            video = views(example, index)["video"][0]  # (T, S, S, 3)
+        except robust.LOAD_ERRORS:
+            continue
+        vid = example.get("video_id", b"")
+        vid = vid.decode() if isinstance(vid, bytes) else str(vid)
+        ids.append(vid or f"{p.split}_{index}")
+        videos.append(video)
+        masks.append(masking.tube_mask(tuple(task.grid), task.mask_ratio,
+                                       np.random.default_rng([p.seed, len(masks)])))
+    if not ids:
+        raise ValueError(f"pictures: no video of data split {p.split!r} decodes: set "
+                         f"--config.pictures.split to another split or pictures.every_steps=0.")
+    return ids, np.stack(videos), np.stack(masks)
+
+
+def picture_path(out_dir: str, video_id: str, step: int) -> str:
+    """out_dir/pictures/reconstruction_<video>_step<step>.png (the video's id made a safe name)."""
+    from internvideo_jax.localization.features import file_name
+    return os.path.join(out_dir, "pictures", f"reconstruction_{file_name(video_id)}_"
+                                             f"step{step:07d}.png")
+
+
+def draw_reconstructions(task, clips, predictions: np.ndarray, out_dir: str,
+                         step: int) -> dict[str, str]:
+    """write_grid of each fixed clip (fixed_clips' triple) from its predictions (K, M, P, 3):
+    {video id: PNG path}."""
+    ids, videos, masks = clips
+    written = {}
+    for vid, video, mask, pred in zip(ids, videos, masks, predictions):
+        path = picture_path(out_dir, vid, step)
+        write_grid(panels_of(task, video, mask, pred), path,
+                   frames=range(0, video.shape[0], task.patch[0]))
+        written[vid] = path
+    return written
 
 
 # ---- The CLI ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from PIL import Image
 
 from input_pipelines import masking, synthetic_videos
 from internvideo_jax import visualize
+from internvideo_jax.evaluation.evaluate import eval_data_config
 from internvideo_jax.tasks import get_task
 from tests.helpers import tiny_config
 
@@ -220,3 +221,108 @@ def test_cli_end_to_end_on_a_two_step_run(data_dir, tmp_path, capsys):
 def test_cli_refuses_a_workdir_without_config(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json is missing.*--config"):
         visualize.load_config(str(tmp_path))
+
+
+def _tensorboard_images(workdir: str) -> dict:
+    """{(tag, step): (H, W, 3) uint8} of every image summary in workdir/tensorboard, read from
+    the event files' records (length, crc, Event proto, crc) without TensorBoard."""
+    import glob
+    import io
+    import struct
+    from tensorboardX.proto import event_pb2
+    found = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.*"))):
+        data = open(path, "rb").read()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    png = value.image.encoded_image_string
+                    found[(value.tag, event.step)] = np.asarray(
+                        Image.open(io.BytesIO(png)).convert("RGB"))
+    return found
+
+
+def test_pretraining_draws_reconstructions_every_n_steps_and_in_tensorboard(data_dir, tmp_path):
+    from input_pipelines import builders
+    from internvideo_jax import offline
+    from internvideo_jax.infra import sharding
+    from internvideo_jax.training import train
+    workdir = str(tmp_path / "run")
+    config = tiny_config(data_dir, total_steps=3, checkpoint_every=3, **{
+        "pictures.every_steps": 2, "pictures.videos": 2})
+    train.train(config, workdir, progress=False)
+    task = get_task(config)
+    ids, videos, masks = visualize.fixed_clips(task, config)
+    assert len(ids) == 2 and videos.shape == (2, T, S, S, 3)
+    # the first two validation videos, one centre view each
+    source = builders.open_data_source(eval_data_config(config, "validation"))
+    assert ids == [source[i]["video_id"].decode() for i in range(2)]
+    np.testing.assert_array_equal(masks[1], masking.tube_mask(
+        tuple(task.grid), 0.9, np.random.default_rng([0, 1])))
+    # step 2 (every 2) and step 3 (the end), each video: named by video and step
+    for step in (2, 3):
+        for vid in ids:
+            assert os.path.exists(visualize.picture_path(workdir, vid, step))
+    names = sorted(os.listdir(os.path.join(workdir, "pictures")))
+    assert len(names) == 4, names
+    # the last picture is the final weights' reconstruction, drawn from scratch here
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1},
+                              devices=jax.local_devices()[:1])
+    variables, _ = offline.restore_variables(task, workdir, mesh)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        panels = visualize.reconstruction(task, variables, videos[0], masks[0])
+    again = str(tmp_path / "again.png")
+    visualize.write_grid(panels, again, frames=range(0, T, PT))
+    final = visualize.picture_path(workdir, ids[0], 3)
+    drawn = np.asarray(Image.open(final).convert("RGB"))
+    np.testing.assert_array_equal(drawn, np.asarray(Image.open(again).convert("RGB")))
+    # the masked panel: the mean colour exactly where the fixed mask hides a tube
+    x, y = visualize.cell_origin(1, 0, S)
+    hidden = masks[0].reshape(T // PT, S // P, S // P)[0]
+    cell = drawn[y:y + S, x:x + S].reshape(S // P, P, S // P, P, 3)
+    assert (cell[hidden.nonzero()[0], :, hidden.nonzero()[1]] == IMAGENET_MEAN_255).all()
+    # TensorBoard: the same pixels under reconstruction/<video> at both steps
+    images = _tensorboard_images(workdir)
+    assert sorted(images) == sorted((f"reconstruction/{v}", s) for v in ids for s in (2, 3))
+    np.testing.assert_array_equal(images[(f"reconstruction/{ids[0]}", 3)], drawn)
+
+
+def test_pictures_refused_for_a_task_that_draws_none(data_dir, tmp_path):
+    from experiments.finetune import get_config
+    from internvideo_jax.training import train
+    c = get_config("tiny")
+    c.data.update(dataset="demo/small", data_dir=data_dir)
+    c.pictures.every_steps = 5
+    with pytest.raises(ValueError, match="draws no pictures while training.*every_steps=0"):
+        train.train(c, str(tmp_path / "x"), progress=False)
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_evaluation_pictures_go_to_tensorboard(tmp_path):
+    """written_since names the PNGs a call wrote or rewrote; the writer puts them in TensorBoard
+    with their pixels."""
+    from internvideo_jax.evaluation import pictures
+    from internvideo_jax.training.metrics_writer import MetricsWriter
+    workdir = str(tmp_path)
+    old = np.full((4, 6, 3), 7, np.uint8)
+    Image.fromarray(old).save(tmp_path / "kept.png")
+    Image.fromarray(old).save(tmp_path / "rewritten.png")
+    before = pictures.png_times(workdir)
+    os.makedirs(tmp_path / "pictures")
+    new = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    Image.fromarray(new).save(tmp_path / "pictures" / "timeline_a.png")
+    st = os.stat(tmp_path / "rewritten.png")
+    Image.fromarray(new).save(tmp_path / "rewritten.png")
+    os.utime(tmp_path / "rewritten.png", ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+    since = pictures.written_since(workdir, before)
+    assert sorted(since) == ["pictures/timeline_a", "rewritten"]
+    writer = MetricsWriter(workdir, 10, 0, progress=False)
+    writer.images(since, 10)
+    writer.close()
+    images = _tensorboard_images(workdir)
+    assert sorted(images) == [("pictures/timeline_a", 10), ("rewritten", 10)]
+    np.testing.assert_array_equal(images[("pictures/timeline_a", 10)], new)

@@ -33,8 +33,8 @@ def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -
             "mean_class_accuracy": float(np.mean(per_class)), "videos": int(len(labels))}
 
 
-def eval_data_config(config):
-    """config.data for one ordered pass over config.eval.split.
+def eval_data_config(config, split: str | None = None):
+    """config.data for one ordered pass over `split` (default config.eval.split).
 
     A file list (`list:train.txt`, ...) is one split: evaluating on another split reads
     data.eval_dataset; without one, or when it is the training list itself, evaluation is
@@ -42,7 +42,7 @@ def eval_data_config(config):
     as training (the linear probe's training features) reads the training data as it is.
     """
     data = config.data.copy_and_resolve_references()
-    split = config.eval.split
+    split = config.eval.split if split is None else split
     with data.unlocked():
         evaluating = split != data.split
         if evaluating and data.eval_dataset:

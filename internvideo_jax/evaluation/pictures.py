@@ -150,6 +150,28 @@ def training_curves_of(workdir: str) -> str:
     return path
 
 
+# ---------------------------------------------------------------- which pictures a call wrote
+
+def png_times(workdir: str) -> dict[str, int]:
+    """{path relative to workdir: modification time in ns} of the PNGs under workdir (checkpoint
+    folders left out): the "before" of written_since."""
+    out = {}
+    for root, dirs, files in os.walk(workdir):
+        dirs[:] = sorted(d for d in dirs if d not in ("checkpoints", "tensorboard", "best"))
+        for f in files:
+            if f.endswith(".png"):
+                path = os.path.join(root, f)
+                out[os.path.relpath(path, workdir)] = os.stat(path).st_mtime_ns
+    return out
+
+
+def written_since(workdir: str, before: dict[str, int]) -> dict[str, str]:
+    """{tag: path} of the PNGs under workdir written (new or rewritten) since png_times gave
+    `before`; the tag is the relative path without '.png' ('pictures/timeline_v1')."""
+    return {rel[:-len(".png")]: os.path.join(workdir, rel)
+            for rel, t in sorted(png_times(workdir).items()) if before.get(rel) != t}
+
+
 # ---------------------------------------------------------------- localization timeline
 
 def class_colours(labels) -> dict:

@@ -13,7 +13,8 @@ A task = model + input pipeline + loss + metrics. Subclasses must provide:
                                          -> (grain IterDataset, epoch size); start_step > 0
                                          starts the stream where that many steps ended
 and may override the rest (defaults below). `implements(name)` says whether a subclass gives
-one of the optional capabilities (evaluate, video_features, clip_features, pooled_features)
+one of the optional capabilities (evaluate, video_features, clip_features, pooled_features,
+pictures)
 itself.
 """
 from __future__ import annotations
@@ -100,6 +101,12 @@ class Task:
         float32 class probabilities where the model classifies}: what --mode=
         extract_clip_features writes per clip (internvideo_jax/localization/features.py)."""
         raise ValueError(f"task {type(self).__name__} defines no clip features to extract.")
+
+    def pictures(self, variables: dict, mesh, config, step: int, out_dir: str) -> dict[str, str]:
+        """Pictures of the model at training step `step` (config.pictures), written under out_dir
+        by process 0 -> {TensorBoard tag: PNG path} (empty on the other processes). Every process
+        calls it (the forward runs on the whole mesh)."""
+        raise ValueError(f"task {type(self).__name__} draws no pictures while training.")
 
     def pooled_features(self, variables: dict, video) -> Any:
         """Pooled encoder features for the linear probe."""

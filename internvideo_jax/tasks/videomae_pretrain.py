@@ -29,6 +29,7 @@ class VideoMAEPretrainTask(Task):
         self.norm_pix_loss = m.norm_pix_loss
         self.data = d
         self.mask_ratio = m.mask_ratio
+        self._picture_clips = None  # pictures(): the fixed clips, decoded on first use
         self.model = videomae.VideoMAEPretrain(
             self.size, mask_ratio=m.mask_ratio, drop_path_rate=m.drop_path_rate,
             dtype=jnp.dtype(m.dtype), remat=m.remat,
@@ -68,6 +69,22 @@ class VideoMAEPretrainTask(Task):
                                           normalize=self.norm_pix_loss)
         loss = losses.masked_reconstruction_loss(pred, target, batch["mask"])
         return loss, {"loss": loss}
+
+    def pictures(self, variables, mesh, config, step: int, out_dir: str) -> dict[str, str]:
+        """Reconstructions of the run's fixed clips (visualize.fixed_clips: the first
+        config.pictures.videos of config.pictures.split, fixed masks), one forward on the mesh:
+        out_dir/pictures/reconstruction_<video>_step<step>.png -> {'reconstruction/<video>':
+        path} on process 0."""
+        from internvideo_jax import visualize
+        if self._picture_clips is None:  # decoded once per run
+            self._picture_clips = visualize.fixed_clips(self, config)
+        ids, videos, masks = self._picture_clips
+        predictions = visualize.predict_batch(self, variables, videos, masks, mesh)
+        if jax.process_index() != 0:
+            return {}
+        written = visualize.draw_reconstructions(self, self._picture_clips, predictions,
+                                                 out_dir, step)
+        return {f"reconstruction/{vid}": path for vid, path in written.items()}
 
     def train_dataset(self, seed: int, local_batch: int, process_index: int, process_count: int,
                       start_step: int = 0):

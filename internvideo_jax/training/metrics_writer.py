@@ -6,6 +6,7 @@ import os
 import sys
 
 import jax
+import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
@@ -40,6 +41,17 @@ class MetricsWriter:
         self.bar.write(f"step {step}/{self.bar.total}: {line}")
         if "loss" in scalars:  # evaluation records have none
             self.bar.set_postfix(loss=_fmt(scalars["loss"]), refresh=False)
+
+    def images(self, pictures: dict[str, str], step: int) -> None:
+        """Each PNG of {tag: path} as a TensorBoard image at `step` (the pictures tab)."""
+        if not self.active or not pictures:
+            return
+        from PIL import Image
+        for tag, path in pictures.items():
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+            self.tb.add_image(tag, pixels, step, dataformats="HWC")
+        self.tb.flush()
 
     def advance(self, n: int = 1) -> None:
         if self.active:

@@ -83,7 +83,25 @@ RESUMABLE_CHANGES = ("data.num_workers", "data.num_threads", "data.prefetch_batc
                      "data.max_bad_fraction", "data.eval_dataset", "data.allow_eval_on_train",
                      "mesh.", "eval.", "evals.", "log_every", "checkpoint_every",
                      "keep_checkpoints", "peak_tflops", "init_from", "resume_strict",
-                     "allow_config_change", "features.")
+                     "allow_config_change", "features.", "pictures.")
+
+
+def check_pictures(config, task) -> None:
+    """Fail at start on a pictures block that cannot work (config.pictures)."""
+    p = config.pictures
+    if p.every_steps < 0 or p.videos < 1:
+        raise ValueError(f"pictures.every_steps={p.every_steps}, pictures.videos={p.videos}: give "
+                         f"every_steps 0 (off) or a step count, and videos >= 1.")
+    if p.every_steps and not task.implements("pictures"):
+        raise ValueError(f"task {config.task!r} draws no pictures while training (only "
+                         f"videomae_pretrain does): set --config.pictures.every_steps=0. Its "
+                         f"evaluation's pictures are written at the end regardless.")
+
+
+def pictures_due(config, done: int, total_steps: int) -> bool:
+    """Whether the task's training pictures are drawn after step `done` (config.pictures)."""
+    every = config.pictures.every_steps
+    return bool(every) and (done % every == 0 or done == total_steps)
 
 
 def _flat(tree: Any, prefix: str = "") -> dict:
@@ -220,6 +238,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
     # ---- Task and input ---------------------------------------------------------------------
     task = get_task(config)  # validates model/data config
     periodic_eval.check(config, task)
+    check_pictures(config, task)
     local_batch = check_batch(config, mesh)
     sources.check_exists(config.data)  # before anything is written into the workdir
     ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
@@ -348,14 +367,24 @@ def train(config, workdir: str, *, stop_after_step: int | None = None,
                 ckpt.save(done, state, data_iter, meta)
             if periodic_eval.due(config, done, d["total_steps"]):
                 evaluate_now(done, state)
+            if pictures_due(config, done, d["total_steps"]):
+                t_pictures = time.perf_counter()
+                drawn = task.pictures(state.eval_variables(), mesh, config, done, workdir)
+                writer.images(drawn, done)
+                writer.info(f"pictures at step {done}: {len(drawn)} in "
+                            f"{time.perf_counter() - t_pictures:.2f} s")
+                t_last += time.perf_counter() - t_pictures  # not counted in step_time
             if stop_after_step is not None and done >= stop_after_step:
                 break
         ckpt.close()
         _close(data_iter)
         if task.implements("evaluate") and int(state.step) >= d["total_steps"]:
+            before = pictures.png_times(workdir)
             result = task.evaluate(state.eval_variables(), mesh, config, out_dir=workdir)
             final = periodic_eval.scalars(result, "eval_")
             writer.write(d["total_steps"], final)
+            # the evaluation's pictures (confusion matrix, timelines, ...) in TensorBoard too
+            writer.images(pictures.written_since(workdir, before), d["total_steps"])
             if best is not None and config.evals.views == "multi":  # the last periodic one
                 best.offer(d["total_steps"], final, state.eval_variables())
             if jax.process_index() == 0:  # the whole result, with the videos it left out
