@@ -44,9 +44,13 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.model = config_dict.ConfigDict(dict(
         size="tiny", contrastive_weight=1.0, caption_weight=1.0, caption_length=77,
         drop_path_rate=0.0, dtype="float32",
+        hard_negatives=0,  # > 0: that many hard-negative captions per video in video->text
         remat="none",  # video, text encoder and caption decoder layers: none|full|dots|dots_no_batch
         scan_layers=False))  # both encoders' layers as nn.scan (compile time flat in depth)
-    c.data = data_config(num_frames=8, stride=1, crop_size=64, normalization="clip")
+    c.data = data_config(num_frames=8, stride=1, crop_size=64, normalization="clip",
+                         # how hard negatives are made (builders.NEGATIVE_CAPTIONS): '' | the
+                         # demo's 'demo_motion' (the caption with another motion)
+                         negative_captions="")
     c.augment = config_dict.ConfigDict(dict(min_crop_area=0.5))
     c.eval = config_dict.ConfigDict(dict(
         split="validation", batch_size=32,

@@ -12,7 +12,7 @@ import grain
 import numpy as np
 
 from input_pipelines import (answers, decode, masking, randaugment, robust, sampling, sources,
-                             transforms, workers)
+                             synthetic_videos, transforms, workers)
 from internvideo_jax.text.tokenizer import get_tokenizer
 
 
@@ -40,7 +40,9 @@ class PretrainClip:
     With num_repeats = k > 1 (repeated augmentation, InternVideo's num_sample), the clip is decoded
     once and k independently cropped/flipped/masked views are made from the decoded frames.
     Output: {'video': (k, T, S, S, 3) uint8, 'mask': (k, N) bool}; the pipeline adds 'skipped' and
-    'skipped_ids' (see robust.py).
+    'skipped_ids' (see robust.py). With decoder_mask_ratio > 0 (VideoMAE V2's dual masking) also
+    'decoder_mask': (k, N) bool, True = not decoded (masking.running_cell_mask, its pointer start
+    drawn per view after the view's tube mask); 0 draws nothing more, so V1 streams are unchanged.
     """
 
     num_frames: int
@@ -52,13 +54,14 @@ class PretrainClip:
     num_repeats: int = 1
     short_video: str = "clamp"  # see sampling.dense_indices
     sample_fps: float = 0.0  # > 0: frames 1 / sample_fps s apart by time instead of `stride`
+    decoder_mask_ratio: float = 0.0  # > 0: a running cell decoder mask per view (VideoMAE V2)
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         with open_video(example) as video:
             idx = dense_clip(video, self.num_frames, self.stride, self.sample_fps, rng,
                              self.short_video)
             frames = video.frames(idx)  # T frames, not yet RGB
-            videos, masks = [], []
+            videos, masks, decoder_masks = [], [], []
             for _ in range(self.num_repeats):
                 box = transforms.multi_scale_crop_box(*decode.display_size(frames[0]),
                                                       self.crop_size, rng)
@@ -67,7 +70,13 @@ class PretrainClip:
                     clip = transforms.random_flip(clip, rng)
                 videos.append(np.ascontiguousarray(clip))
                 masks.append(masking.tube_mask(self.token_grid, self.mask_ratio, rng))  # (N,)
-        return {"video": np.stack(videos), "mask": np.stack(masks)}
+                if self.decoder_mask_ratio > 0:
+                    decoder_masks.append(masking.running_cell_mask(
+                        self.token_grid, self.decoder_mask_ratio, rng))  # (N,)
+        out = {"video": np.stack(videos), "mask": np.stack(masks)}
+        if decoder_masks:
+            out["decoder_mask"] = np.stack(decoder_masks)
+        return out
 
 
 def stack_views(elements: list[dict]) -> dict:
@@ -154,6 +163,10 @@ class CaptionClip:
     crop_size: int
     min_crop_area: float = 0.5
     context_length: int = 77
+    # hard negatives: NEGATIVE_CAPTIONS[negative_captions](caption, num_negatives, rng) -> texts,
+    # given as 'negatives': (1, num_negatives, context_length) int32
+    negative_captions: str = ""
+    num_negatives: int = 0
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         clip = segment_crop(example, rng, self.num_frames, self.crop_size, self.min_crop_area)
@@ -162,8 +175,16 @@ class CaptionClip:
             raise ValueError(f"video {example.get('video_id', '?')!r} has no caption: multimodal "
                              f"training needs a captioned dataset (annotation format 'captions').")
         caption = captions[int(rng.integers(len(captions)))]
-        ids = get_tokenizer(self.context_length)([caption])  # (1, L)
-        return {"video": np.ascontiguousarray(clip)[None], "text": ids}
+        tokenize = get_tokenizer(self.context_length)
+        out = {"video": np.ascontiguousarray(clip)[None], "text": tokenize([caption])}  # (1, L)
+        if self.num_negatives:
+            texts = NEGATIVE_CAPTIONS[self.negative_captions](caption, self.num_negatives, rng)
+            out["negatives"] = tokenize(texts)[None]  # (1, K, L)
+        return out
+
+
+# data.negative_captions: how a caption's hard negatives are made (CaptionClip)
+NEGATIVE_CAPTIONS = {"demo_motion": synthetic_videos.motion_negatives}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,10 +365,13 @@ def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
 
 def pretrain_dataset(data, *, seed: int, local_batch: int, token_grid: tuple[int, int, int],
                      mask_ratio: float, process_index: int = 0, process_count: int = 1,
-                     start_step: int = 0) -> tuple[grain.IterDataset, int]:
-    """VideoMAE pretraining batches {'video': (B, T, S, S, 3) uint8, 'mask': (B, N) bool, ...}."""
+                     start_step: int = 0,
+                     decoder_mask_ratio: float = 0.0) -> tuple[grain.IterDataset, int]:
+    """VideoMAE pretraining batches {'video': (B, T, S, S, 3) uint8, 'mask': (B, N) bool, ...},
+    and 'decoder_mask' (B, N) bool with decoder_mask_ratio > 0 (VideoMAE V2 dual masking)."""
     clip = PretrainClip(data.num_frames, data.stride, data.crop_size, data.flip, tuple(token_grid),
-                        mask_ratio, data.num_repeats, data.short_video, data.sample_fps)
+                        mask_ratio, data.num_repeats, data.short_video, data.sample_fps,
+                        decoder_mask_ratio)
     return train_stream(data, clip, seed=seed, local_batch=local_batch,
                         process_index=process_index, process_count=process_count,
                         start_step=start_step, num_repeats=data.num_repeats)

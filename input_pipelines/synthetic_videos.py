@@ -35,6 +35,25 @@ ZERO_SHOT_TEMPLATES = ("a small red triangle {}", "a large blue square {}",
 # Zero-shot by colour (labels from the captions: eval.zero_shot_labels='caption').
 ZERO_SHOT_COLOUR_TEMPLATES = ("a small {} triangle", "a large {} square", "a small {} circle",
                               "a large {} hexagon", "a {} pentagon that moves")
+
+
+def motion_negatives(caption: str, k: int, rng: np.random.Generator) -> list[str]:
+    """k hard-negative captions of a demo caption: the same words with the motion replaced by k
+    other motions drawn without replacement ("a small red triangle moves to the left" ->
+    "a small red triangle shrinks", ...): texts a video can only be told from by its motion.
+    ValueError for a caption that ends in none of the demo's motions, or k > 7."""
+    verbs = list(_CAPTION_VERB.values())
+    own = [v for v in verbs if caption.endswith(" " + v)]
+    if not own:
+        raise ValueError(f"{caption!r} ends in none of the demo's motions {verbs}: motion "
+                         f"negatives are for the demo's captions (data.negative_captions).")
+    if not 0 <= k < len(verbs):
+        raise ValueError(f"{k} motion negatives asked for; a caption has {len(verbs) - 1}.")
+    stem = caption[:-len(own[0])]
+    others = [v for v in verbs if v != own[0]]
+    return [stem + others[i] for i in rng.permutation(len(others))[:k]]
+
+
 COLOURS = {
     "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40),
     "cyan": (40, 220, 230), "magenta": (220, 50, 220), "white": (245, 245, 245),

@@ -70,3 +70,31 @@ def test_a_per_device_loss_would_fail_the_check():
     rows = NamedSharding(mesh, P("data"))
     loss = per_device(jax.device_put(v, rows), jax.device_put(t, rows))
     np.testing.assert_allclose(float(loss), local, rtol=1e-5)
+
+
+def _log_softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def test_hard_negatives_join_only_their_own_videos_video_to_text_softmax():
+    rng = np.random.default_rng(4)
+    b, k, e = 5, 3, 8
+    v, t = rng.normal(size=(b, e)), rng.normal(size=(b, e))
+    n = rng.normal(size=(b, k, e))
+    scale_log = np.float32(np.log(20.0))
+    loss, logits = losses.contrastive_loss(jnp.asarray(v), jnp.asarray(t), jnp.asarray(scale_log),
+                                           jnp.asarray(n))
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    vn, tn, nn_ = unit(v), unit(t), unit(n)
+    sim = 20.0 * vn @ tn.T  # (B, B)
+    v2t = []
+    for i in range(b):  # row i: the batch's texts, then video i's own negatives
+        row = np.concatenate([sim[i], [20.0 * vn[i] @ nn_[i, j] for j in range(k)]])
+        v2t.append(-_log_softmax(row)[i])
+    t2v = [-_log_softmax(sim[:, i])[i] for i in range(b)]
+    np.testing.assert_allclose(float(loss), (np.mean(v2t) + np.mean(t2v)) / 2, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(logits), sim, rtol=1e-5)
+    # extra columns in the video->text softmax can only raise the loss
+    plain, _ = losses.contrastive_loss(jnp.asarray(v), jnp.asarray(t), jnp.asarray(scale_log))
+    assert float(loss) > float(plain)

@@ -7,6 +7,7 @@ import pytest
 
 from input_pipelines import builders, synthetic_videos
 from internvideo_jax import offline
+from internvideo_jax.tasks import get_task
 from internvideo_jax.training import train
 from internvideo_jax.training.metrics_writer import read_metrics
 from internvideo_jax.text.tokenizer import get_tokenizer
@@ -164,3 +165,53 @@ def test_start_up_names_the_unreadable_videos(tmp_path):
                                          r".*nope_0.mp4 \(FileNotFoundError.*nope_19.mp4"):
         MultimodalPretrainTask(c).train_dataset(seed=0, local_batch=2, process_index=0,
                                                 process_count=1)
+
+
+def test_motion_negatives_change_only_the_motion():
+    caption = "a small red triangle moves to the left"
+    negatives = synthetic_videos.motion_negatives(caption, 3, np.random.default_rng(0))
+    assert len(negatives) == len(set(negatives)) == 3
+    verbs = set(synthetic_videos.ZERO_SHOT_CLASSNAMES) - {"moves to the left"}
+    for text in negatives:
+        assert text.startswith("a small red triangle ") and text[21:] in verbs
+    every = synthetic_videos.motion_negatives(caption, 7, np.random.default_rng(1))
+    assert sorted(t[21:] for t in every) == sorted(verbs)
+    with pytest.raises(ValueError, match="ends in none of the demo's motions"):
+        synthetic_videos.motion_negatives("a cat sits", 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="8 motion negatives asked for"):
+        synthetic_videos.motion_negatives(caption, 8, np.random.default_rng(0))
+
+
+def test_caption_clip_gives_hard_negatives_of_its_caption():
+    ex = synthetic_videos.make_example(0, 1, size=64, num_frames=16)
+    clip = builders.CaptionClip(num_frames=4, crop_size=32, negative_captions="demo_motion",
+                                num_negatives=2)
+    out = clip(ex, np.random.default_rng(5))
+    assert out["negatives"].shape == (1, 2, 77) and out["negatives"].dtype == np.int32
+    want = synthetic_videos.motion_negatives(ex["caption"], 2, _rng_after_crop(ex, 5))
+    np.testing.assert_array_equal(out["negatives"][0], get_tokenizer()(want))
+
+
+def _rng_after_crop(example, seed):
+    """The clip's generator after its sampling, crop and caption draws (one caption)."""
+    rng = np.random.default_rng(seed)
+    builders.segment_crop(example, rng, 4, 32, 0.5)
+    rng.integers(1)
+    return rng
+
+
+def test_hard_negatives_need_a_way_to_make_them(data_dir):
+    with pytest.raises(ValueError, match="needs data.negative_captions.*demo_motion"):
+        get_task(_mm_config(data_dir, **{"model.hard_negatives": 2}))
+
+
+def test_a_run_with_hard_negatives_trains(data_dir, tmp_path):
+    c = _mm_config(data_dir, **{"model.hard_negatives": 2,
+                                "data.negative_captions": "demo_motion", "total_steps": 2})
+    task = get_task(c)
+    assert task.init_batch(4)["negatives"].shape == (4, 2, 77)
+    from internvideo_jax.infra import flops
+    base = flops.multimodal_flops(task.size, 8, c.model.caption_length)
+    assert task.flops_per_example() == base + 2 * flops.text_encoder_flops(task.size.text)
+    state = train.train(c, str(tmp_path / "hn"), progress=False)
+    assert int(state.step) == 2

@@ -24,18 +24,21 @@ def transformer_flops(tokens: int, dim: int, depth: int, mlp_dim: int,
 
 
 def videomae_pretrain_flops(size, video_shape: tuple[int, int, int, int],
-                            num_masked: int) -> float:
+                            num_masked: int, num_decoded: int | None = None) -> float:
     """Forward FLOPs per clip of VideoMAEPretrain: patch embed and encoder on the K = N - M
-    visible tokens, encoder_to_decoder, decoder on N, head on the M masked."""
+    visible tokens, encoder_to_decoder, decoder on K + D tokens, head on the D decoded ones.
+    D = M (every masked token decoded, num_decoded None: VideoMAE V1, the decoder on N) or, under
+    VideoMAE V2's dual masking, the running cell mask's count (VideoMAEPretrain.num_decoded)."""
     t, h, w = token_grid((1,) + tuple(video_shape), size)
     n, c = t * h * w, video_shape[-1]
     k = n - num_masked
+    d = num_masked if num_decoded is None else num_decoded
     patch = size.tubelet * size.patch * size.patch * c
     total = 2 * k * patch * size.dim  # patch embed
     total += transformer_flops(k, size.dim, size.depth, size.mlp_dim)
     total += 2 * k * size.dim * size.decoder_dim  # encoder_to_decoder
-    total += transformer_flops(n, size.decoder_dim, size.decoder_depth, size.decoder_mlp_dim)
-    total += 2 * num_masked * size.decoder_dim * patch  # head
+    total += transformer_flops(k + d, size.decoder_dim, size.decoder_depth, size.decoder_mlp_dim)
+    total += 2 * d * size.decoder_dim * patch  # head
     return float(total)
 
 
@@ -93,12 +96,14 @@ def caption_decoder_flops(size, width: int, vision_width: int, visual_tokens: in
     return float(pooler + size.layers * (causal + cross) + predictor)
 
 
-def multimodal_flops(size, frames: int, caption_length: int | None) -> float:
-    """VideoTextModel per (video, text) pair: video tower, text encoder and, when caption_length
-    is given, the caption decoder on caption_length - 1 tokens."""
+def multimodal_flops(size, frames: int, caption_length: int | None,
+                     hard_negatives: int = 0) -> float:
+    """VideoTextModel per (video, text) pair: video tower, text encoder (on the caption and its
+    hard_negatives negative captions) and, when caption_length is given, the caption decoder on
+    caption_length - 1 tokens."""
     v = size.video
     total = uniformerv2_encoder_flops(v, frames) + 2 * v.width * v.embed_dim
-    total += text_encoder_flops(size.text)
+    total += (1 + hard_negatives) * text_encoder_flops(size.text)
     if caption_length:
         total += caption_decoder_flops(size.decoder, size.text.width, v.width,
                                        frames * (1 + v.grid ** 2), caption_length - 1)

@@ -45,6 +45,11 @@ class MultimodalPretrainTask(Task):
         if m.contrastive_weight <= 0 and m.caption_weight <= 0:
             raise ValueError("model.contrastive_weight and model.caption_weight are both 0: "
                              "nothing to train.")
+        if m.hard_negatives and d.negative_captions not in builders.NEGATIVE_CAPTIONS:
+            raise ValueError(f"model.hard_negatives={m.hard_negatives} needs "
+                             f"data.negative_captions, how they are made: one of "
+                             f"{sorted(builders.NEGATIVE_CAPTIONS)} (got "
+                             f"{d.negative_captions!r}).")
         self.config, self.data = config, d
         self.video_shape = (d.num_frames, d.crop_size, d.crop_size, 3)
         mean_std = normalization.get(d.normalization)
@@ -57,14 +62,19 @@ class MultimodalPretrainTask(Task):
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one (video, caption) pair, the decoder included when it is trained
-        (internvideo_jax/infra/flops.py)."""
+        and the hard-negative captions' text encoding (internvideo_jax/infra/flops.py)."""
         m = self.config.model
         return multimodal_flops(self.size, self.video_shape[0],
-                                m.caption_length if m.caption_weight > 0 else None)
+                                m.caption_length if m.caption_weight > 0 else None,
+                                m.hard_negatives)
 
     def init_batch(self, batch_size: int) -> dict:
-        return {"video": np.zeros((batch_size,) + self.video_shape, np.uint8),
-                "text": np.zeros((batch_size, self.context_length), np.int32)}
+        batch = {"video": np.zeros((batch_size,) + self.video_shape, np.uint8),
+                 "text": np.zeros((batch_size, self.context_length), np.int32)}
+        k = self.config.model.hard_negatives
+        if k:  # (B, K, L): each video's hard-negative captions
+            batch["negatives"] = np.zeros((batch_size, k, self.context_length), np.int32)
+        return batch
 
     def init_variables(self, rng: jax.Array, batch: dict) -> dict:
         return self.model.init(rng, self.normalize(batch["video"]), batch["text"])
@@ -77,8 +87,14 @@ class MultimodalPretrainTask(Task):
         out = self.model.apply({"params": params}, self.normalize(batch["video"]), batch["text"],
                                deterministic=not train, rngs={"dropout": rng},
                                caption_length=m.caption_length)
+        negatives = None
+        if "negatives" in batch:  # (B, K, L) -> (B, K, E): the same text encoder
+            b, k, length = batch["negatives"].shape
+            negatives = self.model.apply({"params": params},
+                                         batch["negatives"].reshape(b * k, length),
+                                         method="encode_text").reshape(b, k, -1)
         contrastive, logits = losses.contrastive_loss(out["video"], out["text"],
-                                                      out["logit_scale"])
+                                                      out["logit_scale"], negatives)
         loss = m.contrastive_weight * contrastive
         metrics = {"contrastive": contrastive,
                    "temperature": 1.0 / jnp.exp(jnp.clip(out["logit_scale"], 0, jnp.log(100.0))),
@@ -101,7 +117,8 @@ class MultimodalPretrainTask(Task):
                              f"{where}, has none): multimodal pretraining needs a captioned "
                              f"dataset.")
         clip = builders.CaptionClip(d.num_frames, d.crop_size, self.config.augment.min_crop_area,
-                                    self.context_length)
+                                    self.context_length, d.negative_captions,
+                                    self.config.model.hard_negatives)
         return builders.train_stream(d, clip, seed=seed, local_batch=local_batch,
                                      process_index=process_index, process_count=process_count,
                                      start_step=start_step)

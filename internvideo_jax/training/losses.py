@@ -55,8 +55,9 @@ def masked_reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Arr
 
 
 def contrastive_loss(video_features: jax.Array, text_features: jax.Array,
-                     logit_scale: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Symmetric InfoNCE of CLIP over the whole global batch.
+                     logit_scale: jax.Array,
+                     negative_features: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Symmetric InfoNCE of CLIP over the whole global batch, with optional hard negatives.
 
     Args:
       video_features, text_features: (B, E), pair i matching pair i; B is the GLOBAL batch: under
@@ -64,15 +65,25 @@ def contrastive_loss(video_features: jax.Array, text_features: jax.Array,
         of them (XLA gathers the other shards), so every example's negatives are the global batch
         and the gradient flows through the gathered features.
       logit_scale: () the learnable log temperature; used as exp(clip(logit_scale, 0, ln 100)).
+      negative_features: (B, K, E) or None: K hard-negative texts of each video (captions that
+        differ from its own in one respect, e.g. the verb). They join the video->text softmax of
+        their own video only, as extra columns after the batch's texts (Momeni et al., "Verbs in
+        Action", ICCV 2023); text->video is unchanged.
     Returns:
-      (loss: mean of the video->text and text->video cross entropies, logits (B, B) float32).
+      (loss: mean of the video->text and text->video cross entropies, logits (B, B) float32:
+      the in-batch video x text similarities, without the negatives).
     """
     v = l2_normalize(video_features)
     t = l2_normalize(text_features)
     scale = jnp.exp(jnp.clip(logit_scale.astype(jnp.float32), 0.0, jnp.log(100.0)))
     logits = scale * v @ t.T  # (B, B): row = video, column = text
     labels = jnp.arange(logits.shape[0])
-    v2t = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    v2t_logits = logits
+    if negative_features is not None:
+        n = l2_normalize(negative_features)  # (B, K, E)
+        own = scale * jnp.einsum("be,bke->bk", v, n)  # (B, K): each video with its negatives
+        v2t_logits = jnp.concatenate([logits, own], axis=1)  # (B, B + K)
+    v2t = optax.softmax_cross_entropy_with_integer_labels(v2t_logits, labels).mean()
     t2v = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
     return (v2t + t2v) / 2, logits
 
