@@ -30,7 +30,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c.model = config_dict.ConfigDict(dict(
         size="tiny", mask_ratio=0.9, drop_path_rate=0.0, norm_pix_loss=True, dtype="float32",
         remat="none",  # none | full | dots | dots_no_batch: what blocks keep for backward
-        scan_layers=False))  # True: nn.scan over the blocks (compile time flat in depth)
+        scan_layers=False,  # True: nn.scan over the blocks (compile time flat in depth)
+        decoder_mask_ratio=0.0))  # > 0: VideoMAE V2 dual masking (experiments/videomae_v2.py)
     c.data = data_config(num_frames=16, stride=2, crop_size=64)
     c.batch_size = 16  # global, over all devices and processes
     c.num_epochs = 20.0

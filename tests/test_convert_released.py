@@ -120,8 +120,9 @@ def official_pretrain_keys(dim, depth, mlp, patch, tubelet, ddim, ddepth) -> dic
     bias), mask_token (1, 1, Dd), decoder.{blocks.i, norm, head (3 * tubelet * patch^2)}."""
     keys = {"encoder.patch_embed.proj.weight": (dim, 3, tubelet, patch, patch),
             "encoder.patch_embed.proj.bias": (dim,)}
+    # the decoder's blocks take the encoder's mlp_ratio (ViT-g: int(512 * 48 / 11) = 2234)
     for prefix, d, n, hidden in (("encoder.blocks", dim, depth, mlp),
-                                 ("decoder.blocks", ddim, ddepth, 4 * ddim)):
+                                 ("decoder.blocks", ddim, ddepth, int(ddim * (mlp / dim)))):
         for i in range(n):
             b = f"{prefix}.{i}."
             keys.update({b + "norm1.weight": (d,), b + "norm1.bias": (d,),

@@ -54,9 +54,11 @@ from internvideo_jax.convert.registry import Family, register
 from internvideo_jax.models import architecture, ava_head, videomae
 from internvideo_jax.models.videomae import SIZES, VideoMAESize
 
-# Wrappers seen around official checkpoints: DDP 'module.', 'model.' and the fine-tuning scripts'
-# 'backbone.'. Stripped only when every key carries them.
-WRAPPER_PREFIXES = ("module.", "model.", "backbone.")
+# Wrappers seen around official checkpoints: DDP 'module.', 'model.', the fine-tuning scripts'
+# 'backbone.', and torch.compile's '_orig_mod.' (VideoMAE V2's run_mae_pretraining.py compiles the
+# model on torch > 1.13.1 and saves its state dict; its fine-tuning loader strips the prefix).
+# Stripped only when every key carries them.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.")
 
 
 def _transforms(path: Path, shape: tuple[int, ...]):
@@ -207,9 +209,21 @@ def import_official(state_dict: dict, target_params: dict) -> dict:
         if wrapper in state_dict and isinstance(state_dict[wrapper], dict):
             state_dict = state_dict[wrapper]
     state_dict = strip_prefixes(dict(state_dict), WRAPPER_PREFIXES)
+    _refuse_cos_attn(state_dict)
     shapes = {p: tuple(v.shape) for p, v in flatten(target_params).items()}
     return import_state_dict(official_rules(target_params), state_dict, shapes,
                              "VideoMAE (official layout)")
+
+
+def _refuse_cos_attn(state_dict: dict) -> None:
+    """VideoMAE V2's cos_attn=True blocks (CosAttention: cosine-similarity attention with a
+    learned per-head log scale, `attn.scale` (heads, 1, 1)) compute another function than ours;
+    no released checkpoint uses them (every script leaves cos_attn False). Refused by name."""
+    scales = sorted(k for k in state_dict if k.endswith(".attn.scale"))
+    if scales:
+        raise ConversionError(
+            "VideoMAE V2 with cos_attn=True (cosine attention, a learned attn.scale per block) "
+            "is not supported: our blocks are scaled dot-product attention", unexpected=scales)
 
 
 def export_official(params: dict) -> dict[str, np.ndarray]:

@@ -47,7 +47,9 @@ class VideoMAESize:
 
     @property
     def decoder_mlp_dim(self) -> int:
-        return int(self.decoder_dim * 4)
+        # The reference's decoder blocks take the encoder's mlp_ratio (modeling_pretrain.py): 4
+        # everywhere but ViT-g, whose decoder MLP is int(512 * 48 / 11) = 2234 wide.
+        return int(self.decoder_dim * self.mlp_ratio)
 
 
 SIZES: dict[str, VideoMAESize] = {
@@ -63,8 +65,9 @@ SIZES: dict[str, VideoMAESize] = {
     # InternVideo's ViT-H masked video encoder uses a narrower, shallower decoder.
     "H_internvideo": VideoMAESize(dim=1280, depth=32, heads=16, decoder_dim=512, decoder_heads=8,
                                   decoder_depth=8),
-    # VideoMAEv2 ViT-g: patch 14, mlp ratio 48/11 (hidden 6144); released without a decoder recipe
-    # here, so the decoder follows VideoMAEv2's pretraining default (512 wide, 4 deep).
+    # VideoMAEv2 ViT-g/14: patch 14, mlp ratio 48/11 (hidden 6144); the decoder of the reference's
+    # pretrain_videomae_giant_patch14_224 with --decoder_depth 4 (scripts/pretrain/vit_g_hybrid_pt.sh):
+    # 512 wide, 8 heads, 4 deep, mlp ratio 48/11 as the encoder's (hidden 2234).
     "g": VideoMAESize(dim=1408, depth=40, heads=16, decoder_dim=512, decoder_heads=8,
                       decoder_depth=4, mlp_ratio=48 / 11, patch=14),
 }
@@ -184,6 +187,17 @@ class VideoMAEPretrain(nn.Module):
     predictions in ascending masked-token order, pixels flattened as (pt, ph, pw, C).
     `mask_ratio` fixes the number of masked tokens: int(mask_ratio * H'W') per temporal slice; a
     mask with another count is refused (check_mask_count: an error, or NaN rows under jit).
+
+    Dual masking (VideoMAE V2, OpenGVLab/VideoMAEv2 modeling_pretrain.py): with a
+    `decoder_mask` (B, N) bool, True = not decoded (input_pipelines/masking.running_cell_mask),
+    the decoder's input is [visible + pe_vis, mask_token + pe_decoded]: the K visible tokens from
+    the encoder and a mask token at each of the D positions the decoder mask leaves (ascending
+    token order; visible positions among them too, as the reference), and the output is
+    (B, D, P): one prediction per decoded position. The loss takes those the encoder mask hid
+    (losses.dual_masked_reconstruction_loss). `decoder_mask_ratio` fixes D
+    (masking.num_decoded); a decoder mask with another count is refused as a mask is. Without a
+    decoder mask every masked token is decoded (VideoMAE V1, and the reference's decode_mask=None),
+    whatever decoder_mask_ratio: the parameters are the same either way.
     """
 
     size: VideoMAESize
@@ -193,13 +207,22 @@ class VideoMAEPretrain(nn.Module):
     dtype: Dtype = jnp.float32
     remat: str = "none"  # layers.REMAT_POLICIES, for the encoder and decoder blocks
     scan: bool = False  # scanned encoder and decoder layers
+    decoder_mask_ratio: float = 0.0  # > 0: dual masking's decoder mask ratio (VideoMAE V2: 0.5)
 
     def num_masked(self, video_shape: tuple[int, ...]) -> int:
         """Masked tokens per clip: the input pipeline's tube-masking count (masking.num_masked)."""
         return masking.num_masked(token_grid(video_shape, self.size), self.mask_ratio)
 
+    def num_decoded(self, video_shape: tuple[int, ...]) -> int:
+        """Positions per clip the decoder predicts: the masked tokens without a decoder mask, else
+        the running cell mask's decoded count (masking.num_decoded)."""
+        if self.decoder_mask_ratio <= 0:
+            return self.num_masked(video_shape)
+        return masking.num_decoded(token_grid(video_shape, self.size), self.decoder_mask_ratio)
+
     @nn.compact
-    def __call__(self, video: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, video: jax.Array, mask: jax.Array, deterministic: bool = True,
+                 decoder_mask: jax.Array | None = None) -> jax.Array:
         s = self.size
         grid = token_grid(video.shape, s)
         n = grid[0] * grid[1] * grid[2]
@@ -210,6 +233,21 @@ class VideoMAEPretrain(nn.Module):
         right_count = None if self.is_initializing() else check_mask_count(
             mask, num_masked, self.mask_ratio)  # (B,) bool under jit, else None
         visible_idx, masked_idx = split_by_mask(mask, num_masked)
+        query_idx, num_queries = masked_idx, num_masked  # the positions the decoder predicts
+        if decoder_mask is not None:
+            if self.decoder_mask_ratio <= 0:
+                raise ValueError("a decoder_mask was given to a VideoMAEPretrain with "
+                                 "decoder_mask_ratio=0: build it with the mask's ratio (0.5 for "
+                                 "VideoMAE V2), or leave the decoder mask out.")
+            if decoder_mask.shape != mask.shape:
+                raise ValueError(f"decoder_mask has shape {decoder_mask.shape}, expected "
+                                 f"{mask.shape} (the mask's).")
+            num_queries = self.num_decoded(video.shape)
+            right_decoded = None if self.is_initializing() else check_decoder_mask_count(
+                decoder_mask, n - num_queries, self.decoder_mask_ratio)
+            if right_decoded is not None:
+                right_count = right_decoded if right_count is None else right_count & right_decoded
+            query_idx = split_by_mask(decoder_mask, n - num_queries)[0]  # (B, D) not hidden
         x = VideoMAEEncoder(s, self.drop_path_rate, self.init_values, final_norm=True,
                             dtype=self.dtype, remat=self.remat, scan=self.scan,
                             name="encoder")(video, visible_idx, deterministic)
@@ -223,15 +261,32 @@ class VideoMAEPretrain(nn.Module):
             (1, 1, s.decoder_dim), jnp.float32)
         pos = jnp.asarray(layers.sinusoid_table(n, s.decoder_dim)).astype(x.dtype)  # (N, Dd)
         x_vis = x + pos[visible_idx]  # (B, K, Dd)
-        x_masked = mask_token.astype(x.dtype) + pos[masked_idx]  # (B, M, Dd)
-        x = jnp.concatenate([x_vis, x_masked], axis=1)  # (B, N, Dd)
+        x_masked = mask_token.astype(x.dtype) + pos[query_idx]  # (B, M or D, Dd)
+        x = jnp.concatenate([x_vis, x_masked], axis=1)  # (B, K + M (= N) or K + D, Dd)
         x = layers.constrain(x, "act_batch", "act_length", "act_embed")
         x = VideoMAEDecoder(s, 3 * s.tubelet * s.patch * s.patch, self.drop_path_rate,
                             self.init_values, self.dtype, self.remat, self.scan,
-                            name="decoder")(x, num_masked, deterministic)
+                            name="decoder")(x, num_queries, deterministic)
         if right_count is not None:  # a mask with another count: NaN, never a wrong-length answer
             x = jnp.where(right_count[:, None, None], x, jnp.nan)
-        return x  # (B, M, pt*p*p*3)
+        return x  # (B, M or D, pt*p*p*3)
+
+
+def check_decoder_mask_count(decoder_mask: jax.Array, num_hidden: int,
+                             ratio: float) -> jax.Array | None:
+    """check_mask_count for the decoder mask: exactly `num_hidden` True (not decoded) per row; a
+    concrete mask with another count is refused (ValueError), a traced one gives the (B,) rows
+    that are right."""
+    counts = decoder_mask.sum(axis=1)  # (B,)
+    if isinstance(counts, jax.core.Tracer):
+        return counts == num_hidden
+    wrong = sorted({int(c) for c in np.asarray(counts).ravel() if int(c) != num_hidden})
+    if wrong:
+        raise ValueError(f"the decoder mask hides {', '.join(map(str, wrong))} tokens in some "
+                         f"rows, but this VideoMAEPretrain (decoder_mask_ratio={ratio}) takes "
+                         f"exactly {num_hidden} (int(4 * ratio) of every 2x2 cell): build the "
+                         f"decoder mask with masking.running_cell_mask at the model's ratio.")
+    return None
 
 
 class VideoMAEDecoder(nn.Module):

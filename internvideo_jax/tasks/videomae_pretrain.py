@@ -1,4 +1,8 @@
-"""VideoMAE masked-video pretraining: tube-masked clips in, norm-pixel MSE on masked tokens out."""
+"""VideoMAE masked-video pretraining: tube-masked clips in, norm-pixel MSE on masked tokens out.
+
+model.decoder_mask_ratio > 0: VideoMAE V2's dual masking (the pipeline adds a running cell
+'decoder_mask'; the decoder predicts only the positions it leaves, the loss is on the masked ones
+among them: losses.dual_masked_reconstruction_loss). 0: VideoMAE V1."""
 from __future__ import annotations
 
 import jax
@@ -29,11 +33,14 @@ class VideoMAEPretrainTask(Task):
         self.norm_pix_loss = m.norm_pix_loss
         self.data = d
         self.mask_ratio = m.mask_ratio
+        self.decoder_mask_ratio = m.decoder_mask_ratio  # 0: every masked token decoded (V1)
+        if self.decoder_mask_ratio:  # fails early, naming the fix (ratio, odd grid)
+            masking.num_decoded(self.grid, self.decoder_mask_ratio)
         self._picture_clips = None  # pictures(): the fixed clips, decoded on first use
         self.model = videomae.VideoMAEPretrain(
             self.size, mask_ratio=m.mask_ratio, drop_path_rate=m.drop_path_rate,
             dtype=jnp.dtype(m.dtype), remat=m.remat,
-            scan=m.scan_layers)
+            scan=m.scan_layers, decoder_mask_ratio=m.decoder_mask_ratio)
 
     @property
     def num_tokens(self) -> int:
@@ -47,27 +54,39 @@ class VideoMAEPretrainTask(Task):
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one clip (internvideo_jax/infra/flops.py)."""
-        return videomae_pretrain_flops(self.size, self.video_shape,
-                                       self.model.num_masked((1,) + self.video_shape))
+        shape = (1,) + self.video_shape
+        return videomae_pretrain_flops(self.size, self.video_shape, self.model.num_masked(shape),
+                                       self.model.num_decoded(shape))
 
     def init_batch(self, batch_size: int) -> dict:
         mask = np.zeros((batch_size, self.num_tokens), bool)
         mask[:, :self.model.num_masked((1,) + self.video_shape)] = True
-        return {"video": np.zeros((batch_size,) + self.video_shape, np.uint8), "mask": mask}
+        batch = {"video": np.zeros((batch_size,) + self.video_shape, np.uint8), "mask": mask}
+        if self.decoder_mask_ratio:
+            batch["decoder_mask"] = np.tile(masking.running_cell_mask(
+                self.grid, self.decoder_mask_ratio, start=0), (batch_size, 1))
+        return batch
 
     def init_variables(self, rng: jax.Array, batch: dict) -> dict:
-        return self.model.init(rng, self.normalize(batch["video"]), batch["mask"])
+        return self.model.init(rng, self.normalize(batch["video"]), batch["mask"],
+                               decoder_mask=batch.get("decoder_mask"))
 
     def normalize(self, video_uint8: jax.Array) -> jax.Array:
         """(B, T, H, W, 3) uint8 -> normalised, in the model's compute dtype."""
         return normalized(video_uint8, self.mean, self.std, self.model.dtype)
 
     def loss_fn(self, params, batch: dict, rng: jax.Array, train: bool):
+        decoder_mask = batch["decoder_mask"] if self.decoder_mask_ratio else None
         pred = self.model.apply({"params": params}, self.normalize(batch["video"]), batch["mask"],
-                                deterministic=not train, rngs={"dropout": rng})
+                                deterministic=not train, decoder_mask=decoder_mask,
+                                rngs={"dropout": rng})
         target = losses.norm_pixel_target(batch["video"].astype(jnp.float32) / 255.0, self.patch,
                                           normalize=self.norm_pix_loss)
-        loss = losses.masked_reconstruction_loss(pred, target, batch["mask"])
+        if decoder_mask is None:
+            loss = losses.masked_reconstruction_loss(pred, target, batch["mask"])
+        else:  # the masked tokens among the decoded ones
+            loss = losses.dual_masked_reconstruction_loss(pred, target, batch["mask"],
+                                                          decoder_mask)
         return loss, {"loss": loss}
 
     def pictures(self, variables, mesh, config, step: int, out_dir: str) -> dict[str, str]:
@@ -91,4 +110,4 @@ class VideoMAEPretrainTask(Task):
         return builders.pretrain_dataset(
             self.data, seed=seed, local_batch=local_batch, token_grid=self.grid,
             mask_ratio=self.mask_ratio, process_index=process_index, process_count=process_count,
-            start_step=start_step)
+            start_step=start_step, decoder_mask_ratio=self.decoder_mask_ratio)

@@ -107,6 +107,69 @@ class VideoMAEClassifier(nn.Module):
         return self.classify(self.tokens(x))
 
 
+# ---- pretraining with dual masking (OpenGVLab/VideoMAEv2 modeling_pretrain.py) ------------------
+class PretrainEncoder(nn.Module):
+    def __init__(self, dim, depth, heads, patch, tubelet, num_tokens, mlp_ratio):
+        super().__init__()
+        self.patch_embed = PatchEmbed(dim, patch, tubelet)
+        self.register_buffer("pos_embed", sinusoid_table(num_tokens, dim)[None], persistent=False)
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x, mask):  # mask (N, L) bool, True = hidden from the encoder
+        x = self.patch_embed(x) + self.pos_embed
+        x = x[~mask].reshape(x.shape[0], -1, x.shape[-1])  # visible tokens, in token order
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+class PretrainDecoder(nn.Module):
+    def __init__(self, dim, depth, heads, num_outputs, mlp_ratio):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_outputs)
+
+    def forward(self, x, num_out):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, x.shape[1] - num_out:]))
+
+
+class VideoMAEPretrain(nn.Module):
+    """(N, 3, T, H, W), mask (N, L) bool (True = masked), decode_mask (N, L) bool or None
+    (True = not decoded) -> predictions (N, D, 3 * tubelet * patch^2).
+
+    The decoder sees [visible encoder tokens + their decoder sinusoid, mask_token + the sinusoid
+    of each position to decode]; the positions to decode are the masked ones without a decode
+    mask (VideoMAE V1), else every position the decode mask leaves, visible ones included. The
+    decoder blocks take the encoder's mlp_ratio (48/11 for ViT-g), as in the reference.
+    """
+
+    def __init__(self, *, dim, depth, heads, decoder_dim, decoder_depth, decoder_heads, patch,
+                 tubelet, num_frames, image_size, mlp_ratio=4.0):
+        super().__init__()
+        n = (num_frames // tubelet) * (image_size // patch) ** 2
+        self.encoder = PretrainEncoder(dim, depth, heads, patch, tubelet, n, mlp_ratio)
+        self.decoder = PretrainDecoder(decoder_dim, decoder_depth, decoder_heads,
+                                       3 * tubelet * patch * patch, mlp_ratio)
+        self.encoder_to_decoder = nn.Linear(dim, decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.register_buffer("pos_embed", sinusoid_table(n, decoder_dim)[None],
+                             persistent=False)
+
+    def forward(self, x, mask, decode_mask=None):
+        decoded = mask if decode_mask is None else ~decode_mask  # positions given mask tokens
+        vis = self.encoder_to_decoder(self.encoder(x, mask))  # (N, K, Dd)
+        b, _, d = vis.shape
+        pos = self.pos_embed.expand(b, -1, -1)
+        pos_vis = pos[~mask].reshape(b, -1, d)
+        pos_dec = pos[decoded].reshape(b, -1, d)
+        tokens = torch.cat([vis + pos_vis, self.mask_token + pos_dec], dim=1)
+        return self.decoder(tokens, pos_dec.shape[1])
+
+
 # ---- AVA detection (MCG-NJU/VideoMAE-Action-Detection) ----------------------------------------
 def _bilinear(feature: torch.Tensor, y: float, x: float) -> torch.Tensor:
     """torchvision's RoIAlign point read of feature (C, H, W) at continuous (y, x) -> (C,):

@@ -5,7 +5,8 @@ VideoMAE reconstruction ("norm pixel" target, as the released code):
      as the reference's un-normalisation of an ImageNet-normalised input);
   2. cut into tubelet patches, pixels of a patch in (pt, ph, pw) order, channel last;
   3. per patch and per channel: (x - mean) / (sqrt(unbiased var) + 1e-6), eps outside the sqrt;
-  4. flattened as (pt ph pw c); MSE over the masked tokens only.
+  4. flattened as (pt ph pw c); MSE over the masked tokens only (VideoMAE V2's dual masking:
+     over the masked tokens the decoder predicts, dual_masked_reconstruction_loss).
 
 Multimodal: CLIP contrastive loss over the global batch, caption decoder cross entropy.
 """
@@ -52,6 +53,29 @@ def masked_reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Arr
     _, masked_idx = split_by_mask(mask, pred.shape[1])
     target_masked = gather_tokens(target, masked_idx)  # (B, M, P*C)
     return jnp.mean(jnp.square(pred.astype(jnp.float32) - target_masked))
+
+
+def dual_masked_reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Array,
+                                    decoder_mask: jax.Array) -> jax.Array:
+    """VideoMAE V2's loss under dual masking (OpenGVLab/VideoMAEv2 engine_for_pretraining.py):
+    squared error on the decoded positions the encoder mask hid, the mean over P*C per token, then
+    the mean over those tokens of the whole batch (their count varies per clip: the running cell
+    mask is fixed, the tube mask random).
+
+    Args:
+      pred: (B, D, P*C) predictions for the decoded positions (decoder_mask False), ascending.
+      target: (B, N, P*C) targets for all tokens.
+      mask: (B, N) bool, the encoder's mask (True = masked).
+      decoder_mask: (B, N) bool, True = not decoded, N - D True per row.
+    Returns:
+      scalar float32: sum over the batch of the per-token means on encoder-masked decoded tokens,
+      over their number (1 if there are none: the loss is then 0).
+    """
+    decoded_idx, _ = split_by_mask(decoder_mask, decoder_mask.shape[1] - pred.shape[1])
+    target_decoded = gather_tokens(target, decoded_idx)  # (B, D, P*C)
+    weight = gather_tokens(mask, decoded_idx).astype(jnp.float32)  # (B, D): 1 = in the loss
+    per_token = jnp.mean(jnp.square(pred.astype(jnp.float32) - target_decoded), axis=-1)
+    return jnp.sum(per_token * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 def contrastive_loss(video_features: jax.Array, text_features: jax.Array,
