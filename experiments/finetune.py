@@ -21,6 +21,22 @@ used by experiments/finetune_uniformerv2.py and experiments/cma.py too).
   vit_b_ucf101  UCF101 split 1 (101 classes), batch 48, lr 1e-3, layer decay 0.7, 100 epochs,
               5 clips x 3 crops. Published (VideoMAE ViT-B, 3200-epoch UCF101 pretraining): 91.3.
 
+Kinetics-710 (VideoMAE V2's supervised post-pretraining, UniFormerV2's / UMT's K710 stage: the
+union of the K400/600/700 classes; input_pipelines/label_union.py has the rules), from the
+Kinetics label files and annotation lists you have:
+  python -m input_pipelines.label_map union --labels k400.txt,k600.txt,k700.txt \
+    --names k400,k600,k700 --out k710/     # k710/labels.txt (710 names), k710/maps.json
+    # --order label_map_k710.txt: VideoMAE V2's class order (its released K710 heads)
+  python -m input_pipelines.label_map relabel --map k710/maps.json --source k400 \
+    --annotations k400_train.csv --out k710/train_k400.csv   # likewise k600, k700: then
+    # concatenate the lists (dropping duplicate videos, as the reference does)
+  python -m internvideo_jax.main --config experiments/finetune.py:vit_b_k400 \
+    --config.model.num_classes=710 --config.data.labels=k710/labels.txt \
+    --config.data.dataset=csv:k710/train.csv ...
+Evaluated on one release: the K400 validation list as it is (K400 indices or names) and
+  --config.eval.label_subset=k710/maps.json:k400 --config.data.eval_dataset=csv:k400_val.csv
+scores the 400 K400 columns of the 710 logits (internvideo_jax/evaluation/evaluate.py).
+
 Any key can be overridden on the command line; a misspelt key fails.
 """
 from ml_collections import config_dict
@@ -40,8 +56,10 @@ def classification_config(task: str) -> config_dict.ConfigDict:
     c.augment = config_dict.ConfigDict(dict(
         mixup_alpha=0.0, cutmix_alpha=0.0, switch_prob=0.5, label_smoothing=0.1,
         randaugment_ops=0, randaugment_magnitude=7.0, erasing=0.0, min_crop_area=0.6))
+    # label_subset: 'maps.json:SOURCE' scores a union-trained (K710) model on one source's
+    # columns (input_pipelines/label_union.py); '' = the model's own classes.
     c.eval = config_dict.ConfigDict(dict(split="validation", num_clips=2, num_crops=3,
-                                         batch_size=16))
+                                         batch_size=16, label_subset=""))
     c.batch_size = 16  # 800 demo videos: 50 steps an epoch
     c.num_epochs = 30.0
     c.optim.update(base_lr=1e-3, min_lr=1e-6, warmup_epochs=5.0, b1=0.9, b2=0.999, eps=1e-8,

@@ -8,6 +8,13 @@ and evaluation refuses a dataset whose map differs (internvideo_jax/evaluation/e
 Where the names come from, in order: the TFDS dataset's ClassLabel feature (the demo dataset too),
 the config's labels file (data.labels: a JSON {name: index} as SSv2's, or one name per line), else
 the indices themselves ('0', '1', ...: 'unnamed', compared by class count only).
+
+Union label spaces (Kinetics-710 from the K400/600/700 lists), their index maps and relabelled
+annotation files: input_pipelines/label_union.py, whose CLI this module's is:
+  python -m input_pipelines.label_map union --labels k400.txt,k600.txt,k700.txt \
+      --names k400,k600,k700 --out k710/
+  python -m input_pipelines.label_map relabel --map k710/maps.json --source k400 \
+      --annotations train.csv --out k710/train_k400.csv
 """
 from __future__ import annotations
 
@@ -55,3 +62,13 @@ def check_same(stored: dict, current: dict, what: str) -> None:
         f"{len(old)} classes, sha256 {str(stored.get('sha256'))[:12]}); first differences "
         f"(index: checkpoint vs data): {diff}. Evaluate with the label map the model was trained "
         f"with (data.labels / the same dataset), or fine-tune for this one.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The label-space CLI (input_pipelines/label_union.py: union, relabel)."""
+    from input_pipelines import label_union
+    return label_union.main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,12 @@
 Views: `eval.num_clips` temporal clips x `eval.num_crops` spatial crops (input_pipelines.builders.
 EvalViews). Reports top-1, top-5 and mean per-class accuracy over the split's videos (padding in
 the last batch excluded), gathered over processes.
+
+A classifier trained on a union label space (Kinetics-710, input_pipelines/label_union.py) is
+evaluated on one of its sources with eval.label_subset='k710/maps.json:k400': the model's label
+map must be the union's, the split's labels are the source's indices (its label map the
+source's), and each view's logits keep the source's columns (logits[:, to_union], the
+reference's head conversion) before the softmax: the numbers of the 400-class model.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from input_pipelines import builders, label_map, sources
+from input_pipelines import builders, label_map, label_union, sources
 from internvideo_jax.evaluation import plots
 from internvideo_jax.infra import sharding
 
@@ -39,12 +45,16 @@ def eval_data_config(config, split: str | None = None):
     A file list (`list:train.txt`, ...) is one split: evaluating on another split reads
     data.eval_dataset; without one, or when it is the training list itself, evaluation is
     refused unless data.allow_eval_on_train says the training files are meant. The same split
-    as training (the linear probe's training features) reads the training data as it is.
+    as training (the linear probe's training features) reads the training data as it is. With
+    eval.label_subset, another split's class names are the source's (its labels file).
     """
     data = config.data.copy_and_resolve_references()
     split = config.eval.split if split is None else split
+    subset = label_subset(config)
     with data.unlocked():
         evaluating = split != data.split
+        if subset is not None and evaluating:  # the source's split: its names, not the union's
+            data.labels = subset.labels_path
         if evaluating and data.eval_dataset:
             if data.eval_dataset == data.dataset and not data.allow_eval_on_train:
                 raise ValueError(
@@ -139,9 +149,25 @@ def video_ids(config, indices: np.ndarray) -> list[str]:
     return out
 
 
-def eval_label_map(config) -> dict:
-    """{'names', 'sha256', 'source'} of config.eval.split's dataset."""
+def label_subset(config) -> label_union.Subset | None:
+    """config.eval.label_subset ('MAPS.json:SOURCE'; '' or absent: none)."""
+    return label_union.parse_subset(config.eval.get("label_subset", "") or "")
+
+
+def eval_label_map(config, subset: label_union.Subset | None = None) -> dict:
+    """{'names', 'sha256', 'source'} of config.eval.split's dataset. With a label subset, the
+    split is read as the subset's source: its label map is the source's (a dataset naming its
+    classes, e.g. TFDS, must name the source's), data.labels (the union's) is not its own."""
     data = eval_data_config(config)
+    if subset is not None:
+        wanted = subset.union.label_map(subset.source, f"label_subset:{subset.spec}")
+        names, origin = label_map.class_names(builders.open_data_source(data), "", 0)
+        if names:
+            label_map.check_same(wanted, {"names": names, "sha256": label_map.fingerprint(names),
+                                          "source": origin},
+                                 f"{config.data.dataset}:{config.eval.split} (as label_subset "
+                                 f"{subset.source})")
+        return wanted
     names, origin = label_map.class_names(builders.open_data_source(data), data.labels,
                                           config.model.num_classes)
     return {"names": names, "sha256": label_map.fingerprint(names), "source": origin}
@@ -176,23 +202,50 @@ def evaluate(task, variables, mesh, config, out_dir: str | None = None,
     multi-view protocol.
 
     The split's label map must equal the one the model was trained with (`stored_protocol`, from
-    the checkpoint, else the task's training split): a different one is refused. With out_dir:
+    the checkpoint, else the task's training split): a different one is refused; with
+    eval.label_subset (module docstring) the model's must be the union's and the split's the
+    source's, and the scores are the source's columns. With out_dir:
     writes scores_<split>.npz (video_id, label, view_probs (N, V, K), scores (N, K), class_names,
     protocol as JSON: the input of `python -m internvideo_jax.ensemble`) and confusion_<split>.png.
     """
     protocol = task.protocol()
-    current = eval_label_map(config)
     reference = (stored_protocol or protocol)["label_map"]
-    label_map.check_same(reference, current, f"{config.data.dataset}:{config.eval.split}")
+    subset = label_subset(config)
+    columns = None
+    if subset is not None:
+        if config.eval.split == config.data.split:
+            raise ValueError(f"eval.label_subset={subset.spec} scores a {subset.source} split, "
+                             f"but eval.split is the training split ({config.data.split}, "
+                             f"union labels); set eval.split (and data.eval_dataset).")
+        label_map.check_same(reference, subset.union.label_map(origin=subset.path),
+                             f"eval.label_subset's union ({subset.path})")
+        current = eval_label_map(config, subset)
+        columns = subset.columns
+        protocol = {**protocol, "label_map": current,
+                    "label_subset": {"maps": subset.path, "source": subset.source,
+                                     "union": subset.union.label_map(origin=subset.path)}}
+    else:
+        current = eval_label_map(config)
+        label_map.check_same(reference, current, f"{config.data.dataset}:{config.eval.split}")
+    num_classes = len(current["names"]) if columns is not None else task.num_classes
 
     def view_probs(variables, video):  # (B, V, T, S, S, 3) -> (B, V, K)
         b, v = video.shape[:2]
         logits = task.logits_fn(variables, video.reshape((b * v,) + video.shape[2:]))
+        if columns is not None:  # the source's columns of the union's logits
+            logits = logits[:, columns]
         return jax.nn.softmax(logits, axis=-1).reshape(b, v, -1)
 
     got = map_over_split(view_probs, variables, mesh, config, task.eval_views())
+    if columns is not None and len(got["label"]) and not (
+            (got["label"] >= 0) & (got["label"] < num_classes)).all():
+        bad = sorted(set(int(x) for x in got["label"] if not 0 <= x < num_classes))[:10]
+        raise ValueError(f"eval.label_subset={subset.spec}: the split's labels must be "
+                         f"{subset.source} indices (0..{num_classes - 1}); got {bad}")
     scores = video_scores(got["outputs"])
-    result = accuracy_metrics(scores, got["label"], task.num_classes)
+    result = accuracy_metrics(scores, got["label"], num_classes)
+    if subset is not None:
+        result["label_subset"] = subset.source
     result["views"] = int(config.eval.num_clips * config.eval.num_crops)
     result.update(skipped_report(got["skipped"]))
     unread = (f", {len(got['skipped'])} unreadable left out" if got["skipped"] else "")
@@ -207,7 +260,7 @@ def evaluate(task, variables, mesh, config, out_dir: str | None = None,
                  view_probs=got["outputs"].astype(np.float32), scores=scores.astype(np.float32),
                  class_names=np.asarray(current["names"]), protocol=json.dumps(protocol),
                  **skipped_arrays(got["skipped"]))
-        counts = plots.confusion_matrix(scores.argmax(1), got["label"], task.num_classes)
+        counts = plots.confusion_matrix(scores.argmax(1), got["label"], num_classes)
         plots.write_confusion_png(
             counts, current["names"], os.path.join(out_dir, f"confusion_{split}.png"),
             f"{split}: top-1 {100 * result['top1']:.1f}% of {result['videos']} videos")
