@@ -2,10 +2,11 @@
 
 A record is a dict: {'path': str (relative to the video root, or absolute), 'label': int (-1 when
 unlabelled), 'captions': list[str], 'video_id': str}, and, from the QA formats only:
-  questions     (qa) list of {'question': str, 'answer': str, 'question_id': str, 'type': str}: the
-                video's questions in file order; question_id is the file's id, else
-                '<video_id>#<k>' (k: the question's position among the video's); type is '' where
-                the dataset has none;
+  questions     (qa) list of {'question': str, 'answer': str, 'question_id': str, 'type': str,
+                'candidates': str}: the video's questions in file order; question_id is the file's
+                id, else '<video_id>#<k>' (k: the question's position among the video's); type is
+                '' where the dataset has none; candidates: a multiple-choice question's candidate
+                answers joined by newlines (the answer is one of them), '' for an open-ended one;
   answer_index  (mc) int, 0-4: which of the 5 candidate sentences ('captions') is right.
 
 Files are read as UTF-8 (non-ASCII file names and captions are kept as they are).
@@ -32,7 +33,8 @@ Formats (`read(path, fmt, ...)`):
   qa        Open-ended video QA, one record per video with its questions, in either form:
             JSON (.json: a list; .jsonl: one object a line) of {video | video_id | gif_name,
               question, answer, optional question_id | id, optional answer_type | question_type |
-              type | category_id}. The video's file: `video` as given if it has an extension, else
+              type | category_id, optional candidates | options (a list of candidate answers;
+              then answer may be the right one's 0-based index)}. The video's file: `video` as given if it has an extension, else
               `<video>.avi` (MSVD-QA names, e.g. vid1234); `video_id` -> `<video_id>.mp4`
               (MSRVTT-QA, e.g. video7010; an integer id N, as the original MSRVTT-QA release writes
               it, is video<N>). The original MSVD-QA release's integer video_id must first be
@@ -42,7 +44,9 @@ Formats (`read(path, fmt, ...)`):
               release's files are, though named .csv), else comma-separated CSV. File
               `<gif_name>.gif` unless the name has an extension; question_id = vid_id (FRAMEQA<n>,
               one per question); FrameQA's type codes 0/1/2/3 become object/number/color/location
-              (the release's README).
+              (the release's README). Multiple-choice QA tables (TGIF-QA Action / Transition:
+              gif_name, question, a1..a5, answer = the right one's 0-based index, vid_id, key)
+              give each question its candidates.
   mc        MSR-VTT multiple choice (JSFusion's MSR_MC_test.csv): tab-separated with a header,
             columns vid_key (msr<n>) or video_id (video<n>), a1..a5 (the candidate sentences) and
             answer (0-based index of the right one); file `video<n>.mp4`.
@@ -257,8 +261,15 @@ def _qa_video_file(item: dict) -> str | None:
 
 
 def _qa_question(item: dict, where: str) -> dict:
-    """{question, answer, question_id ('' when the entry has none), type} of one QA entry."""
+    """{question, answer, question_id ('' when the entry has none), type, candidates} of one QA
+    entry (candidates: newline-joined, '' when the entry has none)."""
     question, answer = item.get("question"), item.get("answer")
+    candidates = _qa_candidates(item, where)
+    if candidates and _is_index(answer):  # the right candidate's 0-based index
+        if not 0 <= int(answer) < len(candidates):
+            raise AnnotationError(f"{where}: answer index {answer} is not one of the "
+                                  f"{len(candidates)} candidates {candidates}")
+        answer = candidates[int(answer)]
     if isinstance(answer, int) and not isinstance(answer, bool):  # a number answer, e.g. a count
         answer = str(answer)
     if not (isinstance(question, str) and question.strip()) \
@@ -266,11 +277,32 @@ def _qa_question(item: dict, where: str) -> dict:
         raise AnnotationError(
             f"{where}: a QA entry needs a non-empty 'question' (text) and 'answer' (text); got "
             f"question={question!r}, answer={answer!r} (fields {sorted(map(str, item))})")
+    if candidates and answer not in candidates:
+        raise AnnotationError(f"{where}: answer {answer!r} is none of the candidates "
+                              f"{candidates}")
     question_id = _pick(item, ("question_id", "id", "vid_id"))
     kind = _pick(item, ("answer_type", "question_type", "type", "category_id"))
     return {"question": question, "answer": answer,
             "question_id": "" if question_id is None else str(question_id),
-            "type": "" if kind is None else str(kind)}
+            "type": "" if kind is None else str(kind), "candidates": "\n".join(candidates)}
+
+
+def _is_index(answer) -> bool:
+    return (isinstance(answer, int) and not isinstance(answer, bool)) or (
+        isinstance(answer, str) and answer.strip().isdigit())
+
+
+def _qa_candidates(item: dict, where: str) -> list[str]:
+    """A QA entry's candidate answers: a 'candidates' / 'options' list, or the columns a1..a5 of
+    a multiple-choice table; [] for an open-ended entry."""
+    listed = _pick(item, ("candidates", "options"))
+    if listed is None:
+        listed = [item[c] for c in MC_CANDIDATES if c in item]
+    if not isinstance(listed, list) or not all(isinstance(c, str) and c.strip() and "\n" not in c
+                                               for c in listed):
+        raise AnnotationError(f"{where}: candidates must be a list of non-empty one-line "
+                              f"texts, got {listed!r}")
+    return [c.strip() for c in listed]
 
 
 def _group_questions(entries) -> list[dict]:
@@ -316,9 +348,10 @@ TGIF_FRAMEQA_TYPES = {"0": "object", "1": "number", "2": "color", "3": "location
 
 def _qa_table_entries(path: str):
     fields, rows = _read_table(path)
-    if "a1" in fields:
-        raise AnnotationError(f"{path}: columns a1.. are answer candidates: a multiple-choice "
-                              f"file, not open-ended QA (MSR-VTT's MSR_MC_test.csv: format 'mc')")
+    if "a1" in fields and "question" not in fields:
+        raise AnnotationError(f"{path}: columns a1.. without a question are candidate "
+                              f"sentences: a multiple-choice retrieval file, not QA (MSR-VTT's "
+                              f"MSR_MC_test.csv: format 'mc')")
     for line, row in rows:
         if row.get("gif_name") and row.get("type"):
             row["type"] = TGIF_FRAMEQA_TYPES.get(row["type"], row["type"])

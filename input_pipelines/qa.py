@@ -12,7 +12,9 @@ import numpy as np
 
 from input_pipelines import robust
 
-QUESTION_FIELDS = ("question", "answer", "question_id", "type")
+# 'candidates': a multiple-choice question's candidate answers, joined by newlines ('' for an
+# open-ended one): one text field, so that a packed dataset stores it as the others.
+QUESTION_FIELDS = ("question", "answer", "question_id", "type", "candidates")
 
 
 def _text(value) -> str:
@@ -20,16 +22,25 @@ def _text(value) -> str:
 
 
 def questions_of(example: dict) -> list[dict]:
-    """The questions of a video's example as a list of {question, answer, question_id, type} (str),
-    from either form a source gives: a list of dicts (annotation records), or the column-wise dict
-    of lists of bytes that a packed TFDS Sequence reads back as. No 'questions': none."""
+    """The questions of a video's example as a list of {question, answer, question_id, type,
+    candidates} (str), from either form a source gives: a list of dicts (annotation records), or
+    the column-wise dict of lists of bytes that a packed TFDS Sequence reads back as. No
+    'questions': none. A dataset packed before candidates existed has none: ''."""
     questions = example.get("questions")
     if questions is None:
         return []
     if isinstance(questions, dict):  # column-wise: {'question': [...], 'answer': [...], ...}
-        columns = [list(questions[name]) for name in QUESTION_FIELDS]
+        n = len(questions["question"])
+        columns = [list(questions[name]) if name in questions else [""] * n
+                   for name in QUESTION_FIELDS]
         return [{name: _text(v) for name, v in zip(QUESTION_FIELDS, row)} for row in zip(*columns)]
-    return [{name: _text(q[name]) for name in QUESTION_FIELDS} for q in questions]
+    return [{name: _text(q.get(name, "")) for name in QUESTION_FIELDS} for q in questions]
+
+
+def candidates_of(question: dict) -> list[str]:
+    """A question's candidate answers (questions_of's 'candidates' split), [] if open-ended."""
+    text = question.get("candidates", "")
+    return text.split("\n") if text else []
 
 
 def _question_counts(video_source) -> list[int]:

@@ -66,13 +66,23 @@ def motion_question(motion: str) -> tuple[str, str, str]:
                      f"{synthetic_videos.CLASSES}")
 
 
+# Each question type's possible answers, in a fixed order: a question's candidates (multiple
+# choice with the fine-tuned QA model) are all the answers of its type.
+ANSWERS_OF_TYPE = {
+    "colour": tuple(synthetic_videos.COLOURS), "shape": tuple(synthetic_videos.SHAPES),
+    "direction": ("left", "right", "up", "down"), "rotation": ("clockwise", "counterclockwise"),
+    "size": ("bigger", "smaller")}
+
+
 def questions(caption: str, video_id: str) -> list[dict]:
-    """The video's questions, [{question, answer, question_id, type}] (annotations' qa schema)."""
+    """The video's questions, [{question, answer, question_id, type, candidates}] (annotations'
+    qa schema; candidates: ANSWERS_OF_TYPE of the question's type, newline-joined)."""
     words = parse_caption(caption)
     asked = [("what colour is the shape?", words.colour, "colour"),
              ("what shape is it?", words.shape, "shape"),
              motion_question(words.motion)]
-    return [{"question": q, "answer": a, "question_id": f"{video_id}#{k}", "type": t}
+    return [{"question": q, "answer": a, "question_id": f"{video_id}#{k}", "type": t,
+             "candidates": "\n".join(ANSWERS_OF_TYPE[t])}
             for k, (q, a, t) in enumerate(asked)]
 
 

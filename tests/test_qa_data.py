@@ -61,10 +61,10 @@ def test_msrvtt_qa_json_groups_questions_per_video(tmp_path):
     assert [(r["path"], r["video_id"], r["label"], r["captions"]) for r in recs] == [
         ("video7010.mp4", "video7010", -1, []), ("video7011.mp4", "video7011", -1, [])]
     assert recs[0]["questions"] == [
-        {"question": "who is singing?", "answer": "man", "question_id": "0", "type": "1"},
-        {"question": "what is the man doing?", "answer": "sing", "question_id": "1", "type": "0"}]
+        {"question": "who is singing?", "answer": "man", "question_id": "0", "type": "1", "candidates": ""},
+        {"question": "what is the man doing?", "answer": "sing", "question_id": "1", "type": "0", "candidates": ""}]
     assert recs[1]["questions"] == [
-        {"question": "what runs?", "answer": "dog", "question_id": "5", "type": ""}]
+        {"question": "what runs?", "answer": "dog", "question_id": "5", "type": "", "candidates": ""}]
 
 
 def test_msvd_and_file_named_qa_json(tmp_path):
@@ -79,7 +79,7 @@ def test_msvd_and_file_named_qa_json(tmp_path):
     assert [(q["question_id"], q["answer"]) for q in recs[0]["questions"]] == [
         ("vid1234#0", "cook"), ("vid1234#1", "man")]
     assert recs[1]["questions"] == [{"question": "how many dogs?", "answer": "2",
-                                     "question_id": "q7", "type": "number"}]
+                                     "question_id": "q7", "type": "number", "candidates": ""}]
 
 
 def test_qa_json_lines(tmp_path):
@@ -136,9 +136,9 @@ def test_tgif_frameqa_table_groups_questions_per_gif(tmp_path):
         ("tumblr_nh7j4ud4Mb1u5xywco1_500.gif", "tumblr_nh7j4ud4Mb1u5xywco1_500")]
     assert recs[0]["questions"] == [
         {"question": "how many people are sitting next to each other and dancing ?",
-         "answer": "two", "question_id": "FRAMEQA24076", "type": "number"},
+         "answer": "two", "question_id": "FRAMEQA24076", "type": "number", "candidates": ""},
         {"question": 'what is "it" doing ?', "answer": "dancing", "question_id": "FRAMEQA48373",
-         "type": "object"}]
+         "type": "object", "candidates": ""}]
     assert recs[1]["questions"][0]["type"] == "color"
 
 
@@ -148,7 +148,7 @@ def test_comma_separated_qa_table_keeps_a_named_extension(tmp_path):
     (rec,) = annotations.read(str(path), "qa")
     assert rec["path"] == "clip.mp4"
     assert rec["questions"] == [{"question": "what, then?", "answer": "cat",
-                                 "question_id": "clip#0", "type": ""}]
+                                 "question_id": "clip#0", "type": "", "candidates": ""}]
 
 
 def test_qa_table_errors_name_the_file_and_line(tmp_path):
@@ -156,9 +156,52 @@ def test_qa_table_errors_name_the_file_and_line(tmp_path):
     path.write_text("gif_name\tquestion\tanswer\na\tq one ?\tcat\nb\tq two ?\t\n")
     with pytest.raises(annotations.AnnotationError, match=r"frameqa.tsv:3: .*answer=''"):
         annotations.read(str(path), "qa")
-    path.write_text("gif_name\tquestion\ta1\ta2\ta3\ta4\ta5\tanswer\nx\tq?\ta\tb\tc\td\te\t2\n")
-    with pytest.raises(annotations.AnnotationError, match=r"multiple-choice.*'mc'"):
+    path.write_text("gif_name\ta1\ta2\ta3\ta4\ta5\tanswer\nx\ta\tb\tc\td\te\t2\n")
+    with pytest.raises(annotations.AnnotationError, match=r"without a question.*'mc'"):
         annotations.read(str(path), "qa")
+    path.write_text("gif_name\tquestion\ta1\ta2\ta3\ta4\ta5\tanswer\nx\tq?\ta\tb\tc\td\te\t7\n")
+    with pytest.raises(annotations.AnnotationError, match=r"tsv:2: answer index 7 is not one of"):
+        annotations.read(str(path), "qa")
+    path.write_text("gif_name\tquestion\ta1\ta2\ta3\ta4\ta5\tanswer\nx\tq?\ta\t\tc\td\te\t1\n")
+    with pytest.raises(annotations.AnnotationError, match=r"candidates must be a list of non-emp"):
+        annotations.read(str(path), "qa")
+
+
+def test_tgif_action_table_gives_each_question_its_candidates(tmp_path):
+    """TGIF-QA Action / Transition: a1..a5 and the right one's index (the release's columns)."""
+    path = tmp_path / "Test_action_question.csv"
+    path.write_text("gif_name\tquestion\ta1\ta2\ta3\ta4\ta5\tanswer\tvid_id\tkey\n"
+                    "tumblr_x\twhat does the man do 3 times ?\tnod\tjump\twave\tspin\tclap\t2"
+                    "\tACTION1\t7\n")
+    (rec,) = annotations.read(str(path), "qa")
+    assert rec["path"] == "tumblr_x.gif"
+    assert rec["questions"] == [{"question": "what does the man do 3 times ?", "answer": "wave",
+                                 "question_id": "ACTION1", "type": "",
+                                 "candidates": "nod\njump\nwave\nspin\nclap"}]
+    assert qa.candidates_of(rec["questions"][0]) == ["nod", "jump", "wave", "spin", "clap"]
+
+
+def test_qa_json_candidates_by_text_and_refused_answers(tmp_path):
+    path = _write_json(tmp_path / "qa.json", [
+        {"video": "v.mp4", "question": "q?", "answer": "b", "options": ["a", "b"]}])
+    (rec,) = annotations.read(path, "qa")
+    assert rec["questions"][0]["answer"] == "b" and rec["questions"][0]["candidates"] == "a\nb"
+    path = _write_json(tmp_path / "bad.json", [
+        {"video": "v.mp4", "question": "q?", "answer": "c", "candidates": ["a", "b"]}])
+    with pytest.raises(annotations.AnnotationError, match=r"entry 0.*answer 'c' is none of"):
+        annotations.read(path, "qa")
+    # a number answer of an open-ended question stays a text
+    path = _write_json(tmp_path / "count.json", [
+        {"video": "v.mp4", "question": "how many?", "answer": 3}])
+    assert annotations.read(path, "qa")[0]["questions"][0]["answer"] == "3"
+
+
+def test_questions_packed_before_candidates_read_as_open_ended():
+    packed = {"questions": {"question": [b"q?"], "answer": [b"a"], "question_id": [b"1"],
+                            "type": [b""]}}  # no candidates column
+    assert qa.questions_of(packed) == [{"question": "q?", "answer": "a", "question_id": "1",
+                                        "type": "", "candidates": ""}]
+    assert qa.candidates_of(qa.questions_of(packed)[0]) == []
 
 
 # --- format mc: MSR-VTT multiple choice -----------------------------------------------------------
@@ -215,7 +258,8 @@ def test_pack_qa_stores_each_video_once_with_its_questions(tmp_path):
     path = _write_json(tmp_path / "qa.json", [
         {"video_id": "video1", "question": "who?", "answer": "a man", "id": 10},
         {"video_id": "video2", "question": "où ?", "answer": "là"},
-        {"video_id": "video1", "question": "what?", "answer": "a dog", "type": "what"},
+        {"video_id": "video1", "question": "what?", "answer": 0, "type": "what",
+         "candidates": ["a dog", "no dog"]},
         {"video_id": "video3", "question": "missing?", "answer": "yes"}])  # no file: skipped
     out = _pack(tmp_path, "qa", path)
     assert (tmp_path / "tfds/video_folder/qa/1.0.0/skipped.tsv").read_text().count("\n") == 1
@@ -224,10 +268,13 @@ def test_pack_qa_stores_each_video_once_with_its_questions(tmp_path):
     assert "questions" in source.dataset_info.features
     by_id = {source[i]["video_id"].decode(): source[i] for i in range(2)}
     assert qa.questions_of(by_id["video1"]) == [
-        {"question": "who?", "answer": "a man", "question_id": "10", "type": ""},
-        {"question": "what?", "answer": "a dog", "question_id": "video1#1", "type": "what"}]
+        {"question": "who?", "answer": "a man", "question_id": "10", "type": "",
+         "candidates": ""},
+        {"question": "what?", "answer": "a dog", "question_id": "video1#1", "type": "what",
+         "candidates": "a dog\nno dog"}]
     assert qa.questions_of(by_id["video2"]) == [
-        {"question": "où ?", "answer": "là", "question_id": "video2#0", "type": ""}]
+        {"question": "où ?", "answer": "là", "question_id": "video2#0", "type": "",
+         "candidates": ""}]
     assert by_id["video1"]["video"] == _video(1)
     questions = qa.QuestionSource(source)
     assert len(questions) == 3
@@ -269,8 +316,8 @@ class _Videos:
     def __getitem__(self, i):
         self.reads += 1
         questions = [
-            [{"question": "q0a", "answer": "a", "question_id": "x", "type": "t"},
-             {"question": "q0b", "answer": "b", "question_id": "y", "type": ""}],
+            [{"question": "q0a", "answer": "a", "question_id": "x", "type": "t", "candidates": ""},
+             {"question": "q0b", "answer": "b", "question_id": "y", "type": "", "candidates": ""}],
             [],
             {"question": [b"q2a", b"q2b", b"q2c"], "answer": [b"c", b"d", b"e"],
              "question_id": [b"v2#0", b"v2#1", b"v2#2"], "type": [b"", b"", b""]}][i]
@@ -324,12 +371,17 @@ def test_synthetic_questions_of_each_class(label):
     answer, kind = MOTION_ANSWERS[synthetic_videos.CLASSES[label]]
     motion = {"direction": "which way does it move?", "rotation": "which way does it turn?",
               "size": "is it getting bigger or smaller?"}[kind]
+    candidates = {"colour": "red\ngreen\nblue\nyellow\ncyan\nmagenta\nwhite\norange",
+                  "shape": "circle\ntriangle\nsquare\npentagon\nhexagon",
+                  "direction": "left\nright\nup\ndown", "rotation": "clockwise\ncounterclockwise",
+                  "size": "bigger\nsmaller"}
     assert got == [
         {"question": "what colour is the shape?", "answer": "orange", "question_id": "vid#0",
-         "type": "colour"},
+         "type": "colour", "candidates": candidates["colour"]},
         {"question": "what shape is it?", "answer": "pentagon", "question_id": "vid#1",
-         "type": "shape"},
-        {"question": motion, "answer": answer, "question_id": "vid#2", "type": kind}]
+         "type": "shape", "candidates": candidates["shape"]},
+        {"question": motion, "answer": answer, "question_id": "vid#2", "type": kind,
+         "candidates": candidates[kind]}]
     assert synthetic_qa.parse_caption(spec.caption).size == "small"
 
 

@@ -61,3 +61,24 @@ def test_multiple_choice_from_captions():
     assert again == candidates and (answer_again == answer).all()
     with pytest.raises(ValueError, match="other distinct captions"):
         caption_choices(captions[:2], num_candidates=5)
+
+
+def test_candidate_accuracy_by_hand():
+    """Multiple-choice QA from an open-ended model's logits: the best candidate in the
+    vocabulary wins; candidates outside it never do; open-ended questions are left out."""
+    index = {"left": 0, "right": 1, "red": 2, "blue": 3}
+    logits = np.array([[5.0, 1.0, 9.0, 0.0],    # q0: left vs right -> left (right answer)
+                       [5.0, 1.0, 9.0, 0.0],    # q1: right vs up(OOV) -> right (wrong: up)
+                       [0.0, 0.0, 1.0, 1.0],    # q2: red vs blue tie -> red, the first (right)
+                       [0.0, 0.0, 0.0, 0.0],    # q3: open-ended: left out
+                       [0.0, 0.0, 0.0, 0.0]])   # q4: every candidate OOV -> wrong
+    candidates = [["left", "right"], ["right", "up"], ["red", "blue"], [], ["pink", "up"]]
+    answers = ["left", "up", "red", "left", "up"]
+    kinds = ["direction", "direction", "colour", "colour", "direction"]
+    got = qa.candidate_accuracy(logits, candidates, answers, index, kinds)
+    assert got["chosen"] == ["left", "right", "red", "", ""]
+    assert got["mc_questions"] == 4 and got["mc_top1"] == 0.5
+    assert got["per_type"] == {"colour": {"mc_top1": 1.0, "mc_questions": 1},
+                               "direction": {"mc_top1": 1 / 3, "mc_questions": 3}}
+    with pytest.raises(ValueError, match="one of each per question"):
+        qa.candidate_accuracy(logits, candidates[:2], answers, index, kinds)

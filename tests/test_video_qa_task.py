@@ -62,3 +62,9 @@ def test_training_evaluation_and_predictions_agree(data_dir, tmp_path):
     kinds = {r["question_id"].rsplit("#", 1)[1] for r in rows}
     assert kinds == {"0", "1", "2"} and "eval_top1_colour" in final
     assert "eval_majority_top1_colour" in final
+    # the demo's questions have candidates: multiple choice, recounted from 'chosen'
+    assert all(r["chosen"] in vocab or r["chosen"] == "" for r in rows)
+    mc_right = [r["chosen"] == answers.normalize_answer(r["answer"]) for r in rows]
+    assert final["eval_mc_top1"] == pytest.approx(np.mean(mc_right))
+    shape = [ok for r, ok in zip(rows, mc_right) if r["question_id"].endswith("#1")]
+    assert final["eval_mc_top1_shape"] == pytest.approx(np.mean(shape))

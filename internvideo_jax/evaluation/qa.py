@@ -55,3 +55,49 @@ def multiple_choice_accuracy(scores: np.ndarray, answer_index: np.ndarray) -> di
     chosen = np.argmax(scores, axis=1)  # (N,)
     return {"accuracy": float(np.mean(chosen == answer_index)) if len(chosen) else 0.0,
             "videos": int(len(chosen)), "chosen": chosen.tolist()}
+
+
+def candidate_accuracy(logits: np.ndarray, candidates: list[list[str]], answers: list[str],
+                       index: dict, types: list[str]) -> dict:
+    """Multiple-choice QA with an open-ended QA model: each question's candidate answers scored
+    by the model's logit of that answer, the best one chosen (ties: the first); a candidate
+    outside the vocabulary scores -inf (never chosen while one inside is), and a question none
+    of whose candidates is in the vocabulary counts wrong. Questions without candidates are left
+    out.
+
+    Args:
+      logits: (N, V) the QA model's answer logits.
+      candidates: N lists of candidate answers (normalised as the vocabulary; [] = open-ended).
+      answers: N true answers (one of the candidates where there are candidates).
+      index: answer -> vocabulary index (answers.vocabulary_index).
+      types: N question types.
+    Returns:
+      {'mc_top1', 'mc_questions', 'chosen': N chosen candidates ('' where none),
+       'per_type': {type: {'mc_top1', 'mc_questions'}}} (per_type where there are types).
+    """
+    logits = np.asarray(logits)
+    if not len(candidates) == len(answers) == len(types) == len(logits):
+        raise ValueError(f"{len(logits)} logits, {len(candidates)} candidate lists, "
+                         f"{len(answers)} answers and {len(types)} types: one of each per "
+                         f"question.")
+    chosen, right, kinds = [], [], []
+    for row, cands, answer, kind in zip(logits, candidates, answers, types):
+        if not cands:
+            chosen.append("")
+            continue
+        scores = [row[index[c]] if c in index else -np.inf for c in cands]
+        best = int(np.argmax(scores))
+        pick = cands[best] if np.isfinite(scores[best]) else ""
+        chosen.append(pick)
+        right.append(pick == answer and pick != "")
+        kinds.append(kind)
+    right = np.asarray(right, bool)
+    out = {"mc_top1": float(right.mean()) if len(right) else 0.0,
+           "mc_questions": int(len(right)), "chosen": chosen}
+    kinds = np.asarray(kinds)
+    per_type = {t: {"mc_top1": float(right[kinds == t].mean()),
+                    "mc_questions": int((kinds == t).sum())}
+                for t in sorted(set(kinds.tolist())) if t}
+    if per_type:
+        out["per_type"] = per_type
+    return out

@@ -16,7 +16,10 @@ model.head_lr_multiplier x the rest's. init_from: a multimodal pretraining run o
 InternVideo checkpoint (the encoders and the decoder load; what loaded is reported).
 Evaluation: top-1 overall and per question type, predictions per question
 (predictions_<split>.jsonl: question_id, video_id, question, answer, predicted, score), the
-majority-answer baseline of the training split, the protocol with the result.
+majority-answer baseline of the training split, the protocol with the result. Questions with
+candidate answers (multiple-choice QA: TGIF-QA Action/Transition, the demo's) are also scored
+as multiple choice, the candidate with the highest answer logit chosen (evaluation/qa.py
+candidate_accuracy): mc_top1 overall and per type, 'chosen' in the predictions file.
 """
 from __future__ import annotations
 
@@ -181,21 +184,33 @@ class VideoQATask(Task):
             for kind, row in result["per_type"].items():
                 row["majority_top1"] = base["per_type"][kind]["top1"]
         result.update(skipped_report(got["skipped"]))
+        mc = None
+        if any(q["candidates"] for q in questions):  # multiple choice: the best candidate
+            norm = answers.normalize_answer
+            mc = qa_metrics.candidate_accuracy(
+                logits, [[norm(c) for c in qa.candidates_of(q)] for q in questions],
+                [norm(q["answer"]) for q in questions], self.answer_index, kinds)
+            result.update({k: mc[k] for k in ("mc_top1", "mc_questions")})
+            for kind, row in mc.get("per_type", {}).items():
+                result["per_type"][kind].update(row)
         if out_dir and jax.process_index() == 0:
             probs = jax.nn.softmax(jnp.asarray(logits), -1)
             scores = np.asarray(jnp.max(probs, -1))
             os.makedirs(out_dir, exist_ok=True)
             with open(os.path.join(out_dir, f"predictions_{config.eval.split}.jsonl"), "w",
                       encoding="utf-8") as f:
-                for q, p, score in zip(questions, predicted, scores):
-                    f.write(json.dumps({"question_id": q["question_id"],
-                                        "video_id": q["video_id"], "question": q["question"],
-                                        "answer": q["answer"],
-                                        "predicted": self.vocabulary[int(p)],
-                                        "score": float(score)}) + "\n")
+                for i, (q, p, score) in enumerate(zip(questions, predicted, scores)):
+                    row = {"question_id": q["question_id"], "video_id": q["video_id"],
+                           "question": q["question"], "answer": q["answer"],
+                           "predicted": self.vocabulary[int(p)], "score": float(score)}
+                    if mc is not None and q["candidates"]:  # the candidate it chose
+                        row["chosen"] = mc["chosen"][i]
+                    f.write(json.dumps(row) + "\n")
         flat = {f"top1_{kind}": row["top1"] for kind, row in result.get("per_type", {}).items()}
         flat.update({f"majority_top1_{kind}": row["majority_top1"]
                      for kind, row in result.get("per_type", {}).items()})
+        flat.update({f"mc_top1_{kind}": row["mc_top1"]
+                     for kind, row in result.get("per_type", {}).items() if "mc_top1" in row})
         return {**result, **flat}
 
 
