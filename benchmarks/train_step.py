@@ -12,13 +12,17 @@ the published bf16 peak of a known accelerator (its measured bf16 8192^3 matmul 
 beside it), else a measured one (the best f32 matmul FLOP/s of a 2048^3 jitted matmul).
 
 Implementations: 'hf' (the baseline), 'ours' (attention 'auto': the blocked CPU kernel of
-internvideo_jax/models/attention.py on the CPU) and 'ours_xla_attention' (the same step with
-jax.nn.dot_product_attention, our previous default). Each measurement runs in a fresh process, so
+internvideo_jax/models/attention.py on the CPU), 'ours_xla_attention' (the same step with
+jax.nn.dot_product_attention, our previous default) and 'ours_dual' (ours with VideoMAE V2's dual
+masking: a running cell decoder mask of ratio 0.5, so the decoder runs on the visible tokens and
+half the clip's positions instead of all of them; its MFU counts its own, smaller, FLOPs).
+--image sets the frame size (224 by default; a smaller one for a smoke run). Each measurement runs in a fresh process, so
 PyTorch's and XLA's thread pools never share the cores, and --rounds rounds alternate the order;
 a shared host's speed drifts by tens of percent over minutes, so the best of all rounds is kept.
 
   pip install torch==2.13.0 transformers==5.24.0    # the benchmark's extra
   python benchmarks/train_step.py --sizes S,B --batch 2
+  python benchmarks/train_step.py --sizes B --impls hf,ours,ours_dual   # V1 beside V2
 Prints one JSON line per measurement and markdown rows for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FRAMES, IMAGE, MASK_RATIO = 16, 224, 0.9
+DECODER_MASK_RATIO = 0.5  # ours_dual: VideoMAE V2's running cell decoder mask
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 
 
@@ -48,6 +53,15 @@ def make_batch(size, batch: int, seed: int = 0, frames: int = FRAMES,
     grid = (frames // size.tubelet, image // size.patch, image // size.patch)
     mask = np.stack([tube_mask(grid, MASK_RATIO, rng) for _ in range(batch)])
     return video, mask.reshape(batch, -1)
+
+
+def make_decoder_mask(size, batch: int, seed: int = 0, frames: int = FRAMES,
+                      image: int = IMAGE) -> np.ndarray:
+    """(B, N) bool running cell decoder masks (True = not decoded), ratio DECODER_MASK_RATIO."""
+    from input_pipelines.masking import running_cell_mask
+    rng = np.random.default_rng(seed + 1)
+    grid = (frames // size.tubelet, image // size.patch, image // size.patch)
+    return np.stack([running_cell_mask(grid, DECODER_MASK_RATIO, rng) for _ in range(batch)])
 
 
 def time_steps(step, warmup: int, repeats: int) -> float:
@@ -63,12 +77,13 @@ def time_steps(step, warmup: int, repeats: int) -> float:
 
 
 def build_step(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str,
-               attention: str = "auto"):
+               attention: str = "auto", decoder_mask: np.ndarray | None = None):
     """Our VideoMAE pretraining step on one device, compiled: (step(state, batch) -> (state,
     metrics), with the state donated; the initial state; the batch on the device). video (B, T,
     S, S, 3) uint8 and mask (B, N) bool set the shapes; dtype is the compute dtype (weights and
     optimizer state stay float32); attention a models/attention.py implementation, fixed here
-    because it is chosen when the step is traced."""
+    because it is chosen when the step is traced. decoder_mask (B, N) bool: dual masking
+    (model.decoder_mask_ratio = DECODER_MASK_RATIO)."""
     import flax.linen as nn
     import jax
     from experiments.videomae_pretrain import get_config
@@ -77,7 +92,8 @@ def build_step(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str,
     from internvideo_jax.models import attention as attention_lib
     from internvideo_jax.tasks import get_task
     config = get_config("tiny")
-    config.model.update(size=size_name, dtype=dtype, mask_ratio=MASK_RATIO)
+    config.model.update(size=size_name, dtype=dtype, mask_ratio=MASK_RATIO,
+                        decoder_mask_ratio=DECODER_MASK_RATIO if decoder_mask is not None else 0.0)
     config.data.update(num_frames=video.shape[1], crop_size=video.shape[2])
     config.mesh.update(data=1, fsdp=1, tensor=1)
     task = get_task(config)
@@ -87,15 +103,21 @@ def build_step(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str,
           attention_lib.use_implementation(attention)):
         built = steps.build_step(config, mesh, task, d, jax.random.key(0), jax.random.key(1))
         state = built.state  # the step training runs (steps.build_step), state donated
-        batch = sharding.put_batch({"video": video, "mask": mask}, mesh)
+        arrays = {"video": video, "mask": mask}
+        if decoder_mask is not None:
+            arrays["decoder_mask"] = decoder_mask
+        batch = sharding.put_batch(arrays, mesh)
         step = built.fn.lower(state, batch).compile()
     return step, state, batch
 
 
 def ours(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: int,
-         repeats: int, attention: str = "auto") -> float:
+         repeats: int, attention: str = "auto", dual: bool = False) -> float:
     import jax
-    fn, state, batch = build_step(size_name, video, mask, dtype, attention)
+    from internvideo_jax.models.videomae import get_size
+    decoder_mask = make_decoder_mask(get_size(size_name), video.shape[0], frames=video.shape[1],
+                                     image=video.shape[2]) if dual else None
+    fn, state, batch = build_step(size_name, video, mask, dtype, attention, decoder_mask)
     holder = [state]
 
     def step():
@@ -112,7 +134,7 @@ def hf(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: 
     from internvideo_jax.models.videomae import get_size
     s = get_size(size_name)
     config = VideoMAEConfig(
-        image_size=IMAGE, patch_size=s.patch, num_frames=FRAMES, tubelet_size=s.tubelet,
+        image_size=video.shape[2], patch_size=s.patch, num_frames=FRAMES, tubelet_size=s.tubelet,
         hidden_size=s.dim, num_hidden_layers=s.depth, num_attention_heads=s.heads,
         intermediate_size=s.mlp_dim, decoder_hidden_size=s.decoder_dim,
         decoder_num_hidden_layers=s.decoder_depth, decoder_num_attention_heads=s.decoder_heads,
@@ -143,6 +165,7 @@ IMPLEMENTATIONS = {
     "hf": hf,
     "ours": ours,
     "ours_xla_attention": lambda *a: ours(*a, attention="xla"),
+    "ours_dual": lambda *a: ours(*a, dual=True),
 }
 
 
@@ -167,7 +190,7 @@ def child(a) -> None:
     if a.child == "peak":
         return measure_peak(a)
     from internvideo_jax.models.videomae import get_size
-    video, mask = make_batch(get_size(a.size), a.batch)
+    video, mask = make_batch(get_size(a.size), a.batch, image=a.image)
     seconds = IMPLEMENTATIONS[a.child](a.size, video, mask, a.dtype, a.warmup, a.repeats)
     print(json.dumps({"step_s": seconds}))
 
@@ -186,7 +209,8 @@ def measure(impl: str, size: str, a) -> float:
     """Best step seconds of `impl` measured in a fresh Python process."""
     return run_fresh(__file__, ["--child", impl, "--size", size, "--batch", str(a.batch),
                                 "--dtype", a.dtype, "--warmup", str(a.warmup),
-                                "--repeats", str(a.repeats)], f"{impl} ViT-{size}")["step_s"]
+                                "--repeats", str(a.repeats), "--image", str(a.image)],
+                     f"{impl} ViT-{size}")["step_s"]
 
 
 def main() -> None:
@@ -197,6 +221,7 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--image", type=int, default=IMAGE, help="frame size (a multiple of 2 patches)")
     p.add_argument("--rounds", type=int, default=2, help="fresh-process rounds per implementation")
     p.add_argument("--impls", default=",".join(IMPLEMENTATIONS))
     p.add_argument("--child", choices=[*IMPLEMENTATIONS, "peak"], help=argparse.SUPPRESS)
@@ -215,9 +240,13 @@ def main() -> None:
     rows = []
     for name in a.sizes.split(","):
         size = get_size(name)
-        num_masked = VideoMAEPretrain(size, MASK_RATIO).num_masked((1, FRAMES, IMAGE, IMAGE, 3))
-        step_flops = 3 * a.batch * flops.videomae_pretrain_flops(size, (FRAMES, IMAGE, IMAGE, 3),
-                                                                 num_masked)
+        shape = (FRAMES, a.image, a.image, 3)
+        num_masked = VideoMAEPretrain(size, MASK_RATIO).num_masked((1,) + shape)
+        num_decoded = VideoMAEPretrain(size, MASK_RATIO, decoder_mask_ratio=DECODER_MASK_RATIO
+                                       ).num_decoded((1,) + shape)
+        step_flops = {impl: 3 * a.batch * flops.videomae_pretrain_flops(
+            size, shape, num_masked, num_decoded if impl == "ours_dual" else None)
+            for impl in impls}
         best = {impl: float("inf") for impl in impls}
         for r in range(a.rounds):
             for impl in (impls if r % 2 == 0 else impls[::-1]):
@@ -225,7 +254,7 @@ def main() -> None:
                 best[impl] = min(best[impl], seconds)
                 print(json.dumps({"size": name, "impl": impl, "round": r, "batch": a.batch,
                                   "dtype": a.dtype, "step_s": round(seconds, 3)}), flush=True)
-        result = {impl: {"clips_per_s": a.batch / s, "mfu": step_flops / s / peak}
+        result = {impl: {"clips_per_s": a.batch / s, "mfu": step_flops[impl] / s / peak}
                   for impl, s in best.items()}
         rows.append((name, result))
     print(f"\npeak: {peak / 1e12:.2f} TFLOP/s ({machine['peak_kind']}) on {machine['kind']}, "
