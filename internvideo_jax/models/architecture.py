@@ -16,8 +16,12 @@ import json
 import os
 
 FILE = "model.json"
-FAMILIES = ("videomae_pretrain", "videomae_classifier", "videomae_detector",
+FAMILIES = ("videomae_pretrain", "videomae_classifier", "videomae_detector", "umt_student",
             "uniformerv2_classifier", "internvideo_multimodal", "internvideo_qa")
+
+
+# families whose encoder is a VideoMAEEncoder of a VideoMAESize (one loads into another)
+VIDEOMAE_ENCODERS = {"videomae_pretrain", "videomae_classifier", "umt_student"}
 
 
 def name_of(size, named: dict) -> str | None:
@@ -62,8 +66,8 @@ def load(path: str, family: str) -> dict:
         raise ValueError(f"model.size=init_from: {path} has no {FILE} (written by `convert "
                          f"import`) nor a run's config.json with an architecture: name a size "
                          f"instead, or re-import the checkpoint.")
-    if description["family"] != family and not (
-            {description["family"], family} <= {"videomae_pretrain", "videomae_classifier"}):
+    if description["family"] != family and not (  # VideoMAE encoders, whatever trained them
+            {description["family"], family} <= VIDEOMAE_ENCODERS):
         raise ValueError(f"model.size=init_from: {path} holds a {description['family']}, not a "
                          f"{family}.")
     return description

@@ -18,6 +18,7 @@ TASKS = {
     "localization": "internvideo_jax.tasks.localization:LocalizationTask",
     "video_qa": "internvideo_jax.tasks.video_qa:VideoQATask",
     "ava": "internvideo_jax.tasks.ava:AVADetectionTask",
+    "umt_distill": "internvideo_jax.tasks.umt_distill:UMTDistillTask",
 }
 
 
