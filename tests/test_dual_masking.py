@@ -303,3 +303,24 @@ def test_task_trains_two_steps_with_dual_masking_and_counts_the_smaller_decoder(
     lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
     losses_seen = [x["loss"] for x in lines if "loss" in x]
     assert losses_seen and all(np.isfinite(losses_seen))
+
+
+def test_v2_g14_preset_is_the_reference_recipe():
+    """scripts/pretrain/vit_g_hybrid_pt.sh: 64 GPUs x 32 videos x 4 views, lr 6e-4 and min lr
+    1e-5 scaled by the 2048 videos / 256, clip 0.02, 30 warmup of 300 epochs, 16 x 224 stride 4."""
+    from experiments.videomae_v2 import get_config
+    from internvideo_jax.tasks import get_task
+    from internvideo_jax.training import optim
+    c = get_config("v2_g14")
+    assert (c.batch_size, c.data.num_repeats) == (8192, 4)
+    assert optim.scaled_lr(c.optim.base_lr, c.batch_size) == pytest.approx(6e-4 * 2048 / 256)
+    assert optim.scaled_lr(c.optim.min_lr, c.batch_size) == pytest.approx(1e-5 * 2048 / 256)
+    assert (c.optim.grad_clip, c.optim.warmup_epochs, c.num_epochs) == (0.02, 30.0, 300.0)
+    assert (c.optim.b2, c.optim.weight_decay, c.model.remat) == (0.95, 0.05, "full")
+    assert (c.data.num_frames, c.data.stride, c.data.crop_size) == (16, 4, 224)
+    task = get_task(c)
+    s = task.size
+    assert (s.dim, s.depth, s.heads, s.mlp_dim, s.patch) == (1408, 40, 16, 6144, 14)
+    assert (s.decoder_dim, s.decoder_heads, s.decoder_depth, s.decoder_mlp_dim) == (512, 8, 4, 2234)
+    shape = (1, 16, 224, 224, 3)  # 8 x 16 x 16 tokens: 230 of 256 masked per slice
+    assert (task.model.num_masked(shape), task.model.num_decoded(shape)) == (1840, 1024)
