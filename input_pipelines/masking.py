@@ -63,7 +63,8 @@ def num_decoded(grid: tuple[int, int, int], ratio: float) -> int:
 
 
 def running_cell_mask(grid: tuple[int, int, int], ratio: float = 0.5,
-                      rng: np.random.Generator | None = None, start: int | None = None) -> np.ndarray:
+                      rng: np.random.Generator | None = None,
+                      start: int | None = None) -> np.ndarray:
     """The decoder mask of VideoMAE V2's dual masking (running cell).
 
     Args:

@@ -66,8 +66,8 @@ SIZES: dict[str, VideoMAESize] = {
     "H_internvideo": VideoMAESize(dim=1280, depth=32, heads=16, decoder_dim=512, decoder_heads=8,
                                   decoder_depth=8),
     # VideoMAEv2 ViT-g/14: patch 14, mlp ratio 48/11 (hidden 6144); the decoder of the reference's
-    # pretrain_videomae_giant_patch14_224 with --decoder_depth 4 (scripts/pretrain/vit_g_hybrid_pt.sh):
-    # 512 wide, 8 heads, 4 deep, mlp ratio 48/11 as the encoder's (hidden 2234).
+    # pretrain_videomae_giant_patch14_224 with --decoder_depth 4 (scripts/pretrain/
+    # vit_g_hybrid_pt.sh): 512 wide, 8 heads, 4 deep, mlp ratio 48/11 as the encoder's (2234).
     "g": VideoMAESize(dim=1408, depth=40, heads=16, decoder_dim=512, decoder_heads=8,
                       decoder_depth=4, mlp_ratio=48 / 11, patch=14),
 }
