@@ -30,6 +30,11 @@ Stages (each a normal run in its own workdir, resumable; a finished stage is not
                 the finetune stage's VideoMAE encoder (experiments/ava.py:tiny) -> ava/; the
                 summary gives its frame-mAP next to that classifier's whole-clip scores given to
                 every box
+  distill       unmasked-teacher distillation (UMT, experiments/umt.py:tiny): the multimodal
+                stage's video tower, frozen, distilled into a student of the pretrain stage's
+                size on the tokens it attends to -> distill/; then fine-tuned as the finetune
+                stage (experiments/finetune.py:tiny, the same steps) -> distill_finetune/; the
+                summary gives its top-1 next to the VideoMAE-pretrained finetune stage's
 At the end it prints one summary: loss before/after pretraining, top-1 of every classifier,
 retrieval R@1 and zero-shot top-1, next to chance. Each stage is also runnable alone (the
 commands are in the experiments' docstrings).
@@ -43,7 +48,7 @@ import numpy as np
 from absl import app, flags, logging
 
 STAGES = ("pretrain", "linear_probe", "finetune", "multimodal", "uniformerv2", "cma",
-          "video_qa", "localization", "ava")
+          "video_qa", "localization", "ava", "distill")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Parent directory of the stages.")
 _STAGES = flags.DEFINE_list("stages", list(STAGES), f"Which of {STAGES} to run, in order.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Override every stage's total_steps (0: presets); a "
@@ -84,6 +89,16 @@ def stage_config(stage: str, workdir: str, steps: int = 0):
         files = synthetic_ava.files()
         c.data.update(labelmap=files["label_map"], ground_truth=files["validation"],
                       eval_exclusions=files["validation_exclusions"])
+    elif stage == "distill":
+        from experiments.umt import get_config
+        from internvideo_jax.tasks.umt_distill import teacher_spec
+        c = get_config("tiny")
+        c.model.teachers = (teacher_spec(source=os.path.join(workdir, "multimodal"),
+                                         layers=c.model.teachers[0]["layers"]),)
+    elif stage == "distill_finetune":  # the second half of the distill stage
+        from experiments.finetune import get_config
+        c = get_config("tiny")  # the finetune stage's recipe and steps: comparable top-1
+        c.init_from = os.path.join(workdir, "distill")
     elif stage == "clip_features":  # the first half of the localization stage
         from experiments.finetune import get_config
         c = get_config("tiny")
@@ -122,7 +137,12 @@ def summary(workdir: str) -> dict:
     if os.path.exists(probe):
         with open(probe) as f:
             out["linear_probe_top1_pct"] = 100 * json.load(f)["top1"]
-    for stage in ("finetune", "uniformerv2", "cma"):
+    dist = os.path.join(workdir, "distill")
+    if os.path.exists(os.path.join(dist, "metrics.jsonl")):
+        losses = [r["loss"] for r in read_metrics(dist) if "loss" in r]
+        out["distill_loss_first"] = losses[0]
+        out["distill_loss_last"] = float(np.mean(losses[-3:]))
+    for stage in ("finetune", "uniformerv2", "cma", "distill_finetune"):
         path = os.path.join(workdir, stage)
         if os.path.exists(os.path.join(path, "metrics.jsonl")):
             evals = [r for r in read_metrics(path) if "eval_top1" in r]
@@ -232,6 +252,14 @@ def ava_stage(workdir: str, steps: int = 0) -> None:
         json.dump(metrics, f, indent=1, default=float)
 
 
+def distill_stage(workdir: str, steps: int = 0) -> None:
+    """Distil the multimodal video tower into a small student, then fine-tune the student."""
+    from internvideo_jax.training import train
+    train.train(stage_config("distill", workdir, steps), os.path.join(workdir, "distill"))
+    train.train(stage_config("distill_finetune", workdir, steps),
+                os.path.join(workdir, "distill_finetune"))
+
+
 def main(argv) -> None:
     del argv
     unknown = [s for s in _STAGES.value if s not in STAGES]
@@ -253,6 +281,8 @@ def main(argv) -> None:
             localization_stage(_WORKDIR.value, _STEPS.value)
         elif stage == "ava":
             ava_stage(_WORKDIR.value, _STEPS.value)
+        elif stage == "distill":
+            distill_stage(_WORKDIR.value, _STEPS.value)
         else:
             train.train(config, os.path.join(_WORKDIR.value, stage))
     print("==== pictures ====")

@@ -96,7 +96,7 @@ def test_demo_runs_every_stage(tmp_path):
                 "zero_shot_top1_pct", "uniformerv2_top1_pct", "cma_top1_pct", "ensemble_top1_pct",
                 "localization_mAP@0.50_pct", "sliding_window_mAP@0.50_pct", "qa_top1_pct",
                 "qa_majority_top1_colour_pct", "multiple_choice_pct", "ava_frame_mAP_pct",
-                "whole_clip_frame_mAP_pct"):
+                "whole_clip_frame_mAP_pct", "distill_loss_last", "distill_finetune_top1_pct"):
         assert np.isfinite(summary[key]), key
     assert f"initialised from {os.path.join(tmp_path, 'pretrain')}" in out
 
