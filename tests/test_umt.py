@@ -250,3 +250,28 @@ def test_short_run_loss_falls_and_the_student_fine_tunes(data_dir, teachers, tmp
     assert kept == ["fc_norm/bias", "fc_norm/scale", "head/bias", "head/kernel"]
     np.testing.assert_array_equal(np.asarray(new["encoder"]["patch_embed"]["kernel"]),
                                   pretrained["encoder"]["patch_embed"]["kernel"])
+
+
+def test_teacher_at_another_resolution_and_random_teachers_for_benchmarks(data_dir, teachers):
+    # the 64px teacher at 32px (a 4x4 grid, as the student's 32 / 8): positions resized bicubically
+    config = _config(data_dir, [teacher_spec(source=teachers["clip"], layers=1, resolution=32)],
+                     **{"data.crop_size": 32})
+    task = get_task(config)
+    params = _params(task)
+    from internvideo_jax.models import pos_embed
+    from internvideo_jax.training import checkpointing
+    stored = checkpointing.load_params(teachers["clip"], scanned=False)[0]
+    table = stored["visual"]["encoder"]["positional_embedding"]  # (1 + 64, 64)
+    np.testing.assert_allclose(np.asarray(params["teacher_0"]["positional_embedding"]),
+                               pos_embed.resize_cls_table(table, (4, 4)), rtol=1e-6)
+    batch = {"video": _video()[:, :, :32, :32], "mask": jnp.asarray(task.init_batch(2)["mask"])}
+    assert np.isfinite(float(task.loss_fn(params, batch, jax.random.key(0), False)[0]))
+    # a teacher by size, randomly initialised: only with random_teachers (benchmarks)
+    from internvideo_jax.tasks.umt_distill import build
+    spec = [teacher_spec(size="tiny", layers=2)]
+    with pytest.raises(ValueError, match="source"):
+        build(_config(data_dir, spec))
+    task = build(_config(data_dir, spec), random_teachers=True)
+    params = _params(task)
+    assert float(task.loss_fn(params, {"video": _video(), "mask": jnp.asarray(
+        task.init_batch(2)["mask"])}, jax.random.key(0), False)[0]) > 0

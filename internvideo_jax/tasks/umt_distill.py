@@ -19,9 +19,13 @@ config.model:
      weight         its loss's weight in the sum
      dtype          compute dtype ('' = model.dtype; 'bfloat16' halves its cost)
      normalization  '' = the teacher run's data.normalization (else the student's)
-     resolution     frames are resized (bicubic) to this before the teacher; 0 = the CLIP
-                    teacher's image size (the VideoMAE teacher's: the crop)
+     resolution     frames are resized (bicubic, torch's) to this before the teacher; 0 = the
+                    CLIP teacher's image size (the VideoMAE teacher's: the crop); a CLIP
+                    teacher's positions are resized to it on loading (UMT-L: L/14 at 196)
      temporal_stride  a UniFormerV2 teacher's conv1 stride where its run does not say (0)
+     size           with build(config, random_teachers=True) and no source: a randomly
+                    initialised teacher of this size ('B/16', 'L/14', 'videomae:g'), for
+                    benchmarks
 The teachers are read at construction (shapes only) and loaded before step 0 (`initial_params`);
 they are frozen: stop_gradient in the step, trainable_mask False (no update, no optimizer state),
 their parameters sharded by the same logical rules as the student's.
@@ -40,7 +44,7 @@ import numpy as np
 
 from input_pipelines import (builders, decode, masking, normalization, sampling,
                              transforms)
-from internvideo_jax.models import architecture, naming, umt, videomae
+from internvideo_jax.models import architecture, naming, pos_embed, umt, videomae
 from internvideo_jax.tasks.base import Task, standardize, to_unit_range
 from internvideo_jax.training import checkpointing
 from internvideo_jax.tree import flatten, unflatten
@@ -49,7 +53,7 @@ MASK_TYPES = ("attention", "attention_topk", "tube")
 # a teacher spec's keys and defaults (config.model.teachers holds plain dicts: JSON-able, and
 # `--config.model.teachers[0].source=...` overrides one key)
 TEACHER_DEFAULTS = dict(source="", layers=6, weight=1.0, dtype="", normalization="",
-                        resolution=0, temporal_stride=0)
+                        resolution=0, temporal_stride=0, size="")
 
 
 def teacher_spec(**values) -> dict:
@@ -216,8 +220,22 @@ class Heads(nn.Module):
                           for j in range(self.k)])
 
 
+def named_teacher(name: str):
+    """(kind, size) of a teacher built from a named size, with random weights (benchmarks):
+    a UniFormerV2 size ('B/16', 'L/14': its CLIP backbone and projection) or
+    'videomae:<size>' (models/videomae.py)."""
+    if name.startswith("videomae:"):
+        return "videomae", videomae.get_size(name.split(":", 1)[1])
+    from internvideo_jax.models import uniformerv2
+    u = uniformerv2.get_size(name)
+    return "clip", umt.ClipTeacherSize(u.width, u.layers, u.heads, u.patch, u.image_size,
+                                       proj_dim=u.embed_dim)
+
+
 class UMTDistillTask(Task):
-    def __init__(self, config):
+    def __init__(self, config, random_teachers: bool = False):
+        """random_teachers: teachers given by `size` without a `source` keep their random
+        initialisation (for benchmarks: the step's cost does not depend on the weights)."""
         m, d = config.model, config.data
         self.config, self.data = config, d
         self.size = architecture.configured_size(config, "umt_student", umt.get_student_size,
@@ -243,20 +261,26 @@ class UMTDistillTask(Task):
         self.specs, arch, self.teacher_inputs = [], [], []
         for i, spec in enumerate(m.teachers):
             spec = _Spec(spec)
-            if not spec.source:
+            if spec.source:
+                shapes, meta = stored_shapes(spec.source)
+                kind, size, prefix, extra = describe_teacher(spec, shapes, meta)
+            elif spec.size and random_teachers:
+                (kind, size), prefix, extra, meta = named_teacher(spec.size), (), {}, {}
+            else:
                 raise ValueError(f"model.teachers[{i}].source is not set: a multimodal, "
                                  f"UniFormerV2 or VideoMAE workdir or imported checkpoint.")
-            shapes, meta = stored_shapes(spec.source)
-            kind, size, prefix, extra = describe_teacher(spec, shapes, meta)
             if kind == "clip":
+                if spec.resolution and spec.resolution != size.image_size:
+                    if spec.resolution % size.patch:
+                        raise ValueError(f"model.teachers[{i}].resolution={spec.resolution} "
+                                         f"is not a multiple of its patch {size.patch}.")
+                    # the reference: positions resized (bicubic) when the checkpoint is loaded
+                    size = dataclasses.replace(size, image_size=int(spec.resolution))
                 per_token, res, out_dim = size.frames_per_token, size.image_size, size.out_dim
                 grid = (size.grid, size.grid)
             else:
                 per_token, res, out_dim = size.tubelet, spec.resolution or d.crop_size, size.dim
                 grid = (res // size.patch, res // size.patch)
-            if spec.resolution and spec.resolution != res:
-                raise ValueError(f"model.teachers[{i}].resolution={spec.resolution}: this "
-                                 f"teacher takes {res}px frames.")
             ratio = m.frame_step * self.size.tubelet
             if ratio % per_token:
                 raise ValueError(f"teacher {i} covers {per_token} frames per token, the student "
@@ -313,9 +337,10 @@ class UMTDistillTask(Task):
         teachers = []
         for step, res, mean, std, dtype in self.teacher_inputs:
             v = video[:, ::step]
-            if v.shape[2] != res:
-                b, t, _, _, c = v.shape
-                v = jax.image.resize(v, (b, t, res, res, c), "bicubic", antialias=False)
+            if v.shape[2] != res:  # torch's bicubic interpolate (a = -0.75), as the reference
+                mh = jnp.asarray(pos_embed.bicubic_matrix(v.shape[2], res), jnp.float32)
+                mw = jnp.asarray(pos_embed.bicubic_matrix(v.shape[3], res), jnp.float32)
+                v = jnp.einsum("ph,bthwc,qw->btpqc", mh, v, mw)
             teachers.append(standardize(v, mean, std, dtype))
         return student, tuple(teachers)
 
@@ -359,6 +384,9 @@ class UMTDistillTask(Task):
         """Every teacher from its source (shapes checked); the student as initialised."""
         params, report = dict(params), []
         for i, spec in enumerate(self.specs):
+            if not spec["source"]:  # random_teachers: a named size, its initialisation kept
+                report.append(f"teacher {i} ({spec['kind']}) at its random initialisation")
+                continue
             got = flatten(checkpointing.load_params(spec["source"], scanned=False)[0])
             ours = flatten(params[f"teacher_{i}"])
             src = {}
@@ -375,10 +403,14 @@ class UMTDistillTask(Task):
                     raise ValueError(f"teacher {i} ({spec['source']}) has no {'/'.join(q)}; "
                                      f"its {len(got)} tensors start "
                                      f"{sorted('/'.join(k) for k in got)[:5]}")
-                if tuple(got[q].shape) != tuple(ours[p].shape):
+                value = np.asarray(got[q])
+                if p[-1] == "positional_embedding" and value.shape != tuple(ours[p].shape):
+                    g = int(round((ours[p].shape[0] - 1) ** 0.5))  # another resolution
+                    value = pos_embed.resize_cls_table(value, (g, g))
+                if tuple(value.shape) != tuple(ours[p].shape):
                     raise ValueError(f"teacher {i}: {'/'.join(q)} has shape {got[q].shape}, "
                                      f"expected {ours[p].shape}.")
-                src[p] = jnp.asarray(got[q], ours[p].dtype)
+                src[p] = jnp.asarray(value, ours[p].dtype)
             params[f"teacher_{i}"] = unflatten(src)
             report.append(f"teacher {i} ({spec['kind']}, {len(src)} tensors, frozen) from "
                           f"{spec['source']}")
@@ -436,6 +468,8 @@ class DistillClip:
         return {"video": np.stack(videos), "mask": np.stack(masks)}
 
 
-def build(config) -> UMTDistillTask:
-    """The UMT task of a config (what a benchmark builds its step from)."""
-    return UMTDistillTask(config)
+def build(config, random_teachers: bool = False) -> UMTDistillTask:
+    """The UMT task of a config (what a benchmark builds its step from: with random_teachers,
+    teacher specs with a `size` and no `source` need no checkpoint, e.g. experiments/umt.py:b16
+    with --config.model.teachers[0].size=B/16)."""
+    return UMTDistillTask(config, random_teachers)
