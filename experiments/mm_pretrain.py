@@ -45,6 +45,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         size="tiny", contrastive_weight=1.0, caption_weight=1.0, caption_length=77,
         drop_path_rate=0.0, dtype="float32",
         hard_negatives=0,  # > 0: that many hard-negative captions per video in video->text
+        temporal_kernel=1,  # the video tower's conv1 over time (1: the released 2-D one)
         remat="none",  # video, text encoder and caption decoder layers: none|full|dots|dots_no_batch
         scan_layers=False))  # both encoders' layers as nn.scan (compile time flat in depth)
     c.data = data_config(num_frames=8, stride=1, crop_size=64, normalization="clip",

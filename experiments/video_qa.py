@@ -34,6 +34,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
     c = run_config("video_qa")
     c.model = config_dict.ConfigDict(dict(
         size="tiny", answer_vocabulary=1500,  # the most frequent training answers kept
+        temporal_kernel=1,  # the video tower's conv1 over time: the multimodal run's
         head_lr_multiplier=10.0, head_dropout=0.5, drop_path_rate=0.0, dtype="float32",
         remat="none", scan_layers=False))
     c.data = data_config(dataset="demo_qa", num_frames=8, stride=1, crop_size=64,

@@ -97,12 +97,12 @@ def caption_decoder_flops(size, width: int, vision_width: int, visual_tokens: in
 
 
 def multimodal_flops(size, frames: int, caption_length: int | None,
-                     hard_negatives: int = 0) -> float:
+                     hard_negatives: int = 0, temporal_kernel: int = 1) -> float:
     """VideoTextModel per (video, text) pair: video tower, text encoder (on the caption and its
     hard_negatives negative captions) and, when caption_length is given, the caption decoder on
-    caption_length - 1 tokens."""
+    caption_length - 1 tokens; temporal_kernel: the video tower's conv1 (stride 1)."""
     v = size.video
-    total = uniformerv2_encoder_flops(v, frames) + 2 * v.width * v.embed_dim
+    total = uniformerv2_encoder_flops(v, frames, temporal_kernel) + 2 * v.width * v.embed_dim
     total += (1 + hard_negatives) * text_encoder_flops(size.text)
     if caption_length:
         total += caption_decoder_flops(size.decoder, size.text.width, v.width,

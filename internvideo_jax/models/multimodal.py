@@ -54,10 +54,12 @@ class VideoTextModel(nn.Module):
     dtype: Dtype = jnp.float32
     remat: str = "none"  # both encoders' and the caption decoder's layers (layers.REMAT_POLICIES)
     scan: bool = False  # both encoders' blocks as one nn.scan each (layers.scan_blocks)
+    temporal_kernel: int = 1  # the video tower's conv1 (uniformerv2.VideoTower)
 
     def setup(self):
         self.visual = uniformerv2.VideoTower(self.size.video, self.drop_path_rate,
-                                             dtype=self.dtype, remat=self.remat, scan=self.scan)
+                                             dtype=self.dtype, remat=self.remat, scan=self.scan,
+                                             temporal_kernel=self.temporal_kernel)
         self.textual = clip.TextEncoder(self.size.text, dtype=self.dtype, scan=self.scan,
                                         remat=self.remat)
         self.logit_scale = self.param("logit_scale", nn.with_logical_partitioning(

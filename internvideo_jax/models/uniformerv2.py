@@ -344,7 +344,10 @@ class VideoTower(nn.Module):
     """The released multimodal video encoder (global UniBlocks only): -> (B, embed_dim) feature
     (fused -> visual_ln_post -> @ visual_proj) and the tokens the caption decoder reads, as the
     reference's `return_all_feats`: the last backbone layer's tokens of every frame, before
-    visual_ln_post (B, T'(1+hw), W). Images are T=1 videos."""
+    visual_ln_post (B, T'(1+hw), W). Images are T=1 videos.
+
+    temporal_kernel/temporal_stride: conv1's (UniFormerV2Encoder); the released towers have 1, 1
+    (a 2-D patch embedding: the tokens the caption decoder reads then hold no motion)."""
 
     size: UniFormerV2Size
     drop_path_rate: float = 0.0
@@ -352,11 +355,14 @@ class VideoTower(nn.Module):
     dtype: Dtype = jnp.float32
     remat: str = "none"
     scan: bool = False
+    temporal_kernel: int = 1
+    temporal_stride: int = 1
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
         s = self.size
-        fused, frames, _ = UniFormerV2Encoder(s, drop_path_rate=self.drop_path_rate,
+        fused, frames, _ = UniFormerV2Encoder(s, self.temporal_kernel, self.temporal_stride,
+                                              drop_path_rate=self.drop_path_rate,
                                               mlp_dropout=self.mlp_dropout, dtype=self.dtype,
                                               remat=self.remat, scan=self.scan, name="encoder")(
                                                   video, deterministic)

@@ -79,11 +79,14 @@ class QAVideoTower(nn.Module):
     dtype: Dtype = jnp.float32
     remat: str = "none"
     scan: bool = False
+    temporal_kernel: int = 1  # conv1's, as uniformerv2.VideoTower
+    temporal_stride: int = 1
 
     @nn.compact
     def __call__(self, video: jax.Array, deterministic: bool = True):
         fused, frames, _ = uniformerv2.UniFormerV2Encoder(
-            self.size, drop_path_rate=self.drop_path_rate, mlp_dropout=self.mlp_dropout,
+            self.size, self.temporal_kernel, self.temporal_stride,
+            drop_path_rate=self.drop_path_rate, mlp_dropout=self.mlp_dropout,
             dtype=self.dtype, remat=self.remat, scan=self.scan, name="encoder")(
                 video, deterministic)  # (B, W), (B, T', 1+hw, W)
         feature = clip.ClipLayerNorm(self.dtype, name="visual_ln_post")(fused)  # (B, W)
@@ -149,10 +152,12 @@ class VideoQAModel(nn.Module):
     remat: str = "none"  # both encoders' and the decoder's layers (layers.REMAT_POLICIES)
     scan: bool = False  # both encoders' blocks as one nn.scan each (layers.scan_blocks)
     head_dropout: float = 0.5
+    temporal_kernel: int = 1  # the video tower's conv1 (uniformerv2.VideoTower)
 
     def setup(self):
         self.visual = QAVideoTower(self.size.video, self.drop_path_rate, dtype=self.dtype,
-                                   remat=self.remat, scan=self.scan)
+                                   remat=self.remat, scan=self.scan,
+                                   temporal_kernel=self.temporal_kernel)
         add_projection, drop_projection = _without_text_projection(self.size.text)
         initializing = self.is_initializing()
         self.textual = nn.map_variables(

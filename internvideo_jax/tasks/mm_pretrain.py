@@ -58,7 +58,7 @@ class MultimodalPretrainTask(Task):
         self.model = multimodal.VideoTextModel(
             self.size, caption=m.caption_weight > 0, drop_path_rate=m.drop_path_rate,
             dtype=jnp.dtype(m.dtype), remat=m.remat,
-            scan=m.scan_layers)
+            scan=m.scan_layers, temporal_kernel=m.temporal_kernel)
 
     def flops_per_example(self) -> float:
         """Forward FLOPs of one (video, caption) pair, the decoder included when it is trained
@@ -66,7 +66,7 @@ class MultimodalPretrainTask(Task):
         m = self.config.model
         return multimodal_flops(self.size, self.video_shape[0],
                                 m.caption_length if m.caption_weight > 0 else None,
-                                m.hard_negatives)
+                                m.hard_negatives, m.temporal_kernel)
 
     def init_batch(self, batch_size: int) -> dict:
         batch = {"video": np.zeros((batch_size,) + self.video_shape, np.uint8),

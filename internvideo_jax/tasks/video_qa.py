@@ -57,7 +57,7 @@ class VideoQATask(Task):
         self.context_length = self.size.text.context_length
         self.model = video_qa.VideoQAModel(self.size, len(self.vocabulary), jnp.dtype(m.dtype),
                                            m.drop_path_rate, m.remat, m.scan_layers,
-                                           m.head_dropout)
+                                           m.head_dropout, m.temporal_kernel)
 
     # ---- the answer vocabulary ----------------------------------------------------------------
     @functools.cached_property
