@@ -324,6 +324,40 @@ class UMTDistillTask(Task):
         return architecture.describe("umt_student", self.size, architecture.name_of(
             self.size, {**videomae.SIZES, **umt.STUDENT_SIZES}))
 
+    def _flops(self) -> tuple[float, float]:
+        """(student forward, teachers' forward) FLOPs per clip (matmuls and attention, the MFU
+        convention of infra/flops.py)."""
+        from internvideo_jax.infra.flops import transformer_flops
+        s, (t, h, w) = self.size, self.grid
+        k_vis = t * self.keep
+        student = (2 * k_vis * s.tubelet * s.patch ** 2 * 3 * s.dim
+                   + transformer_flops(k_vis, s.dim, s.depth, s.mlp_dim)
+                   + sum(2 * k_vis * s.dim * out * k for _, _, k, out, _, _ in self.model.teachers))
+        teachers = 0.0
+        for kind, size, k, out, _, _ in self.model.teachers:
+            if kind == "clip":
+                hw = size.grid ** 2
+                teachers += t * (2 * hw * size.temporal_kernel * size.patch ** 2 * 3 * size.width
+                                 + transformer_flops(1 + hw, size.width, size.layers,
+                                                     4 * size.width))
+                if size.proj_dim:
+                    teachers += 2 * k * t * hw * size.width * size.proj_dim
+            else:
+                n = t * (self.data.crop_size // size.patch) ** 2
+                teachers += (2 * n * size.tubelet * size.patch ** 2 * 3 * size.dim
+                             + transformer_flops(n, size.dim, size.depth, size.mlp_dim))
+        return float(student), float(teachers)
+
+    def flops_per_example(self) -> float:
+        """Forward FLOPs of one clip: the student on its visible tokens and every teacher."""
+        return sum(self._flops())
+
+    def train_flops_per_example(self) -> float:
+        """Training FLOPs of one clip: the student 3x (forward + backward), the frozen teachers
+        forward only."""
+        student, teachers = self._flops()
+        return 3 * student + teachers
+
     def init_batch(self, batch_size: int) -> dict:
         mask = np.zeros((batch_size, self.num_tokens), bool)
         mask[:, :self.num_masked] = True
