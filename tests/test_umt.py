@@ -295,3 +295,17 @@ def test_training_flops_match_xla_and_the_teacher_costs_no_backward(data_dir, te
     want = flops.training_flops_per_example(task)
     assert want < 3 * task.flops_per_example()
     assert want <= got <= 1.15 * want, (got, want)
+
+
+def test_scanned_student_computes_the_same_loss(data_dir, teachers):
+    from internvideo_jax.models import layout
+    spec = [teacher_spec(source=teachers["clip"], layers=2)]
+    over = {"model.mask_type": "attention_topk"}
+    plain = get_task(_config(data_dir, spec, **over))
+    scanned = get_task(_config(data_dir, spec, **{**over, "model.scan_layers": True}))
+    params = _params(plain)
+    stacked = dict(params, encoder=layout.stack_layers(params["encoder"]))
+    batch = {"video": _video(), "mask": jnp.asarray(plain.init_batch(2)["mask"])}
+    a = plain.loss_fn(params, batch, jax.random.key(0), False)[0]
+    b = scanned.loss_fn(stacked, batch, jax.random.key(0), False)[0]
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-5)
