@@ -309,3 +309,18 @@ def test_scanned_student_computes_the_same_loss(data_dir, teachers):
     a = plain.loss_fn(params, batch, jax.random.key(0), False)[0]
     b = scanned.loss_fn(stacked, batch, jax.random.key(0), False)[0]
     np.testing.assert_allclose(float(a), float(b), rtol=1e-5)
+
+
+def test_a_multimodal_tower_with_a_temporal_conv1_teaches(data_dir, tmp_path):
+    tower = _random(uniformerv2.VideoTower(uniformerv2.get_size("tiny"), temporal_kernel=3),
+                    jnp.zeros((1, 4, 64, 64, 3)), 5)
+    path = str(tmp_path / "tower_t3")
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, {"visual": tower})
+    task = get_task(_config(data_dir, [teacher_spec(source=path, layers=1)]))
+    params = _params(task)
+    assert params["teacher_0"]["conv1"].shape == (3, 8, 8, 3, 64)  # stride 1: a frame a token
+    np.testing.assert_array_equal(np.asarray(params["teacher_0"]["conv1"]),
+                                  np.asarray(tower["encoder"]["conv1"]))
+    batch = {"video": _video(), "mask": jnp.asarray(task.init_batch(2)["mask"])}
+    assert np.isfinite(float(task.loss_fn(params, batch, jax.random.key(0), False)[0]))

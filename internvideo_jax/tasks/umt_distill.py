@@ -146,8 +146,10 @@ def describe_teacher(spec, shapes: dict, meta: dict):
         g = int(round((shapes[prefix + ("positional_embedding",)][0] - 1) ** 0.5))
         layers = _count(shapes, prefix, naming.RESBLOCKS)
         heads = shapes[prefix + ("resblocks_0", "attn", "in_proj_kernel")][2]
-        stride = int(meta.get("config", {}).get("model", {}).get("temporal_stride", 0) or
-                     spec.temporal_stride or (1 if kt == 1 else 0))
+        run = meta.get("config", {}).get("model", {})
+        # the multimodal tower's conv1 has stride 1 whatever its kernel (mm_pretrain)
+        stride = int(spec.temporal_stride or run.get("temporal_stride", 0) or
+                     (1 if kt == 1 or prefix == ("visual", "encoder") else 0))
         if not stride:
             raise ValueError(f"teacher {spec.source}: conv1 has a temporal kernel of {kt} and "
                              f"its run does not give the stride: set the teacher's "
