@@ -1,4 +1,4 @@
-r"""Unmasked-teacher distillation (UMT / InternVideo2 stage 1; internvideo_jax/tasks/umt_distill.py).
+r"""Unmasked-teacher distillation (UMT / InternVideo2 stage 1): internvideo_jax/tasks/umt_distill.py.
 
 Presets: tiny, b16, l16.
 
@@ -20,8 +20,8 @@ Presets: tiny, b16, l16.
         `distill` stage runs both.
   b16   UMT-B/16 as the reference (exp/pretraining/b16_ptk710_f8_res224.sh): K710, 8 frames
         (TSN segments), 224px, student ViT-B/16 with tubelet 1, attention-guided masking 0.8,
-        teacher CLIP ViT-B/16 (an imported CLIP / multimodal B/16 checkpoint: set
-        model.teachers[0].source) with its last 6 layers against the student's last 6, loss
+        teacher CLIP ViT-B/16 (the script's clip_b16; an imported CLIP / multimodal B/16
+        checkpoint: set model.teachers[0].source) with its last 6 layers against the student's last 6, loss
         2 - 2 cos, AdamW (0.9, 0.95) wd 0.05, lr 1.5e-4 x batch / 256 (min 1e-5 x batch / 256),
         drop path 0.1, batch 2048 (32 GPUs x 64), 40 warmup epochs of 201, bfloat16 (the
         teacher too). Benchmarks without a checkpoint: tasks.umt_distill.build(config,
@@ -35,8 +35,9 @@ Presets: tiny, b16, l16.
 A second teacher (InternVideo2: InternVL + VideoMAEv2-g) is another spec in model.teachers, e.g.
   "--config.model.teachers=({'source': 'ckpt/clip', 'layers': 6},
                              {'source': 'ckpt/vmae_g', 'layers': 4, 'weight': 1.0})"
-each with its own layers, weight and heads (missing keys take tasks/umt_distill.py's defaults); a tubelet-2 VideoMAE teacher next to a tubelet-1 student
-wants model.frame_step=2 (the student and CLIP see every 2nd frame, the VideoMAE teacher all).
+each with its own layers, weight and heads (missing keys take tasks/umt_distill.py's
+defaults); a tubelet-2 VideoMAE teacher next to a tubelet-1 student wants model.frame_step=2
+(the student and CLIP see every 2nd frame, the VideoMAE teacher all).
 """
 from ml_collections import config_dict
 

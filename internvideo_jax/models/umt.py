@@ -311,7 +311,7 @@ class VideoMAETeacher(nn.Module):
         return l2_normalize(y), None
 
 
-# ---- student ------------------------------------------------------------------------------------
+# ---- student and the whole model ----------------------------------------------------------------
 class AlignHead(nn.Module):
     """The reference's Linear_Decoder: Linear (xavier, zero bias) -> LayerNorm (1e-6) -> L2."""
 
@@ -331,39 +331,55 @@ class AlignHead(nn.Module):
         return l2_normalize(x)
 
 
-class UMTStudent(nn.Module):
-    """video (B, T, S, S, 3) normalised, visible_idx (B, K) -> one (k_i, B, K, D_i) float32
-    L2-normalised prediction per teacher i (`heads`: ((D_i, k_i), ...)): the encoder's last
-    k_i layers (normed) + a sinusoid table at the visible positions, head i_j per layer."""
+class UMTDistill(nn.Module):
+    """The student (encoder: VideoMAEEncoder's parameters; heads_i/layer_j: teacher i's head of
+    its j-th distilled layer) and the teachers (teacher_i).
+    teach(teacher videos, one per teacher) -> ((targets (k, B, N, D), class-token attention
+    (B, T', HW) or None), ...); learn(video, visible_idx (B, K)) -> ((k_i, B, K, D_i), ...)
+    L2-normalised, from the encoder's last k_i layers (normed) + a sinusoid table at the visible
+    positions; __call__ runs both (for init)."""
 
-    size: VideoMAESize
-    heads: tuple[tuple[int, int], ...]  # (teacher output width, layers) per teacher
+    student: VideoMAESize
+    teachers: tuple  # ((kind, size, k, out_dim, dtype, final_norm), ...)
     drop_path_rate: float = 0.0
-    dtype: Dtype = jnp.float32
+    dtype: jnp.dtype = jnp.float32
     remat: str = "none"
     scan: bool = False
 
-    @property
-    def keep(self) -> tuple[int, ...]:
-        return returned_layers(self.size.depth, max(k for _, k in self.heads))
+    def setup(self):
+        keep = returned_layers(self.student.depth, max(t[2] for t in self.teachers))
+        self.encoder = ViTTokens(self.student, keep, "all", self.drop_path_rate, self.dtype,
+                                 self.remat, self.scan)
+        self.heads = [Heads(t[3], t[2], self.dtype) for t in self.teachers]
+        self.teacher = [ClipTeacher(size, k, dtype) if kind == "clip" else
+                        VideoMAETeacher(size, k, final_norm, dtype)
+                        for kind, size, k, _, dtype, final_norm in self.teachers]
+
+    def teach(self, videos: tuple):
+        return tuple(t(v) for t, v in zip(self.teacher, videos))
+
+    def learn(self, video, visible_idx, deterministic: bool = True):
+        kept = self.encoder(video, visible_idx, deterministic)  # (k, B, K, D)
+        n = int(np.prod(token_grid(video.shape, self.student)))
+        pos = jnp.asarray(layers.sinusoid_table(n, self.student.dim)).astype(kept.dtype)
+        kept = kept + pos[visible_idx][None]
+        return tuple(h(kept[kept.shape[0] - t[2]:]) for h, t in zip(self.heads, self.teachers))
+
+    def __call__(self, video, teacher_videos, visible_idx, deterministic: bool = True):
+        return self.teach(teacher_videos), self.learn(video, visible_idx, deterministic)
+
+
+class Heads(nn.Module):
+    """One teacher's heads: layer_j for its j-th distilled layer -> (k, B, K, out) normalised."""
+
+    out_dim: int
+    k: int
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, video: jax.Array, visible_idx: jax.Array,
-                 deterministic: bool = True) -> tuple[jax.Array, ...]:
-        s, keep = self.size, self.keep
-        for _, k in self.heads:
-            returned_layers(s.depth, k)  # fails naming the fix
-        kept = ViTTokens(s, keep, "all", self.drop_path_rate, self.dtype, self.remat, self.scan,
-                         name="encoder")(video, visible_idx, deterministic)  # (k, B, K, D)
-        n = int(np.prod(token_grid(video.shape, s)))
-        pos = jnp.asarray(layers.sinusoid_table(n, s.dim)).astype(kept.dtype)
-        kept = kept + pos[visible_idx][None]
-        out = []
-        for i, (dim, k) in enumerate(self.heads):
-            x = kept[len(keep) - k:]  # its last k layers
-            out.append(jnp.stack([AlignHead(dim, self.dtype, name=f"heads_{i}_{j}")(x[j])
-                                  for j in range(k)]))
-        return tuple(out)
+    def __call__(self, x):
+        return jnp.stack([AlignHead(self.out_dim, self.dtype, name=f"layer_{j}")(x[j])
+                          for j in range(self.k)])
 
 
 def distill_loss(pred: jax.Array, target: jax.Array) -> jax.Array:

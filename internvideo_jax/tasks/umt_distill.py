@@ -37,7 +37,6 @@ import dataclasses
 import json
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,59 +168,6 @@ def describe_teacher(spec, shapes: dict, meta: dict):
     return kind, size, prefix, {"final_norm": prefix + ("norm", "scale") in shapes}
 
 
-class UMTDistill(nn.Module):
-    """The student (encoder = VideoMAEEncoder's parameters, heads_i/layer_j) and the teachers
-    (teacher_i). Methods: teach(teacher videos) -> ((targets, attention or None), ...);
-    learn(video, visible_idx) -> (predictions per teacher); __call__ both (for init)."""
-
-    student: videomae.VideoMAESize
-    teachers: tuple  # ((kind, size, k, out_dim, dtype, final_norm), ...)
-    drop_path_rate: float = 0.0
-    dtype: jnp.dtype = jnp.float32
-    remat: str = "none"
-    scan: bool = False
-
-    def setup(self):
-        keep = umt.returned_layers(self.student.depth, max(t[2] for t in self.teachers))
-        self.encoder = umt.ViTTokens(self.student, keep, "all", self.drop_path_rate, self.dtype,
-                                     self.remat, self.scan)
-        self.heads = [Heads(t[3], t[2], self.dtype) for t in self.teachers]
-        self.teacher = [umt.ClipTeacher(size, k, dtype) if kind == "clip" else
-                        umt.VideoMAETeacher(size, k, final_norm, dtype)
-                        for kind, size, k, _, dtype, final_norm in self.teachers]
-
-    def teach(self, videos: tuple):
-        return tuple(t(v) for t, v in zip(self.teacher, videos))
-
-    def learn(self, video, visible_idx, deterministic: bool = True):
-        kept = self.encoder(video, visible_idx, deterministic)  # (k, B, K, D)
-        n = int(np.prod(videomae.token_grid(video.shape, self.student)))
-        kept = kept + jnp.asarray(layers_table(n, self.student.dim)).astype(kept.dtype)[
-            visible_idx][None]
-        return tuple(h(kept[kept.shape[0] - t[2]:]) for h, t in zip(self.heads, self.teachers))
-
-    def __call__(self, video, teacher_videos, visible_idx, deterministic: bool = True):
-        return self.teach(teacher_videos), self.learn(video, visible_idx, deterministic)
-
-
-def layers_table(n: int, dim: int) -> np.ndarray:
-    from internvideo_jax.models.layers import sinusoid_table
-    return sinusoid_table(n, dim)
-
-
-class Heads(nn.Module):
-    """One teacher's heads: layer_j for its j-th distilled layer -> (k, B, K, out) normalised."""
-
-    out_dim: int
-    k: int
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        return jnp.stack([umt.AlignHead(self.out_dim, self.dtype, name=f"layer_{j}")(x[j])
-                          for j in range(self.k)])
-
-
 def named_teacher(name: str):
     """(kind, size) of a teacher built from a named size, with random weights (benchmarks):
     a UniFormerV2 size ('B/16', 'L/14': its CLIP backbone and projection) or
@@ -257,7 +203,8 @@ class UMTDistillTask(Task):
         if self.keep in (0, hw):
             raise ValueError(f"model.mask_ratio={m.mask_ratio} keeps {self.keep} of {hw} "
                              f"tokens per frame: choose a ratio that masks some and keeps some.")
-        self.mean, self.std = (np.asarray(v, np.float32) for v in normalization.get(d.normalization))
+        self.mean, self.std = (np.asarray(v, np.float32)
+                               for v in normalization.get(d.normalization))
         if not m.teachers:
             raise ValueError("model.teachers is empty: give at least one teacher spec.")
         self.specs, arch, self.teacher_inputs = [], [], []
@@ -309,7 +256,7 @@ class UMTDistillTask(Task):
             raise ValueError(f"model.mask_type={m.mask_type!r} needs a teacher with a class "
                              f"token (CLIP / UniFormerV2) as model.mask_teacher; teacher "
                              f"{m.mask_teacher} is a VideoMAE encoder: use mask_type='tube'.")
-        self.model = UMTDistill(self.size, tuple(arch), m.drop_path_rate, jnp.dtype(m.dtype),
+        self.model = umt.UMTDistill(self.size, tuple(arch), m.drop_path_rate, jnp.dtype(m.dtype),
                                 m.remat, m.scan_layers)
 
     # ---- shapes -------------------------------------------------------------------------------
