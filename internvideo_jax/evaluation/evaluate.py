@@ -150,7 +150,10 @@ def video_ids(config, indices: np.ndarray) -> list[str]:
 
 
 def label_subset(config) -> label_union.Subset | None:
-    """config.eval.label_subset ('MAPS.json:SOURCE'; '' or absent: none)."""
+    """config.eval.label_subset ('MAPS.json:SOURCE'; '' or absent: none; a config without an
+    eval block, e.g. pretraining drawing its pictures: none)."""
+    if "eval" not in config:
+        return None
     return label_union.parse_subset(config.eval.get("label_subset", "") or "")
 
 
