@@ -161,11 +161,58 @@ def hf(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: 
     return time_steps(step, warmup, repeats)
 
 
+UMT_SIZES = ("B", "L")  # the students models/umt.py has (B/16_t1, L/16_t1)
+UMT_FRAMES = 8  # UMT-B/16's clips: 8 frames (TSN segments) at the VideoMAE clip's frame size
+
+
+def umt_task(size_name: str, image: int, dtype: str):
+    """The UMT step's task (experiments/umt.py:b16): student ViT-{size}/16 with tubelet 1 on 8
+    frames, attention-guided masking 0.8, a randomly initialised CLIP ViT-{size}/16 teacher (no
+    checkpoint: tasks/umt_distill.build(random_teachers=True)), its last 6 layers."""
+    from experiments.umt import get_config
+    from internvideo_jax.tasks import umt_distill
+    config = get_config("b16")
+    config.model.update(size=f"{size_name}/16_t1", dtype=dtype,
+                        teachers=(umt_distill.teacher_spec(layers=6, size=f"{size_name}/16",
+                                                           resolution=image),))
+    config.data.update(num_frames=UMT_FRAMES, crop_size=image)
+    config.mesh.update(data=1, fsdp=1, tensor=1)
+    return config, umt_distill.build(config, random_teachers=True)
+
+
+def umt(size_name: str, video: np.ndarray, mask: np.ndarray, dtype: str, warmup: int,
+        repeats: int) -> float:
+    """Our UMT distillation step (umt_task) on one device: the frozen teacher's forward, the
+    student's forward and backward, AdamW on the student; a batch of video's size of 8-frame
+    clips (the first 8 frames of each)."""
+    import flax.linen as nn
+    import jax
+    from internvideo_jax.infra import sharding
+    from internvideo_jax.training import steps
+    config, task = umt_task(size_name, video.shape[2], dtype)
+    mesh = sharding.make_mesh(config.mesh.to_dict(), jax.devices()[:1])
+    d = {"peak_lr": 1.5e-4, "min_lr": 0.0, "warmup_steps": 0, "total_steps": 1000}
+    arrays = task.init_batch(video.shape[0])
+    arrays["video"] = np.ascontiguousarray(video[:, :UMT_FRAMES])
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+        built = steps.build_step(config, mesh, task, d, jax.random.key(0), jax.random.key(1))
+        holder = [built.state]
+        batch = sharding.put_batch(arrays, mesh)
+        fn = built.fn.lower(built.state, batch).compile()
+
+    def step():
+        holder[0], metrics = fn(holder[0], batch)
+        jax.block_until_ready(metrics["loss"])
+
+    return time_steps(step, warmup, repeats)
+
+
 IMPLEMENTATIONS = {
     "hf": hf,
     "ours": ours,
     "ours_xla_attention": lambda *a: ours(*a, attention="xla"),
     "ours_dual": lambda *a: ours(*a, dual=True),
+    "ours_umt": umt,  # UMT-{size}/16 distillation: another clip (8 frames), another model
 }
 
 
@@ -244,17 +291,22 @@ def main() -> None:
         num_masked = VideoMAEPretrain(size, MASK_RATIO).num_masked((1,) + shape)
         num_decoded = VideoMAEPretrain(size, MASK_RATIO, decoder_mask_ratio=DECODER_MASK_RATIO
                                        ).num_decoded((1,) + shape)
+        here = [i for i in impls if i != "ours_umt" or name in UMT_SIZES]
         step_flops = {impl: 3 * a.batch * flops.videomae_pretrain_flops(
             size, shape, num_masked, num_decoded if impl == "ours_dual" else None)
-            for impl in impls}
-        best = {impl: float("inf") for impl in impls}
+            for impl in here if impl != "ours_umt"}
+        if "ours_umt" in here:  # the frozen teacher forward only, the student 3x
+            step_flops["ours_umt"] = a.batch * umt_task(name, a.image, a.dtype)[
+                1].train_flops_per_example()
+        best = {impl: float("inf") for impl in here}
         for r in range(a.rounds):
-            for impl in (impls if r % 2 == 0 else impls[::-1]):
+            for impl in (here if r % 2 == 0 else here[::-1]):
                 seconds = measure(impl, name, a)
                 best[impl] = min(best[impl], seconds)
                 print(json.dumps({"size": name, "impl": impl, "round": r, "batch": a.batch,
                                   "dtype": a.dtype, "step_s": round(seconds, 3)}), flush=True)
-        result = {impl: {"clips_per_s": a.batch / s, "mfu": step_flops[impl] / s / peak}
+        result = {impl: {"clips_per_s": a.batch / s, "mfu": step_flops[impl] / s / peak,
+                         "gflop_per_clip": step_flops[impl] / a.batch / 1e9}
                   for impl, s in best.items()}
         rows.append((name, result))
     print(f"\npeak: {peak / 1e12:.2f} TFLOP/s ({machine['peak_kind']}) on {machine['kind']}, "
@@ -269,10 +321,17 @@ def main() -> None:
         h = r["hf"]
         cells = [f"ViT-{name}", str(a.batch), a.dtype, f"{h['clips_per_s']:.3f}"]
         for o in others:
-            cells += [f"{r[o]['clips_per_s']:.3f}", f"{r[o]['clips_per_s'] / h['clips_per_s']:.2f}x"]
+            cells += ([f"{r[o]['clips_per_s']:.3f}", f"{r[o]['clips_per_s'] / h['clips_per_s']:.2f}x"]
+                      if o in r else ["n/a", "n/a"])
         cells.append(f"{100 * h['mfu']:.1f}%")
-        cells += [f"{100 * r[o]['mfu']:.1f}%" for o in others]
+        cells += [f"{100 * r[o]['mfu']:.1f}%" if o in r else "n/a" for o in others]
         print("| " + " | ".join(cells) + " |")
+    print("\ntraining GFLOP per clip (3x forward; UMT: the teacher's forward once):")
+    print("| size | " + " | ".join(impls) + " |")
+    print("|---" * (1 + len(impls)) + "|")
+    for name, r in rows:
+        print(f"| ViT-{name} | " + " | ".join(f"{r[i]['gflop_per_clip']:.1f}" if i in r else "n/a"
+                                               for i in impls) + " |")
 
 
 if __name__ == "__main__":

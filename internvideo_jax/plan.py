@@ -7,6 +7,8 @@ this machine's devices) and report per-chip memory, whether it fits, and the com
   python -m internvideo_jax.plan --config experiments/finetune.py:tiny --topology local
   python -m internvideo_jax.plan --config experiments/videomae_pretrain.py:vit_h \
       --topology v5p:4x4x4 --slices 2 --config.mesh.dcn_data=2 --config.mesh.data=2
+  python -m internvideo_jax.plan --config experiments/umt.py:l16 --topology v5p:4x4x8 \
+      "--config.model.teachers[0].size=L/14"      # a teacher by its size: no checkpoint needed
 
 The train step is lowered exactly as train.py jits it (same shardings from the one rules table, the
 config's mesh over the topology's chips, the config's global batch, grad accumulation and remat)
@@ -88,7 +90,11 @@ def compile_with_hlo(lowered) -> tuple:
 def plan(config, topology: str, slices: int = 1) -> dict:
     devices = topology_devices(topology, slices)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
-    task = get_task(config)
+    if config.task == "umt_distill":  # nothing is loaded: a teacher given by its size suffices
+        from internvideo_jax.tasks import umt_distill
+        task = umt_distill.build(config, random_teachers=True)
+    else:
+        task = get_task(config)
     train.check_batch(config, mesh)
     d = {"peak_lr": 1e-4, "min_lr": 0.0, "warmup_steps": 10, "total_steps": 1000}
     rng = jax.random.key(0)
