@@ -30,6 +30,7 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         scan_layers=False))  # the encoders are built per layer (True is refused)
     c.optim.update(layer_decay=1.0, weight_decay=0.05)
     if preset == "tiny":
+        c.model.temporal_kernel = 3  # the demo's UniFormerV2 (experiments/finetune_uniformerv2.py)
         c.num_epochs = 4.0
         c.optim.update(base_lr=0.005, min_lr=1e-4, warmup_epochs=0.5)
     elif preset == "k400":

@@ -43,7 +43,8 @@ def get_config(preset: str = "tiny") -> config_dict.ConfigDict:
         # Without the reference's dropout (0.5 in the decoders' MLP and before the head) and with
         # a larger lr: with them (lr 0.01, 200 steps) the tiny model stayed at chance (12.5%).
         c.data.normalization = "clip"
-        c.model.update(mlp_dropout=0.0, dropout=0.0)
+        # the demo's multimodal tower: conv1 over 3 frames (experiments/mm_pretrain.py:tiny)
+        c.model.update(mlp_dropout=0.0, dropout=0.0, temporal_kernel=3)
         c.num_epochs = 6.0
         c.optim.update(base_lr=0.04, min_lr=1e-4, warmup_epochs=0.5)
     elif preset in ("b16_k400", "l14_ssv2"):
