@@ -34,7 +34,6 @@ their parameters sharded by the same logical rules as the student's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
@@ -72,19 +71,7 @@ class _Spec:
 # ---- what a teacher checkpoint holds (shapes only) ---------------------------------------------
 def _resolve(path: str) -> tuple[str, dict]:
     """(the checkpoint's state directory, the run's config.json or {})."""
-    meta = {}
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        if os.path.exists(os.path.join(path, "config.json")):
-            with open(os.path.join(path, "config.json")) as f:
-                meta = json.load(f)
-        steps = sorted(int(s) for s in os.listdir(os.path.join(path, "checkpoints"))
-                       if s.isdigit())
-        if not steps:
-            raise FileNotFoundError(f"{path}/checkpoints holds no finished checkpoint")
-        path = os.path.join(path, "checkpoints", str(steps[-1]))
-    if os.path.isdir(os.path.join(path, "state")):
-        path = os.path.join(path, "state")
-    return os.path.abspath(path), meta
+    return checkpointing.resolve_state(path)
 
 
 def stored_shapes(path: str) -> tuple[dict, dict]:

@@ -207,6 +207,25 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
                         tree, shardings)
 
 
+def resolve_state(path: str) -> tuple[str, dict]:
+    """(the absolute path of the state directory that `path` names, the run's config.json or {}):
+    a workdir (its newest finished checkpoint), a checkpoint step directory or an imported
+    params checkpoint."""
+    meta = {}
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        if os.path.exists(os.path.join(path, "config.json")):
+            with open(os.path.join(path, "config.json")) as f:
+                meta = json.load(f)
+        steps = sorted(int(s) for s in os.listdir(os.path.join(path, "checkpoints"))
+                       if s.isdigit())
+        if not steps:
+            raise FileNotFoundError(f"{path}/checkpoints holds no finished checkpoint")
+        path = os.path.join(path, "checkpoints", str(steps[-1]))
+    if os.path.isdir(os.path.join(path, "state")):
+        path = os.path.join(path, "state")
+    return os.path.abspath(path), meta
+
+
 def load_params(path: str, scanned: bool | None = None) -> tuple[dict, dict]:
     """Parameters (as numpy, on the host) and the run's config.json, from a workdir (its latest
     checkpoint), a checkpoint step directory, or a params-only checkpoint (convert import).
@@ -222,20 +241,9 @@ def load_variables(path: str, ema: bool = False,
     A variables checkpoint (convert import: {'params', 'batch_stats'}) is returned as it is.
     scanned: convert the layer layout when it differs (models/layout.match_layout)."""
     import numpy as np
-    meta = {}
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        if os.path.exists(os.path.join(path, "config.json")):
-            with open(os.path.join(path, "config.json")) as f:
-                meta = json.load(f)
-        steps = sorted(int(s) for s in os.listdir(os.path.join(path, "checkpoints"))
-                       if s.isdigit())
-        if not steps:
-            raise FileNotFoundError(f"{path}/checkpoints holds no finished checkpoint")
-        path = os.path.join(path, "checkpoints", str(steps[-1]))
-    if os.path.isdir(os.path.join(path, "state")):
-        path = os.path.join(path, "state")
+    path, meta = resolve_state(path)
     with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore(os.path.abspath(path))
+        tree = ckptr.restore(path)
     if "params" in tree and "opt_state" in tree:  # a train state
         params = tree["ema_params"] if ema and tree.get("ema_params") is not None \
             else tree["params"]
