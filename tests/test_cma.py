@@ -29,13 +29,21 @@ def _random(module, video, seed):
                                      for x, r in zip(leaves, rngs)])
 
 
+def _uniformer():
+    """The tiny UniFormerV2 classifier with conv1 as the CMA preset builds it."""
+    from experiments.cma import get_config
+    kernel = get_config("tiny").model.temporal_kernel
+    return uniformerv2.UniFormerV2Classifier(uniformerv2.get_size("tiny"), K,
+                                             temporal_kernel=kernel)
+
+
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory):
     """Two saved classifiers with random weights: (videomae dir, uniformer dir, their params)."""
     root = tmp_path_factory.mktemp("encoders")
     video = jnp.zeros((1, 8, 64, 64, 3))
     vm = _random(videomae.VideoMAEClassifier(videomae.get_size("tiny"), K), video, 0)
-    un = _random(uniformerv2.UniFormerV2Classifier(uniformerv2.get_size("tiny"), K), video, 2)
+    un = _random(_uniformer(), video, 2)
     paths = []
     for name, params in (("videomae", vm), ("uniformer", un)):
         path = str(root / name)
@@ -67,8 +75,7 @@ def test_at_initialisation_each_head_is_its_frozen_model(data_dir, encoders):
     vm_in, un_in = task.model_inputs(to_unit_range(video))
     want_m = videomae.VideoMAEClassifier(videomae.get_size("tiny"), K).apply(
         {"params": encoders[2]}, vm_in)
-    want_u = uniformerv2.UniFormerV2Classifier(uniformerv2.get_size("tiny"), K).apply(
-        {"params": encoders[3]}, un_in)
+    want_u = _uniformer().apply({"params": encoders[3]}, un_in)
     np.testing.assert_array_equal(np.asarray(out["videomae"]), np.asarray(want_m))
     np.testing.assert_array_equal(np.asarray(out["uniformer"]), np.asarray(want_u))
     # The combination starts as the score-averaging ensemble.

@@ -202,7 +202,8 @@ def _rng_after_crop(example, seed):
 
 def test_hard_negatives_need_a_way_to_make_them(data_dir):
     with pytest.raises(ValueError, match="needs data.negative_captions.*demo_motion"):
-        get_task(_mm_config(data_dir, **{"model.hard_negatives": 2}))
+        get_task(_mm_config(data_dir, **{"model.hard_negatives": 2,
+                                         "data.negative_captions": ""}))
 
 
 def test_a_run_with_hard_negatives_trains(data_dir, tmp_path):
@@ -211,7 +212,8 @@ def test_a_run_with_hard_negatives_trains(data_dir, tmp_path):
     task = get_task(c)
     assert task.init_batch(4)["negatives"].shape == (4, 2, 77)
     from internvideo_jax.infra import flops
-    base = flops.multimodal_flops(task.size, 8, c.model.caption_length)
+    base = flops.multimodal_flops(task.size, 8, c.model.caption_length,
+                                  temporal_kernel=c.model.temporal_kernel)
     assert task.flops_per_example() == base + 2 * flops.text_encoder_flops(task.size.text)
     state = train.train(c, str(tmp_path / "hn"), progress=False)
     assert int(state.step) == 2
