@@ -137,18 +137,26 @@ def predict_batch(task, variables, videos: np.ndarray, masks: np.ndarray,
     import flax.linen as nn
     import jax
     variables = nn.meta.unbox(variables)
-
-    def forward(v, x, m):
-        return task.model.apply(v, task.normalize(x), m)  # (K, M, P*3)
-
-    if mesh is None:
-        out = jax.jit(forward)(variables, videos, masks)
-    else:
+    if mesh is not None:
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         videos, masks = (jax.device_put(np.asarray(a), replicated) for a in (videos, masks))
-        out = jax.jit(forward, out_shardings=replicated)(variables, videos, masks)
+    out = _forward(task, mesh)(variables, videos, masks)
     out = np.asarray(out, np.float32)
     return out.reshape(out.shape[0], out.shape[1], -1, 3)
+
+
+def _forward(task, mesh):
+    """The jitted forward of predict_batch, one per (task, mesh), kept on the task: a run that
+    draws every N steps compiles it once."""
+    import jax
+    cache = task.__dict__.setdefault("_visualize_forward", {})
+    if mesh not in cache:
+        def forward(v, x, m):
+            return task.model.apply(v, task.normalize(x), m)  # (K, M, P*3)
+        replicated = (None if mesh is None else
+                      jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        cache[mesh] = jax.jit(forward, out_shardings=replicated)
+    return cache[mesh]
 
 
 def reconstruction(task, variables, video: np.ndarray, mask: np.ndarray) -> dict:
