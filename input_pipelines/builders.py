@@ -35,7 +35,8 @@ def dense_clip(video: decode.Video, clip_len: int, stride: int, sample_fps: floa
 
 @dataclasses.dataclass(frozen=True)
 class PretrainClip:
-    """A VideoMAE pretraining example: dense sampling, multi-scale crop, optional flip, tube mask.
+    """A VideoMAE pretraining example: dense sampling (or, with sampler='segment', TSN segments:
+    UMT's pretraining clips), multi-scale crop, optional flip, tube mask.
 
     With num_repeats = k > 1 (repeated augmentation, InternVideo's num_sample), the clip is decoded
     once and k independently cropped/flipped/masked views are made from the decoded frames.
@@ -55,11 +56,15 @@ class PretrainClip:
     short_video: str = "clamp"  # see sampling.dense_indices
     sample_fps: float = 0.0  # > 0: frames 1 / sample_fps s apart by time instead of `stride`
     decoder_mask_ratio: float = 0.0  # > 0: a running cell decoder mask per view (VideoMAE V2)
+    sampler: str = "dense"  # dense | segment (a random frame in each of num_frames segments)
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         with open_video(example) as video:
-            idx = dense_clip(video, self.num_frames, self.stride, self.sample_fps, rng,
-                             self.short_video)
+            if self.sampler == "segment":
+                idx = sampling.segment_indices(video.num_frames, self.num_frames, rng)
+            else:
+                idx = dense_clip(video, self.num_frames, self.stride, self.sample_fps, rng,
+                                 self.short_video)
             frames = video.frames(idx)  # T frames, not yet RGB
             videos, masks, decoder_masks = [], [], []
             for _ in range(self.num_repeats):

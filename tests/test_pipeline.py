@@ -278,3 +278,21 @@ def test_reencoding_bakes_the_rotation_into_the_pixels():
     upright = decode.decode_frames(data, np.arange(4)).astype(int)
     # Re-compression costs ~3 levels; a wrong orientation (e.g. upside down) costs ~70.
     assert np.abs(again - upright).mean() < 6
+
+
+def test_pretrain_clip_segment_sampler_takes_tsn_frames():
+    """sampler='segment' (UMT's pretraining clips): a random frame in each of T segments, then
+    the same crop and tube mask draws as the dense clip, from the same generator."""
+    from input_pipelines import masking
+    ex = synthetic_videos.make_example(0, 3, size=64, num_frames=32)
+    clip = builders.PretrainClip(8, 4, 32, False, (8, 4, 4), 0.75, sampler="segment")
+    out = clip(ex, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    with builders.open_video(ex) as video:
+        idx = sampling.segment_indices(video.num_frames, 8, rng)
+        frames = video.frames(idx)
+        box = transforms.multi_scale_crop_box(*decode.display_size(frames[0]), 32, rng)
+        want = transforms.scaled_crop(frames, box, 32)
+    assert len(set(idx.tolist())) == 8 and idx.max() >= 28  # spread over the whole video
+    np.testing.assert_array_equal(out["video"][0], want)
+    np.testing.assert_array_equal(out["mask"][0], masking.tube_mask((8, 4, 4), 0.75, rng))

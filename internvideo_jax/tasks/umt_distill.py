@@ -40,8 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from input_pipelines import (builders, decode, masking, normalization, sampling,
-                             transforms)
+from input_pipelines import builders, normalization
 from internvideo_jax.models import architecture, naming, pos_embed, umt, videomae
 from internvideo_jax.tasks.base import Task, standardize, to_unit_range
 from internvideo_jax.training import checkpointing
@@ -389,53 +388,16 @@ class UMTDistillTask(Task):
     def train_dataset(self, seed: int, local_batch: int, process_index: int, process_count: int,
                       start_step: int = 0):
         d = self.data
-        clip = DistillClip(num_frames=d.num_frames, stride=d.stride, crop_size=d.crop_size,
-                           flip=d.flip, token_grid=tuple(self.grid),
-                           mask_ratio=self.config.model.mask_ratio, num_repeats=d.num_repeats,
-                           short_video=d.short_video, sample_fps=d.sample_fps,
-                           sampler=d.sampler)
+        # dense clips, or UMT's TSN segments (data.sampler='segment'); the tube mask is what
+        # mask_type='tube' uses
+        clip = builders.PretrainClip(
+            num_frames=d.num_frames, stride=d.stride, crop_size=d.crop_size, flip=d.flip,
+            token_grid=tuple(self.grid), mask_ratio=self.config.model.mask_ratio,
+            num_repeats=d.num_repeats, short_video=d.short_video, sample_fps=d.sample_fps,
+            sampler=d.sampler)
         return builders.train_stream(d, clip, seed=seed, local_batch=local_batch,
                                      process_index=process_index, process_count=process_count,
                                      start_step=start_step, num_repeats=d.num_repeats)
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillClip:
-    """builders.PretrainClip (dense clips, multi-scale crop, flip, a tube mask for
-    mask_type='tube') or, with sampler='segment', the same on TSN segments: UMT's pretraining
-    clips are 8 sparse segments. Output {'video': (k, T, S, S, 3) uint8, 'mask': (k, N) bool}."""
-
-    num_frames: int
-    stride: int
-    crop_size: int
-    flip: bool
-    token_grid: tuple[int, int, int]
-    mask_ratio: float
-    num_repeats: int = 1
-    short_video: str = "clamp"
-    sample_fps: float = 0.0
-    sampler: str = "dense"  # dense | segment
-
-    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        if self.sampler != "segment":
-            return builders.PretrainClip(
-                num_frames=self.num_frames, stride=self.stride, crop_size=self.crop_size,
-                flip=self.flip, token_grid=self.token_grid, mask_ratio=self.mask_ratio,
-                num_repeats=self.num_repeats, short_video=self.short_video,
-                sample_fps=self.sample_fps)(example, rng)
-        with builders.open_video(example) as video:
-            frames = video.frames(sampling.segment_indices(video.num_frames, self.num_frames,
-                                                           rng))
-            videos, masks = [], []
-            for _ in range(self.num_repeats):
-                box = transforms.multi_scale_crop_box(*decode.display_size(frames[0]),
-                                                      self.crop_size, rng)
-                clip = transforms.scaled_crop(frames, box, self.crop_size)  # (T, S, S, 3)
-                if self.flip:
-                    clip = transforms.random_flip(clip, rng)
-                videos.append(np.ascontiguousarray(clip))
-                masks.append(masking.tube_mask(self.token_grid, self.mask_ratio, rng))
-        return {"video": np.stack(videos), "mask": np.stack(masks)}
 
 
 def build(config, random_teachers: bool = False) -> UMTDistillTask:
