@@ -303,7 +303,9 @@ class Transformer(nn.Module):
     scan: one Block traced once and run `depth` times by nn.scan (compile time independent of
     depth); parameters stacked under 'blocks' with a leading 'layers' axis instead of blocks_0..
     blocks_{depth-1} (models/layout.py's stack_layers / unstack_layers convert between the two
-    layouts; the naming rule: models/naming.py)."""
+    layouts; the naming rule: models/naming.py).
+    keep: layer indices whose outputs are also returned: -> (x, (len(keep), B, N, D)) instead of
+    x (the UMT student regresses its last layers)."""
 
     depth: int
     num_heads: int
@@ -314,20 +316,25 @@ class Transformer(nn.Module):
     dtype: Dtype = jnp.float32
     remat: str = "none"
     scan: bool = False
+    keep: tuple[int, ...] = ()
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True):
         rates = np.linspace(0.0, self.drop_path_rate, self.depth) if self.depth else []
         block = remat_block(self.remat)
         common = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                       init_values=self.init_values, norm_eps=self.norm_eps, dtype=self.dtype)
         if self.scan and self.depth:
-            return scan_blocks(block, dict(common, drop_path=float(self.drop_path_rate)), x,
-                               rates, deterministic, SCANNED)[0]
+            x, kept = scan_blocks(block, dict(common, drop_path=float(self.drop_path_rate)), x,
+                                  rates, deterministic, SCANNED, keep=self.keep)
+            return (x, kept) if self.keep else x
+        kept = []
         for i in range(self.depth):
             x = block(**common, drop_path=float(rates[i]), name=naming.layer_name(SCANNED, i))(
                 x, deterministic)
-        return x
+            if i in self.keep:
+                kept.append(x)
+        return (x, jnp.stack(kept)) if self.keep else x
 
 
 def scan_blocks(block: Any, block_kwargs: dict, x: jax.Array, rates, deterministic: bool,

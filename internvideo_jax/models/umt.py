@@ -224,38 +224,6 @@ def _cls_attention(block: nn.Module, x: jax.Array) -> jax.Array:
     return jax.nn.softmax(logits, axis=-1).mean(axis=1)[:, 1:]  # (N, P)
 
 
-class KeepTransformer(nn.Module):
-    """layers.Transformer (same parameters: blocks_i, or scanned 'blocks/block') that also
-    returns the outputs of the layers in `keep` -> (x, (len(keep), B, N, D))."""
-
-    depth: int
-    num_heads: int
-    mlp_dim: int
-    keep: tuple[int, ...]
-    drop_path_rate: float = 0.0
-    init_values: float = 0.0
-    dtype: Dtype = jnp.float32
-    remat: str = "none"
-    scan: bool = False
-
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True):
-        rates = np.linspace(0.0, self.drop_path_rate, self.depth)
-        block = layers.remat_block(self.remat)
-        common = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                      init_values=self.init_values, norm_eps=1e-6, dtype=self.dtype)
-        if self.scan:
-            return layers.scan_blocks(block, dict(common, drop_path=float(self.drop_path_rate)),
-                                      x, rates, deterministic, naming.SCANNED, keep=self.keep)
-        kept = []
-        for i in range(self.depth):
-            x = block(**common, drop_path=float(rates[i]),
-                      name=naming.layer_name(naming.SCANNED, i))(x, deterministic)
-            if i in self.keep:
-                kept.append(x)
-        return x, jnp.stack(kept)
-
-
 class ViTTokens(nn.Module):
     """VideoMAEEncoder's computation and parameters (patch_embed, transformer, norm), returning
     the outputs of the layers `keep` (len(keep), B, K or N, D) instead of the last one.
@@ -280,9 +248,9 @@ class ViTTokens(nn.Module):
         pos = jnp.asarray(layers.sinusoid_table(int(np.prod(grid)), s.dim)).astype(x.dtype)
         x = x + (pos[None] if visible_idx is None else pos[visible_idx])
         x = layers.constrain(x, "act_batch", "act_length", "act_embed")
-        _, kept = KeepTransformer(s.depth, s.heads, s.mlp_dim, self.keep, self.drop_path_rate,
-                                  dtype=self.dtype, remat=self.remat, scan=self.scan,
-                                  name="transformer")(x, deterministic)
+        _, kept = layers.Transformer(s.depth, s.heads, s.mlp_dim, self.drop_path_rate,
+                                     dtype=self.dtype, remat=self.remat, scan=self.scan,
+                                     keep=self.keep, name="transformer")(x, deterministic)
         if self.norm == "none":
             return kept
         norm = layers.layer_norm(1e-6, "norm", self.dtype)
